@@ -1,0 +1,9 @@
+//! bakehouse: a golden machine image factory.
+//!
+//! A *recipe* says which base image to start from, how to provision, clean
+//! and publish it; a *build* turns it into a captured image recorded,
+//! versioned, in the image *registry*. See DESIGN.md for the concepts.
+
+pub mod aws;
+pub mod registry;
+pub mod testing;
