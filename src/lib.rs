@@ -4,6 +4,8 @@
 //! and publish it; a *build* turns it into a captured image recorded,
 //! versioned, in the image *registry*. See DESIGN.md for the concepts.
 
+pub mod asl;
 pub mod aws;
 pub mod registry;
 pub mod testing;
+pub mod cli;

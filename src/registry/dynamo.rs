@@ -232,6 +232,61 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Loads many versions at once with BatchWriteItem (25 items a
+    /// request), for imports and benchmarks. Not atomic and not checked
+    /// against existing records: use [`RegistryStore::insert`] for normal
+    /// registration. The package heads are set to the highest version given.
+    pub async fn import(&self, packages: &[PackageVersion]) -> Result<(), RegistryError> {
+        use aws_sdk_dynamodb::types::{PutRequest, WriteRequest};
+        let mut heads: HashMap<&str, &Version> = HashMap::new();
+        let mut requests = Vec::with_capacity(packages.len());
+        for p in packages {
+            let head = heads.entry(&p.name).or_insert(&p.version);
+            if p.version > **head {
+                *head = &p.version;
+            }
+            requests.push(
+                WriteRequest::builder()
+                    .put_request(
+                        PutRequest::builder()
+                            .set_item(Some(to_item(p)?))
+                            .build()
+                            .map_err(build_err)?,
+                    )
+                    .build(),
+            );
+        }
+        for chunk in requests.chunks(25) {
+            let mut pending = chunk.to_vec();
+            while !pending.is_empty() {
+                let out = self
+                    .client
+                    .batch_write_item()
+                    .request_items(&self.table, pending)
+                    .send()
+                    .await
+                    .map_err(dynamo_err)?;
+                pending = out
+                    .unprocessed_items
+                    .and_then(|mut m| m.remove(&self.table))
+                    .unwrap_or_default();
+            }
+        }
+        for (name, version) in heads {
+            self.client
+                .put_item()
+                .table_name(&self.table)
+                .item("pk", s(pkg_pk(name)))
+                .item("sk", s("HEAD"))
+                .item("latest_key", s(version.sort_key()))
+                .item("latest", s(version.to_string()))
+                .send()
+                .await
+                .map_err(dynamo_err)?;
+        }
+        Ok(())
+    }
+
     async fn get_item(
         &self,
         pk: String,

