@@ -6,6 +6,9 @@
 
 pub mod asl;
 pub mod aws;
+pub mod build;
 pub mod registry;
 pub mod testing;
 pub mod cli;
+pub mod pipeline;
+pub mod recipe;

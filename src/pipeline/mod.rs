@@ -1,0 +1,14 @@
+//! The build pipeline: `launch → provision → clean → capture → register`,
+//! with `teardown` on every path. [`Pipeline`] holds the step handlers the
+//! Lambda functions and the local runner call; [`BuilderBackend`] is the
+//! seam to EC2 + SSM or a local chroot.
+
+mod backend;
+pub mod bundle;
+mod error;
+pub mod io;
+mod steps;
+
+pub use backend::{BuildContext, BuilderBackend, Progress, ResolvedBase};
+pub use error::StepError;
+pub use steps::{load_for_build, sanitize, Pipeline, PipelineSettings};

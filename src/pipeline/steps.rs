@@ -1,0 +1,406 @@
+//! The pipeline's step handlers — the code each Lambda function (and the
+//! local runner) calls: launch, provision, clean, capture, register,
+//! teardown. They own the build record, the bake key and the registry; the
+//! [`BuilderBackend`] does the baking.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+
+use crate::build::{BuildRecord, BuildStatus, BuildStore, Failure, RecipeBundle, Step};
+use crate::recipe::{self, LoadedRecipe, OsKind, VersionPolicy};
+use crate::registry::{self, AddRequest, Registry, VersionChoice};
+
+use super::io::{
+    wait_seconds, ExecutionInput, LaunchInput, RecipeSpec, StepInput, StepOutput, TeardownInput,
+    TeardownOutput,
+};
+use super::{bundle, BuildContext, BuilderBackend, Progress, StepError};
+
+/// Settings of the pipeline, read once at start.
+#[derive(Clone, Debug)]
+pub struct PipelineSettings {
+    /// Where recipes are unpacked for a step (`/tmp` in Lambda).
+    pub scratch_dir: PathBuf,
+    /// Test-only failure point: this step fails after doing its work
+    /// (`BAKEHOUSE_FAIL_AT`), to prove teardown cleans up after it.
+    pub fail_at: Option<Step>,
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings {
+            scratch_dir: std::env::temp_dir().join("bakehouse"),
+            fail_at: None,
+        }
+    }
+}
+
+/// The pipeline: the step handlers over a registry, build records and a
+/// builder backend.
+#[derive(Clone)]
+pub struct Pipeline {
+    registry: Registry,
+    builds: Arc<dyn BuildStore>,
+    backend: Arc<dyn BuilderBackend>,
+    settings: PipelineSettings,
+}
+
+fn parse<T: DeserializeOwned>(step: Step, input: Value) -> Result<T, StepError> {
+    serde_json::from_value(input)
+        .map_err(|e| StepError::NonRetryable(format!("{step} input: {e}")))
+}
+
+fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, StepError> {
+    serde_json::to_value(value).map_err(|e| StepError::NonRetryable(e.to_string()))
+}
+
+impl Pipeline {
+    /// A pipeline over the given parts.
+    pub fn new(
+        registry: Registry,
+        builds: Arc<dyn BuildStore>,
+        backend: Arc<dyn BuilderBackend>,
+        settings: PipelineSettings,
+    ) -> Pipeline {
+        Pipeline {
+            registry,
+            builds,
+            backend,
+            settings,
+        }
+    }
+
+    /// The registry.
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    /// The build records.
+    pub fn builds(&self) -> &Arc<dyn BuildStore> {
+        &self.builds
+    }
+
+    /// Runs a step on JSON input (what a Lambda receives) and returns its
+    /// JSON output.
+    pub async fn invoke(&self, step: Step, input: Value) -> Result<Value, StepError> {
+        match step {
+            Step::Launch => {
+                if input.get("request").is_some() {
+                    to_value(&self.launch(parse(step, input)?).await?)
+                } else {
+                    to_value(&self.launch_poll(parse(step, input)?).await?)
+                }
+            }
+            Step::Teardown => to_value(&self.teardown(parse(step, input)?).await?),
+            other => to_value(&self.run_step(other, parse(step, input)?).await?),
+        }
+    }
+
+    fn scratch(&self, build_id: &str, step: Step) -> PathBuf {
+        self.settings
+            .scratch_dir
+            .join(sanitize(build_id))
+            .join(format!("recipe-{step}"))
+    }
+
+    async fn record(&self, build_id: &str) -> Result<BuildRecord, StepError> {
+        self.builds
+            .get(build_id)
+            .await?
+            .ok_or_else(|| StepError::NonRetryable(format!("no build {build_id}")))
+    }
+
+    async fn context(&self, build_id: &str, step: Step, polls: u32) -> Result<BuildContext, StepError> {
+        let record = crate::build::update(self.builds.as_ref(), build_id, |r| r.step_invoked(step)).await?;
+        let recipe = bundle::materialize(&record.bundle, &self.scratch(build_id, step))?;
+        Ok(BuildContext {
+            build_id: build_id.to_string(),
+            recipe: Some(recipe),
+            polls,
+            record,
+            step,
+            store: self.builds.clone(),
+        })
+    }
+
+    fn injected(&self, step: Step) -> Result<(), StepError> {
+        if self.settings.fail_at == Some(step) {
+            return Err(StepError::BuildFailed(format!("injected failure after {step} (BAKEHOUSE_FAIL_AT)")));
+        }
+        Ok(())
+    }
+
+    async fn bundle_for(&self, request: &ExecutionInput) -> Result<RecipeBundle, StepError> {
+        match &request.recipe {
+            RecipeSpec::Inline(_) => request
+                .inline_bundle()
+                .ok_or_else(|| StepError::NonRetryable("recipe: missing".into())),
+            RecipeSpec::Name(name) => self.builds.get_recipe(name).await?.ok_or_else(|| {
+                StepError::NonRetryable(format!(
+                    "recipe {name:?} is not stored: a recipe is stored when a push touches it (or pass the recipe inline)"
+                ))
+            }),
+        }
+    }
+
+    /// First launch call: creates the build record (once), resolves the
+    /// base, computes the bake key, answers a cache hit, or starts the builder.
+    pub async fn launch(&self, input: LaunchInput) -> Result<StepOutput, StepError> {
+        let build_id = input
+            .request
+            .build_id
+            .clone()
+            .unwrap_or_else(|| input.execution.clone());
+        let bundle = self.bundle_for(&input.request).await?;
+        let name = bundle::bundle_name(&bundle).unwrap_or_else(|| "<unnamed>".into());
+        let record = BuildRecord::new(
+            &build_id,
+            &name,
+            bundle,
+            input.request.trigger.to_trigger(),
+            input.request.force,
+        );
+        if !self.builds.create(&record).await? {
+            tracing::info!(build = %build_id, "launch retried: build record exists");
+        }
+        self.launch_poll(StepInput { build_id, polls: 0 }).await
+    }
+
+    /// Later launch calls (and the body of the first): waits for the builder.
+    pub async fn launch_poll(&self, input: StepInput) -> Result<StepOutput, StepError> {
+        let ctx = self.context(&input.build_id, Step::Launch, input.polls).await?;
+        let recipe = ctx.recipe()?;
+        if ctx.record.base_id.is_none() {
+            let base = self.backend.resolve_base(recipe, &self.registry).await?;
+            let key = recipe::bake_key(recipe, &base.id)?;
+            tracing::info!(build = %ctx.build_id, base = %base.id, bake_key = %key, "resolved base");
+            ctx.update(|r| {
+                r.base_id = Some(base.id.clone());
+                r.parent = base.parent.clone();
+                r.bake_key = Some(key.clone());
+            })
+            .await?;
+        }
+        let record = ctx.current().await?;
+        if record.cache_hit {
+            return Ok(self.output(&record, true, 0));
+        }
+        if !record.force {
+            if let Some(key) = &record.bake_key {
+                if let Some(existing) = self.registry.find_by_bake_key(key).await? {
+                    let version = format!("{}@{}", existing.name, existing.version);
+                    tracing::info!(build = %ctx.build_id, %version, "bake key registered: cache hit");
+                    let record = ctx
+                        .update(|r| {
+                            r.cache_hit = true;
+                            r.version = Some(version.clone());
+                            r.status = BuildStatus::Succeeded;
+                            r.step_finished(Step::Launch);
+                        })
+                        .await?;
+                    return Ok(self.output(&record, true, 0));
+                }
+            }
+        }
+        let ctx = BuildContext { record, ..ctx };
+        match self.backend.launch(&ctx).await? {
+            Progress::Done(()) => self.finish(&ctx).await,
+            Progress::Wait => Ok(self.output(&ctx.record, false, input.polls + 1)),
+        }
+    }
+
+    async fn finish(&self, ctx: &BuildContext) -> Result<StepOutput, StepError> {
+        let step = ctx.step;
+        let record = ctx.update(|r| r.step_finished(step)).await?;
+        self.injected(step)?;
+        Ok(self.output(&record, true, 0))
+    }
+
+    fn output(&self, record: &BuildRecord, done: bool, polls: u32) -> StepOutput {
+        StepOutput {
+            build_id: record.id.clone(),
+            done,
+            wait_seconds: if done { 0 } else { wait_seconds(polls.saturating_sub(1)) },
+            polls,
+            cache_hit: record.cache_hit,
+            version: record.version.clone(),
+        }
+    }
+
+    /// Provision, clean, capture and register.
+    pub async fn run_step(&self, step: Step, input: StepInput) -> Result<StepOutput, StepError> {
+        let ctx = self.context(&input.build_id, step, input.polls).await?;
+        let progress = match step {
+            Step::Provision => self.backend.provision(&ctx).await?,
+            Step::Clean => self.backend.clean(&ctx).await?,
+            Step::Capture => match self.backend.capture(&ctx).await? {
+                Progress::Done(artifacts) => {
+                    ctx.update(|r| r.artifacts = artifacts.clone()).await?;
+                    Progress::Done(())
+                }
+                Progress::Wait => Progress::Wait,
+            },
+            Step::Register => {
+                self.register(&ctx).await?;
+                Progress::Done(())
+            }
+            Step::Launch | Step::Teardown => {
+                return Err(StepError::NonRetryable(format!("{step} is not a polled step")))
+            }
+        };
+        match progress {
+            Progress::Done(()) => self.finish(&ctx).await,
+            Progress::Wait => Ok(self.output(&ctx.record, false, input.polls + 1)),
+        }
+    }
+
+    async fn register(&self, ctx: &BuildContext) -> Result<(), StepError> {
+        let record = ctx.current().await?;
+        if record.version.is_some() {
+            return Ok(());
+        }
+        let recipe = &ctx.recipe()?.recipe;
+        if record.artifacts.is_empty() {
+            return Err(StepError::NonRetryable("register: capture produced no artifacts".into()));
+        }
+        let mut req = AddRequest::new(
+            recipe.name.clone(),
+            match recipe.os {
+                OsKind::Linux => registry::Os::Linux,
+                OsKind::Windows => registry::Os::Windows,
+            },
+            record.artifacts.clone(),
+        );
+        req.label = Some(recipe.label().to_string());
+        req.version = match &recipe.version {
+            VersionPolicy::Bump(part) => VersionChoice::Bump(match part {
+                recipe::BumpPart::Major => registry::BumpPart::Major,
+                recipe::BumpPart::Minor => registry::BumpPart::Minor,
+                recipe::BumpPart::Patch => registry::BumpPart::Patch,
+            }),
+            VersionPolicy::Exact(v) => VersionChoice::Exact(v.parse()?),
+        };
+        // A forced rebuild must get its own version, and a retried register
+        // must not get a second one: the build id makes its key unique.
+        req.bake_key = record.bake_key.as_ref().map(|k| {
+            if record.force {
+                format!("{k}+forced:{}", record.id)
+            } else {
+                k.clone()
+            }
+        });
+        req.parent = record.parent.clone().or_else(|| record.base_id.clone());
+        req.trigger = Some(record.trigger.clone());
+        req.build_id = Some(record.id.clone());
+        let outcome = self.registry.add(req).await?;
+        let version = format!("{}@{}", outcome.package.name, outcome.package.version);
+        tracing::info!(build = %ctx.build_id, %version, reused = outcome.reused, "registered");
+        ctx.update(|r| r.version = Some(version.clone())).await?;
+        Ok(())
+    }
+
+    /// Tears the build down (on every path) and marks it SUCCEEDED or FAILED.
+    pub async fn teardown(&self, input: TeardownInput) -> Result<TeardownOutput, StepError> {
+        let state = &input.state;
+        let text = |v: Option<&Value>| v.and_then(Value::as_str).map(str::to_string);
+        let build_id = text(state.pointer("/build/build_id"))
+            .or_else(|| text(state.pointer("/request/build_id")))
+            .or_else(|| text(state.pointer("/execution")))
+            .ok_or_else(|| StepError::NonRetryable("teardown: no build id in the state".into()))?;
+        let error = state.get("error").map(|e| {
+            (
+                text(e.get("Error")).unwrap_or_else(|| "States.TaskFailed".into()),
+                text(e.get("Cause")).unwrap_or_default(),
+            )
+        });
+        let mut record = match self.builds.get(&build_id).await? {
+            Some(r) => r,
+            None => {
+                // The build failed before its record existed (e.g. a broken
+                // recipe at launch): write one that says why.
+                let request: Option<ExecutionInput> = state
+                    .get("request")
+                    .and_then(|r| serde_json::from_value(r.clone()).ok());
+                let bundle = request.as_ref().and_then(|r| r.inline_bundle()).unwrap_or_default();
+                let name = bundle::bundle_name(&bundle)
+                    .or_else(|| match request.as_ref().map(|r| &r.recipe) {
+                        Some(RecipeSpec::Name(n)) => Some(n.clone()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| "<unknown>".into());
+                let trigger = request
+                    .as_ref()
+                    .map(|r| r.trigger.to_trigger())
+                    .unwrap_or_else(|| registry::Trigger::of(registry::TriggerKind::Console));
+                let mut r = BuildRecord::new(&build_id, &name, bundle, trigger, false);
+                r.step_invoked(Step::Launch);
+                self.builds.create(&r).await?;
+                self.record(&build_id).await?
+            }
+        };
+        record.step_invoked(Step::Teardown);
+        self.builds.save(&mut record).await?;
+        let recipe = bundle::materialize(&record.bundle, &self.scratch(&build_id, Step::Teardown)).ok();
+        let ctx = BuildContext {
+            build_id: build_id.clone(),
+            recipe,
+            polls: 0,
+            record: record.clone(),
+            step: Step::Teardown,
+            store: self.builds.clone(),
+        };
+        let succeeded = error.is_none() && record.failure.is_none();
+        let outcome = self.backend.teardown(&ctx, succeeded).await;
+        let failed_step = record.unfinished_step().unwrap_or(Step::Launch).to_string();
+        let record = ctx
+            .update(|r| {
+                r.step_finished(Step::Teardown);
+                match (&error, &outcome) {
+                    (Some((err, cause)), _) => {
+                        r.status = BuildStatus::Failed;
+                        r.failure.get_or_insert(Failure {
+                            step: failed_step.clone(),
+                            error: err.clone(),
+                            cause: cause.clone(),
+                        });
+                    }
+                    (None, Err(e)) => {
+                        r.status = BuildStatus::Failed;
+                        r.failure.get_or_insert(Failure {
+                            step: "teardown".into(),
+                            error: e.name().into(),
+                            cause: e.to_string(),
+                        });
+                    }
+                    (None, Ok(())) => r.status = BuildStatus::Succeeded,
+                }
+            })
+            .await?;
+        let _ = std::fs::remove_dir_all(self.settings.scratch_dir.join(sanitize(&build_id)));
+        outcome?;
+        tracing::info!(build = %build_id, status = %record.status, "teardown done");
+        Ok(TeardownOutput {
+            build_id,
+            status: record.status.to_string(),
+            version: record.version,
+        })
+    }
+}
+
+/// A build id as a safe single path component.
+pub fn sanitize(id: &str) -> String {
+    id.chars()
+        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .collect()
+}
+
+/// Loads a recipe file for a build started from this machine: validated and
+/// packed, ready to put in the execution input.
+pub fn load_for_build(path: &std::path::Path) -> Result<(LoadedRecipe, RecipeBundle), StepError> {
+    let loaded = recipe::load(path)?;
+    let bundle = bundle::bundle(&loaded)?;
+    Ok((loaded, bundle))
+}

@@ -1,0 +1,216 @@
+//! Recipes: what to build, and how to check it.
+//!
+//! A recipe (`recipes/*.yaml`, `.yml` or `.json`) names a base image, the
+//! provisioners that turn it into the wanted image, the clean-up applied
+//! before capture and where the result is published. A `.json` file with a
+//! top-level `builders` key is a Packer template and is mapped onto the same
+//! model ([`packer`]).
+//!
+//! - [`load`] / [`parse()`] read and check a recipe; every problem found is
+//!   returned at once as [`Problem`]s (`file:line:column: field: message`).
+//!   Structural errors (syntax, unknown or mistyped fields) stop at the first;
+//!   semantic checks (names, references, missing files, schedules, regions,
+//!   ...) are all reported together.
+//! - [`clean_script`] renders the clean policy; [`verify_tree`] checks a tree.
+//! - [`bake_key()`] hashes everything that determines the image;
+//!   [`input_files`] lists the files it reads.
+//!
+//! Relative paths in a recipe (scripts, file sources, state trees, playbooks,
+//! a local base) are relative to the recipe file's directory.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+
+pub mod bake_key;
+pub mod checks;
+pub mod clean;
+pub mod clean_verify;
+pub mod clean_windows;
+mod error;
+pub mod go_time;
+mod locate;
+mod model;
+pub mod packer;
+mod packer_map;
+pub mod packer_template;
+mod packer_types;
+mod parse;
+mod raw;
+pub mod schedule;
+mod validate;
+
+pub use bake_key::{bake_key, input_files, InputFile, BAKE_KEY_VERSION};
+pub use checks::{LocalBaseKind, RegistryRef};
+pub use clean::{clean_script, CleanItem};
+pub use clean_verify::{verify_tree, Leftover};
+pub use error::{Problem, RecipeError};
+pub use model::{
+    AnsibleProvisioner, Base, BaseFilter, BuilderSettings, BumpPart, CleanPolicy, FileProvisioner,
+    OsKind, Provisioner, Publish, Recipe, SaltProvisioner, ShellProvisioner, ShellSource,
+    VersionPolicy,
+};
+pub use schedule::Schedule;
+
+/// The syntax a recipe file is written in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// `.yaml` or `.yml`.
+    Yaml,
+    /// `.json` (a recipe, or a Packer template when it has `builders`).
+    Json,
+}
+
+impl Format {
+    /// The format named by the file extension, if any.
+    pub fn from_path(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "yaml" | "yml" => Some(Format::Yaml),
+            "json" => Some(Format::Json),
+            _ => None,
+        }
+    }
+}
+
+/// Inputs for Packer templates: `-var` overrides, the environment `{{env}}`
+/// may read (explicit, so loading stays reproducible), and the build time
+/// for `{{isotime}}`/`{{timestamp}}` (default: now). Plain recipes ignore
+/// them.
+#[derive(Debug, Clone, Default)]
+pub struct LoadOptions {
+    /// Variable overrides, like `packer build -var name=value`.
+    pub vars: BTreeMap<String, String>,
+    /// Environment visible to `{{env `NAME`}}`; unset names are empty.
+    pub env: BTreeMap<String, String>,
+    /// The build time; `None` means the current time.
+    pub now: Option<DateTime<Utc>>,
+}
+
+/// A checked recipe and where it came from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoadedRecipe {
+    /// The recipe.
+    pub recipe: Recipe,
+    /// The file it was read from.
+    pub path: PathBuf,
+    /// The directory relative paths in the recipe start from.
+    pub dir: PathBuf,
+}
+
+impl LoadedRecipe {
+    /// A path written in the recipe, resolved against [`Self::dir`].
+    pub fn resolve(&self, written: &str) -> PathBuf {
+        self.dir.join(written)
+    }
+
+    /// The local base file or directory, when the base is a `path`.
+    pub fn base_path(&self) -> Option<PathBuf> {
+        match &self.recipe.base {
+            Base::Path(p) => Some(self.resolve(p)),
+            _ => None,
+        }
+    }
+}
+
+/// Reads and checks the recipe at `path` (format from its extension).
+pub fn load(path: &Path) -> Result<LoadedRecipe, RecipeError> {
+    load_with(path, &LoadOptions::default())
+}
+
+/// [`load`] with Packer template options.
+pub fn load_with(path: &Path, options: &LoadOptions) -> Result<LoadedRecipe, RecipeError> {
+    let format = Format::from_path(path).ok_or_else(|| RecipeError::UnsupportedFormat {
+        path: path.to_path_buf(),
+    })?;
+    let text = fs::read_to_string(path).map_err(|source| RecipeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    parse_with(&text, format, path, options)
+}
+
+/// Parses and checks recipe `text` that was read from `origin` (used for
+/// messages and to resolve relative paths).
+pub fn parse(text: &str, format: Format, origin: &Path) -> Result<LoadedRecipe, RecipeError> {
+    parse_with(text, format, origin, &LoadOptions::default())
+}
+
+/// [`parse()`] with Packer template options.
+pub fn parse_with(
+    text: &str,
+    format: Format,
+    origin: &Path,
+    options: &LoadOptions,
+) -> Result<LoadedRecipe, RecipeError> {
+    let dir = match origin.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let (recipe, mut problems) = if format == Format::Json && packer::is_packer_template(text) {
+        let converted = packer::convert(text, origin, &dir, options).map_err(RecipeError::Parse)?;
+        let problems = validate::check(&converted.recipe, origin, &dir)
+            .into_iter()
+            .map(|mut p| {
+                p.field = converted.template_field(&p.field);
+                parse::locate_problem(p, text, format)
+            })
+            .collect();
+        (converted.recipe, problems)
+    } else {
+        let (recipe, mut problems) =
+            parse::parse_recipe(text, format, origin).map_err(RecipeError::Parse)?;
+        problems.extend(
+            validate::check(&recipe, origin, &dir)
+                .into_iter()
+                .map(|p| parse::locate_problem(p, text, format)),
+        );
+        (recipe, problems)
+    };
+    if problems.is_empty() {
+        Ok(LoadedRecipe {
+            recipe,
+            path: origin.to_path_buf(),
+            dir,
+        })
+    } else {
+        problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));
+        problems.dedup();
+        Err(RecipeError::Invalid(problems))
+    }
+}
+
+/// Loads every file in `paths` and returns all their problems (empty when
+/// every recipe is valid).
+pub fn validate_files<I, P>(paths: I) -> Vec<Problem>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<Path>,
+{
+    paths
+        .into_iter()
+        .flat_map(|p| match load(p.as_ref()) {
+            Ok(_) => Vec::new(),
+            Err(e) => e.problems(),
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod test_support;
+#[cfg(test)]
+mod tests_bake_key;
+#[cfg(test)]
+mod tests_clean;
+#[cfg(test)]
+mod tests_load;
+#[cfg(test)]
+mod tests_packer;
+#[cfg(test)]
+mod tests_props;
+#[cfg(test)]
+mod tests_schedule;
+#[cfg(test)]
+mod tests_validate;

@@ -1,0 +1,449 @@
+//! Maps a parsed Packer template onto a [`Recipe`], rendering template
+//! expressions field by field and remembering which template field each
+//! recipe field came from (see [`super::packer`] for the rules).
+
+use std::collections::BTreeMap;
+
+use serde_json::Value;
+
+use super::locate::{field_index, field_key};
+use super::model::{
+    Base, BaseFilter, BuilderSettings, FileProvisioner, OsKind, Provisioner, Publish, Recipe,
+    ShellProvisioner, ShellSource, VersionPolicy,
+};
+use super::packer_template::{render, strip_actions, TemplateContext};
+use super::packer_types::{AmazonEbs, NumberOrString, PackerProvisioner, PackerShell, Template};
+use super::LoadOptions;
+
+pub(crate) struct Converter<'a> {
+    pub(crate) problems: Vec<(String, String)>,
+    pub(crate) fields: Vec<(String, String)>,
+    pub(crate) vars: BTreeMap<String, String>,
+    pub(crate) options: &'a LoadOptions,
+    pub(crate) dir: String,
+    pub(crate) build_name: String,
+    pub(crate) now: chrono::DateTime<chrono::Utc>,
+}
+
+const B: &str = "builders[0]";
+
+impl Converter<'_> {
+    fn ctx(&self, allow_env: bool) -> TemplateContext<'_> {
+        TemplateContext {
+            vars: &self.vars,
+            env: &self.options.env,
+            now: self.now,
+            template_dir: &self.dir,
+            build_name: &self.build_name,
+            allow_env,
+            volatile_empty: false,
+        }
+    }
+
+    /// Renders `value` found at template path `field`.
+    fn render(&mut self, field: &str, value: &str) -> String {
+        match render(value, &self.ctx(false)) {
+            Ok(s) => s,
+            Err(m) => {
+                self.problems.push((field.to_string(), m));
+                String::new()
+            }
+        }
+    }
+
+    fn render_opt(&mut self, field: &str, value: &Option<String>) -> Option<String> {
+        value.as_ref().map(|v| self.render(field, v))
+    }
+
+    fn render_list(&mut self, field: &str, values: &[String]) -> Vec<String> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, v)| self.render(&field_index(field, i), v))
+            .collect()
+    }
+
+    fn render_map(
+        &mut self,
+        field: &str,
+        values: &BTreeMap<String, String>,
+    ) -> BTreeMap<String, String> {
+        values
+            .iter()
+            .map(|(k, v)| (k.clone(), self.render(&field_key(field, k), v)))
+            .collect()
+    }
+
+    fn map(&mut self, recipe: &str, template: &str) {
+        self.fields.push((recipe.to_string(), template.to_string()));
+    }
+
+    pub(crate) fn recipe(&mut self, t: &Template) -> Recipe {
+        self.resolve_variables(&t.variables);
+        if t.post_processors
+            .as_ref()
+            .is_some_and(|p| !p.is_null() && p != &Value::Array(Vec::new()))
+        {
+            self.problems.push((
+                "post-processors".to_string(),
+                "post-processors are not supported: bakehouse captures and registers the image itself; remove them".to_string(),
+            ));
+        }
+        let Some(b) = t.builders.first() else {
+            return placeholder();
+        };
+        self.build_name = b.name.clone().unwrap_or_else(|| "amazon-ebs".to_string());
+        let name = self.name(b);
+        let label = match self.vars.get("bakehouse_label") {
+            Some(l) => Some(l.clone()),
+            None => self.render_opt(&format!("{B}.ami_description"), &b.ami_description),
+        };
+        let version = match self.vars.get("bakehouse_version").cloned() {
+            Some(v) => {
+                self.map("version.version", "variables.bakehouse_version");
+                VersionPolicy::Exact(v)
+            }
+            None => VersionPolicy::default(),
+        };
+        let os = match b.communicator.as_deref() {
+            Some("winrm") => OsKind::Windows,
+            _ => OsKind::Linux,
+        };
+        let base = self.base(b);
+        let builder = self.builder(b);
+        let publish = self.publish(b);
+        let provisioners = self.provisioners(&t.provisioners);
+        Recipe {
+            name,
+            label,
+            os,
+            version,
+            base,
+            builder,
+            provisioners,
+            clean: Default::default(),
+            publish,
+            test: Vec::new(),
+            schedule: None,
+            paths: Vec::new(),
+        }
+    }
+
+    fn resolve_variables(&mut self, declared: &BTreeMap<String, Option<String>>) {
+        for name in self.options.vars.keys() {
+            if !declared.contains_key(name) {
+                self.problems.push((
+                    "variables".to_string(),
+                    format!("variable `{name}` is set but not declared in `variables`"),
+                ));
+            }
+        }
+        let mut pending = BTreeMap::new();
+        for (name, default) in declared {
+            match (self.options.vars.get(name), default) {
+                (Some(v), _) => {
+                    self.vars.insert(name.clone(), v.clone());
+                }
+                (None, Some(d)) => {
+                    pending.insert(name.clone(), d.clone());
+                }
+                (None, None) => self.problems.push((
+                    field_key("variables", name),
+                    format!("variable `{name}` is required (its default is null) but was not set"),
+                )),
+            }
+        }
+        // Defaults may use `env` and refer to other variables: resolve in
+        // passes until nothing changes.
+        for _ in 0..=pending.len() {
+            let mut progressed = false;
+            for (name, default) in pending.clone() {
+                if let Ok(value) = render(&default, &self.ctx(true)) {
+                    self.vars.insert(name.clone(), value);
+                    pending.remove(&name);
+                    progressed = true;
+                }
+            }
+            if !progressed {
+                break;
+            }
+        }
+        for (name, default) in pending {
+            if let Err(m) = render(&default, &self.ctx(true)) {
+                self.problems.push((field_key("variables", &name), m));
+            }
+        }
+    }
+
+    fn name(&mut self, b: &AmazonEbs) -> String {
+        if let Some(n) = self.vars.get("bakehouse_name").cloned() {
+            self.map("name", "variables.bakehouse_name");
+            return n;
+        }
+        self.map("name", &format!("{B}.ami_name"));
+        let stable = {
+            let mut ctx = self.ctx(false);
+            ctx.volatile_empty = true;
+            render(&b.ami_name, &ctx).unwrap_or_else(|_| strip_actions(&b.ami_name))
+        };
+        let mut name = String::new();
+        for c in stable.to_lowercase().chars() {
+            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) {
+                c
+            } else {
+                '-'
+            };
+            if !(c == '-' && name.ends_with('-')) {
+                name.push(c);
+            }
+        }
+        let name = name.trim_matches(|c| "._-".contains(c)).to_string();
+        if name.is_empty() {
+            self.problems.push((
+                format!("{B}.ami_name"),
+                "cannot derive a recipe name from ami_name; declare a `bakehouse_name` variable"
+                    .to_string(),
+            ));
+        }
+        name
+    }
+
+    fn base(&mut self, b: &AmazonEbs) -> Base {
+        match (&b.source_ami, &b.source_ami_filter) {
+            (Some(ami), None) => {
+                self.map("base.image", &format!("{B}.source_ami"));
+                Base::Image(self.render(&format!("{B}.source_ami"), ami))
+            }
+            (None, Some(f)) => {
+                let path = format!("{B}.source_ami_filter");
+                self.map("base.filter.name", &format!("{path}.filters.name"));
+                self.map("base.filter.owners", &format!("{path}.owners"));
+                let mut filters = self.render_map(&format!("{path}.filters"), &f.filters);
+                let name = filters.remove("name").unwrap_or_else(|| {
+                    self.problems.push((
+                        format!("{path}.filters"),
+                        "a `name` filter is required".to_string(),
+                    ));
+                    String::new()
+                });
+                Base::Filter(BaseFilter {
+                    name,
+                    owners: self.render_list(&format!("{path}.owners"), &f.owners),
+                    most_recent: f.most_recent,
+                    filters,
+                })
+            }
+            (found_ami, _) => {
+                let which = if found_ami.is_some() {
+                    "not both"
+                } else {
+                    "one is required"
+                };
+                self.problems.push((
+                    B.to_string(),
+                    format!("set `source_ami` or `source_ami_filter` ({which})"),
+                ));
+                Base::Image(String::new())
+            }
+        }
+    }
+
+    fn builder(&mut self, b: &AmazonEbs) -> BuilderSettings {
+        let mut sgs = Vec::new();
+        if let Some(sg) = &b.security_group_id {
+            self.map(
+                "builder.security_group_ids[0]",
+                &format!("{B}.security_group_id"),
+            );
+            sgs.push(self.render(&format!("{B}.security_group_id"), sg));
+        } else {
+            self.map(
+                "builder.security_group_ids",
+                &format!("{B}.security_group_ids"),
+            );
+        }
+        sgs.extend(self.render_list(&format!("{B}.security_group_ids"), &b.security_group_ids));
+        let volume_size_gb = b.launch_block_device_mappings.first().and_then(|d| {
+            let field = format!("{B}.launch_block_device_mappings[0].volume_size");
+            self.map("builder.volume_size_gb", &field);
+            match &d.volume_size {
+                Some(NumberOrString::Number(n)) => Some(u32::try_from(*n).unwrap_or(u32::MAX)),
+                Some(NumberOrString::String(s)) => {
+                    let v = self.render(&field, s);
+                    match v.trim().parse() {
+                        Ok(n) => Some(n),
+                        Err(_) => {
+                            self.problems
+                                .push((field, format!("volume size {v:?} is not a whole number")));
+                            None
+                        }
+                    }
+                }
+                None => None,
+            }
+        });
+        let mut kms_key_id = self.render_opt(&format!("{B}.kms_key_id"), &b.kms_key_id);
+        match (b.encrypt_boot, &kms_key_id) {
+            (Some(true), None) => kms_key_id = Some("alias/aws/ebs".to_string()),
+            (Some(false), Some(_)) => self.problems.push((
+                format!("{B}.encrypt_boot"),
+                "`kms_key_id` requires `encrypt_boot` to be true".to_string(),
+            )),
+            _ => {}
+        }
+        for (recipe, template) in [
+            ("builder.instance_type", "instance_type"),
+            ("builder.subnet_id", "subnet_id"),
+            ("builder.kms_key_id", "kms_key_id"),
+            ("builder.instance_profile", "iam_instance_profile"),
+            ("builder.tags", "run_tags"),
+        ] {
+            self.map(recipe, &format!("{B}.{template}"));
+        }
+        BuilderSettings {
+            instance_type: self.render_opt(&format!("{B}.instance_type"), &b.instance_type),
+            subnet_id: self.render_opt(&format!("{B}.subnet_id"), &b.subnet_id),
+            security_group_ids: sgs,
+            volume_size_gb,
+            kms_key_id,
+            instance_profile: self.render_opt(
+                &format!("{B}.iam_instance_profile"),
+                &b.iam_instance_profile,
+            ),
+            time_limit_minutes: None,
+            network: false,
+            tags: self.render_map(&format!("{B}.run_tags"), &b.run_tags),
+        }
+    }
+
+    fn publish(&mut self, b: &AmazonEbs) -> Publish {
+        let mut regions = Vec::new();
+        if let Some(r) = &b.region {
+            self.map("publish.regions[0]", &format!("{B}.region"));
+            regions.push(self.render(&format!("{B}.region"), r));
+        }
+        for (i, r) in b.ami_regions.iter().enumerate() {
+            let field = field_index(&format!("{B}.ami_regions"), i);
+            let r = self.render(&field, r);
+            if !regions.contains(&r) {
+                self.map(&field_index("publish.regions", regions.len()), &field);
+                regions.push(r);
+            }
+        }
+        self.map("publish.accounts", &format!("{B}.ami_users"));
+        self.map("publish.tags", &format!("{B}.tags"));
+        Publish {
+            regions,
+            accounts: self.render_list(&format!("{B}.ami_users"), &b.ami_users),
+            tags: self.render_map(&format!("{B}.tags"), &b.tags),
+        }
+    }
+
+    fn selected(&self, only: &[String], except: &[String]) -> bool {
+        (only.is_empty() || only.contains(&self.build_name)) && !except.contains(&self.build_name)
+    }
+
+    fn provisioners(&mut self, list: &[PackerProvisioner]) -> Vec<Provisioner> {
+        let mut out = Vec::new();
+        for (i, p) in list.iter().enumerate() {
+            let field = field_index("provisioners", i);
+            match p {
+                PackerProvisioner::Shell(s) if self.selected(&s.only, &s.except) => {
+                    self.shell(&field, s, &mut out)
+                }
+                PackerProvisioner::File(f) if self.selected(&f.only, &f.except) => {
+                    if f.direction.as_deref().is_some_and(|d| d != "upload") {
+                        self.problems.push((
+                            field_key(&field, "direction"),
+                            "only `upload` file provisioners are supported".to_string(),
+                        ));
+                    }
+                    self.map(&field_index("provisioners", out.len()), &field);
+                    out.push(Provisioner::File(FileProvisioner {
+                        source: self.render(&field_key(&field, "source"), &f.source),
+                        destination: self.render(&field_key(&field, "destination"), &f.destination),
+                        mode: None,
+                    }));
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    fn shell(&mut self, field: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
+        let mut env = BTreeMap::new();
+        for (i, pair) in s.environment_vars.iter().enumerate() {
+            let f = field_index(&field_key(field, "environment_vars"), i);
+            let pair = self.render(&f, pair);
+            match pair.split_once('=') {
+                Some((k, v)) => {
+                    env.insert(k.to_string(), v.to_string());
+                }
+                None => self
+                    .problems
+                    .push((f, format!("{pair:?} must be KEY=VALUE"))),
+            }
+        }
+        let mut sources = Vec::new();
+        if let Some(lines) = &s.inline {
+            sources.push((
+                field_key(field, "inline"),
+                ShellSource::Inline(self.render_list(&field_key(field, "inline"), lines)),
+            ));
+        }
+        if let Some(script) = &s.script {
+            let f = field_key(field, "script");
+            sources.push((f.clone(), ShellSource::Script(self.render(&f, script))));
+        }
+        for (i, script) in s.scripts.iter().flatten().enumerate() {
+            let f = field_index(&field_key(field, "scripts"), i);
+            sources.push((f.clone(), ShellSource::Script(self.render(&f, script))));
+        }
+        let kinds = usize::from(s.inline.is_some())
+            + usize::from(s.script.is_some())
+            + usize::from(s.scripts.is_some());
+        if kinds != 1 {
+            self.problems.push((
+                field.to_string(),
+                "a shell provisioner needs exactly one of `inline`, `script` or `scripts`"
+                    .to_string(),
+            ));
+        }
+        for (source_field, source) in sources {
+            let index = field_index("provisioners", out.len());
+            self.map(&index, field);
+            self.map(
+                &field_key(&index, "env"),
+                &field_key(field, "environment_vars"),
+            );
+            let key = if matches!(source, ShellSource::Script(_)) {
+                "script"
+            } else {
+                "inline"
+            };
+            self.map(&field_key(&index, key), &source_field);
+            out.push(Provisioner::Shell(ShellProvisioner {
+                source,
+                env: env.clone(),
+            }));
+        }
+    }
+}
+
+fn placeholder() -> Recipe {
+    Recipe {
+        name: String::new(),
+        label: None,
+        os: OsKind::Linux,
+        version: VersionPolicy::default(),
+        base: Base::Image(String::new()),
+        builder: BuilderSettings::default(),
+        provisioners: Vec::new(),
+        clean: Default::default(),
+        publish: Publish::default(),
+        test: Vec::new(),
+        schedule: None,
+        paths: Vec::new(),
+    }
+}

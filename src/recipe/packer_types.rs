@@ -1,0 +1,143 @@
+//! The serde shape of the Packer JSON templates bakehouse accepts: unknown
+//! keys anywhere are errors that name them and list the accepted ones. Some
+//! fields are read only to be accepted (`ssh_username`, `vpc_id`, ...).
+#![allow(dead_code)]
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct Template {
+    #[serde(default)]
+    pub(crate) description: Option<String>,
+    #[serde(default)]
+    pub(crate) min_packer_version: Option<String>,
+    #[serde(default)]
+    pub(crate) variables: BTreeMap<String, Option<String>>,
+    #[serde(default, rename = "sensitive-variables")]
+    pub(crate) sensitive_variables: Vec<String>,
+    pub(crate) builders: Vec<AmazonEbs>,
+    #[serde(default)]
+    pub(crate) provisioners: Vec<PackerProvisioner>,
+    #[serde(default, rename = "post-processors")]
+    pub(crate) post_processors: Option<Value>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct AmazonEbs {
+    #[serde(rename = "type")]
+    pub(crate) kind: String,
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) region: Option<String>,
+    #[serde(default)]
+    pub(crate) source_ami: Option<String>,
+    #[serde(default)]
+    pub(crate) source_ami_filter: Option<SourceAmiFilter>,
+    #[serde(default)]
+    pub(crate) instance_type: Option<String>,
+    pub(crate) ami_name: String,
+    #[serde(default)]
+    pub(crate) ami_description: Option<String>,
+    #[serde(default)]
+    pub(crate) ami_regions: Vec<String>,
+    #[serde(default)]
+    pub(crate) ami_users: Vec<String>,
+    #[serde(default)]
+    pub(crate) tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) run_tags: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) subnet_id: Option<String>,
+    #[serde(default)]
+    pub(crate) vpc_id: Option<String>,
+    #[serde(default)]
+    pub(crate) security_group_id: Option<String>,
+    #[serde(default)]
+    pub(crate) security_group_ids: Vec<String>,
+    #[serde(default)]
+    pub(crate) iam_instance_profile: Option<String>,
+    #[serde(default)]
+    pub(crate) kms_key_id: Option<String>,
+    #[serde(default)]
+    pub(crate) encrypt_boot: Option<bool>,
+    #[serde(default)]
+    pub(crate) launch_block_device_mappings: Vec<BlockDevice>,
+    #[serde(default)]
+    pub(crate) ssh_username: Option<String>,
+    #[serde(default)]
+    pub(crate) communicator: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct SourceAmiFilter {
+    #[serde(default)]
+    pub(crate) filters: BTreeMap<String, String>,
+    #[serde(default)]
+    pub(crate) owners: Vec<String>,
+    #[serde(default)]
+    pub(crate) most_recent: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BlockDevice {
+    #[serde(default)]
+    pub(crate) device_name: Option<String>,
+    #[serde(default)]
+    pub(crate) volume_size: Option<NumberOrString>,
+    #[serde(default)]
+    pub(crate) volume_type: Option<String>,
+    #[serde(default)]
+    pub(crate) delete_on_termination: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub(crate) enum NumberOrString {
+    Number(u64),
+    String(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub(crate) enum PackerProvisioner {
+    Shell(PackerShell),
+    File(PackerFile),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PackerShell {
+    #[serde(default)]
+    pub(crate) inline: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) script: Option<String>,
+    #[serde(default)]
+    pub(crate) scripts: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) environment_vars: Vec<String>,
+    #[serde(default)]
+    pub(crate) only: Vec<String>,
+    #[serde(default)]
+    pub(crate) except: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct PackerFile {
+    pub(crate) source: String,
+    pub(crate) destination: String,
+    #[serde(default)]
+    pub(crate) direction: Option<String>,
+    #[serde(default)]
+    pub(crate) only: Vec<String>,
+    #[serde(default)]
+    pub(crate) except: Vec<String>,
+}
