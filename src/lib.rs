@@ -7,8 +7,8 @@
 pub mod asl;
 pub mod aws;
 pub mod build;
-pub mod registry;
-pub mod testing;
 pub mod cli;
 pub mod pipeline;
 pub mod recipe;
+pub mod registry;
+pub mod testing;

@@ -30,6 +30,9 @@ pub enum CliError {
     /// Input that is wrong in a way the other errors don't describe.
     #[error("{0}")]
     Usage(String),
+    /// `validate` found problems (already printed).
+    #[error("{0} problem(s) found; nothing was launched")]
+    Invalid(usize),
 }
 
 /// The `bakehouse` command.
@@ -56,7 +59,12 @@ pub struct StoreArgs {
     #[arg(long, global = true, env = "BAKEHOUSE_TABLE")]
     pub table: Option<String>,
     /// The embedded registry database.
-    #[arg(long, global = true, env = "BAKEHOUSE_DB", default_value = ".bakehouse/registry.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "BAKEHOUSE_DB",
+        default_value = ".bakehouse/registry.db"
+    )]
     pub db: PathBuf,
 }
 
@@ -66,6 +74,13 @@ pub enum Command {
     /// Manage the image registry.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Check recipes (YAML, JSON or Packer templates) and report every
+    /// problem with file, line, field and what is wrong. Launches nothing.
+    Validate {
+        /// Recipe files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 impl StoreArgs {
@@ -85,8 +100,47 @@ impl StoreArgs {
 
 /// Runs a parsed command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    let format = if cli.json { Format::Json } else { Format::Table };
+    let format = if cli.json {
+        Format::Json
+    } else {
+        Format::Table
+    };
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
+        Command::Validate { files } => validate(&files, format, out),
+    }
+}
+
+fn validate(files: &[PathBuf], format: Format, out: &mut dyn Write) -> Result<(), CliError> {
+    let problems = crate::recipe::validate_files(files);
+    match format {
+        Format::Json => {
+            let list: Vec<serde_json::Value> = problems
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "file": p.file.display().to_string(),
+                        "line": p.line,
+                        "column": p.column,
+                        "field": p.field,
+                        "message": p.message,
+                    })
+                })
+                .collect();
+            output::json(out, &list)?;
+        }
+        Format::Table => {
+            for p in &problems {
+                writeln!(out, "{p}")?;
+            }
+            if problems.is_empty() {
+                writeln!(out, "{} recipe(s) valid", files.len())?;
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Invalid(problems.len()))
     }
 }
