@@ -45,7 +45,7 @@ fn every_problem_is_named_with_file_line_and_field() {
         ": paths[0]: invalid glob \"files/[a\"",
     ] {
         assert!(
-            out.contains(&format!("{file}")) && out.contains(expected),
+            out.contains(file) && out.contains(expected),
             "missing {expected:?} in\n{out}"
         );
     }

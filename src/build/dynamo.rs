@@ -155,7 +155,7 @@ impl BuildStore for DynamoBuildStore {
         while let Some(item) = pages.next().await {
             out.push(decode(&item.map_err(err)?)?);
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         out.truncate(limit);
         Ok(out)
     }

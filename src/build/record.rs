@@ -224,6 +224,13 @@ pub struct BuildRecord {
     pub created_at: DateTime<Utc>,
     /// Last written.
     pub updated_at: DateTime<Utc>,
+    /// Execution history (state entered/exited, task failed/retried), as
+    /// recorded by the local runner or read from Step Functions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<serde_json::Value>,
+    /// State transitions of the execution.
+    #[serde(default)]
+    pub state_transitions: u64,
     /// Optimistic-concurrency revision.
     #[serde(default)]
     pub revision: u64,
@@ -255,6 +262,8 @@ impl BuildRecord {
             artifacts: Vec::new(),
             version: None,
             failure: None,
+            history: Vec::new(),
+            state_transitions: 0,
             created_at: now,
             updated_at: now,
             revision: 0,

@@ -2,6 +2,8 @@
 //! goes to the writer passed in (tables by default, JSON with `--json`);
 //! diagnostics go through `tracing`.
 
+// `build` is wired in with the local backend.
+mod builds;
 mod image;
 mod output;
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::build::{BuildStore, DynamoBuildStore, SqliteBuildStore};
 use crate::registry::{Registry, RegistryError, SqliteStore};
 
 pub use output::Format;
@@ -74,6 +77,9 @@ pub enum Command {
     /// Manage the image registry.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Past builds with their step history.
+    #[command(subcommand)]
+    Builds(builds::BuildsCommand),
     /// Check recipes (YAML, JSON or Packer templates) and report every
     /// problem with file, line, field and what is wrong. Launches nothing.
     Validate {
@@ -98,6 +104,28 @@ impl StoreArgs {
     }
 }
 
+impl StoreArgs {
+    /// The embedded registry and build records (one SQLite file).
+    pub fn local_stores(&self) -> Result<(Registry, Arc<dyn BuildStore>), CliError> {
+        let sqlite = SqliteStore::open(&self.db)?;
+        let builds = SqliteBuildStore::new(sqlite.connection())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok((Registry::new(Arc::new(sqlite)), Arc::new(builds)))
+    }
+
+    /// Build records: the DynamoDB table with `--table`, else the embedded file.
+    pub async fn builds(&self) -> Result<Arc<dyn BuildStore>, CliError> {
+        match &self.table {
+            Some(table) => {
+                let config = crate::aws::from_env(None).await;
+                let client = aws_sdk_dynamodb::Client::new(&config);
+                Ok(Arc::new(DynamoBuildStore::new(client, table)))
+            }
+            None => Ok(self.local_stores()?.1),
+        }
+    }
+}
+
 /// Runs a parsed command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let format = if cli.json {
@@ -108,6 +136,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
         Command::Validate { files } => validate(&files, format, out),
+        Command::Builds(cmd) => builds::run(cmd, &cli.store, format, out).await,
     }
 }
 
