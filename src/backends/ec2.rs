@@ -25,6 +25,7 @@ mod base;
 mod error;
 mod image;
 mod instance;
+mod publish;
 mod scripts;
 mod ssm;
 mod tar;
@@ -270,6 +271,70 @@ impl BuilderBackend for Ec2Backend {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::build::{BuildRecord, SqliteBuildStore, Step};
+    use crate::registry::{Trigger, TriggerKind};
+
+    fn context(age_minutes: i64, time_limit_minutes: Option<u32>) -> BuildContext {
+        let conn = rusqlite::Connection::open_in_memory().unwrap();
+        let store =
+            SqliteBuildStore::new(std::sync::Arc::new(std::sync::Mutex::new(conn))).unwrap();
+        let mut record = BuildRecord::new(
+            "b",
+            "web",
+            Default::default(),
+            Trigger::of(TriggerKind::Cli),
+            false,
+        );
+        record.created_at -= chrono::Duration::minutes(age_minutes);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("r.yaml");
+        let mut yaml = "name: web\nbase: {image: ami-12345678}\n".to_string();
+        if let Some(m) = time_limit_minutes {
+            yaml.push_str(&format!("builder: {{time_limit_minutes: {m}}}\n"));
+        }
+        let recipe = crate::recipe::parse(&yaml, crate::recipe::Format::Yaml, &path).unwrap();
+        BuildContext {
+            build_id: "b".into(),
+            recipe: Some(recipe),
+            polls: 3,
+            record,
+            step: Step::Capture,
+            store: std::sync::Arc::new(store),
+        }
+    }
+
+    #[tokio::test]
+    async fn waiting_past_the_time_limit_fails_the_build() {
+        let config = aws_config::SdkConfig::builder()
+            .region(aws_config::Region::new("eu-west-1"))
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .build();
+        let backend = Ec2Backend::new(&config, Ec2Settings::default());
+        assert_eq!(backend.region(), "eu-west-1");
+        assert_eq!(
+            backend.wait::<()>(&context(59, None), "x").unwrap(),
+            Progress::Wait
+        );
+        let err = backend
+            .wait::<()>(&context(61, None), "image ami-1 to become available")
+            .unwrap_err();
+        assert_eq!(err.name(), "BuildFailed");
+        assert_eq!(
+            err.message(),
+            "capture step: the build exceeded its time limit of 60 minutes while waiting for image ami-1 to become available"
+        );
+        // The recipe's limit wins over the settings'.
+        assert!(backend.wait::<()>(&context(61, Some(90)), "x").is_ok());
+        assert!(backend.wait::<()>(&context(31, Some(30)), "x").is_err());
+        let pinned = Ec2Backend::new(
+            &config,
+            Ec2Settings {
+                region: Some("us-east-2".into()),
+                ..Ec2Settings::default()
+            },
+        );
+        assert_eq!(pinned.region(), "us-east-2");
+    }
 
     #[test]
     fn image_names_are_valid_and_deterministic() {

@@ -66,3 +66,55 @@ where
         StepError::NonRetryable(text)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use aws_sdk_ec2::error::ErrorMetadata;
+    use aws_sdk_ec2::operation::run_instances::RunInstancesError;
+    use aws_smithy_runtime_api::http::StatusCode;
+
+    fn service_error(status: u16, code: &str) -> SdkError<RunInstancesError, HttpResponse> {
+        let meta = ErrorMetadata::builder()
+            .code(code)
+            .message("details")
+            .build();
+        let raw = HttpResponse::new(StatusCode::try_from(status).unwrap(), "".into());
+        SdkError::service_error(RunInstancesError::generic(meta), raw)
+    }
+
+    #[test]
+    fn throttling_and_server_errors_are_retryable() {
+        for (status, code) in [
+            (503, "RequestLimitExceeded"),
+            (400, "Throttling"),
+            (500, "InternalError"),
+            (500, "Whatever"),
+        ] {
+            let e = aws("RunInstances", service_error(status, code));
+            assert_eq!(e.name(), "Retryable", "{status} {code}");
+            assert!(e.message().starts_with("RunInstances: "), "{e}");
+        }
+    }
+
+    #[test]
+    fn validation_and_not_found_are_not() {
+        for code in [
+            "InvalidParameterValue",
+            "InvalidAMIID.NotFound",
+            "UnauthorizedOperation",
+        ] {
+            assert_eq!(
+                aws("RunInstances", service_error(400, code)).name(),
+                "NonRetryable",
+                "{code}"
+            );
+        }
+        assert!(is_not_found(&service_error(400, "InvalidAMIID.NotFound")));
+        assert!(is_not_found(&service_error(
+            400,
+            "InvalidSnapshot.NotFound"
+        )));
+        assert!(!is_not_found(&service_error(400, "InvalidParameterValue")));
+    }
+}

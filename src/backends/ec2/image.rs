@@ -4,10 +4,7 @@
 //! `self`) before anything is created, so a retried capture makes nothing
 //! twice even where EC2 accepts duplicate names (moto).
 
-use aws_sdk_ec2::types::{
-    Image, ImageState, LaunchPermission, LaunchPermissionModifications, ResourceType, Tag,
-    TagSpecification,
-};
+use aws_sdk_ec2::types::{Image, ImageState, ResourceType, Tag, TagSpecification};
 use futures::future::join_all;
 
 use crate::build::{BuildRecord, ResourceKind};
@@ -251,101 +248,6 @@ impl Ec2Backend {
         }
         known.extend(ok);
         Ok(known)
-    }
-
-    /// Records and tags the snapshots, shares the images, and marks all of
-    /// them to be kept.
-    async fn finish_images(
-        &self,
-        ctx: &BuildContext,
-        images: &[(String, Image)],
-        tags: &[Tag],
-        accounts: &[String],
-    ) -> Result<(), StepError> {
-        let snapshots: Vec<(String, Vec<String>)> = images
-            .iter()
-            .map(|(region, image)| (region.clone(), snapshot_ids(image)))
-            .collect();
-        let image_ids: Vec<(String, String)> = images
-            .iter()
-            .map(|(region, image)| {
-                (
-                    region.clone(),
-                    image.image_id().unwrap_or_default().to_string(),
-                )
-            })
-            .collect();
-        ctx.update(|r| {
-            for (region, snaps) in &snapshots {
-                for snap in snaps {
-                    let key = format!("{region}/{snap}");
-                    r.plan(ResourceKind::Snapshot, &key, Some(region));
-                    r.created(ResourceKind::Snapshot, &key, snap);
-                }
-            }
-            for res in r.resources.iter_mut() {
-                let ours = match res.kind {
-                    ResourceKind::Image => image_ids
-                        .iter()
-                        .any(|(_, id)| res.id.as_deref() == Some(id)),
-                    ResourceKind::Snapshot => snapshots
-                        .iter()
-                        .any(|(_, s)| s.iter().any(|id| res.id.as_deref() == Some(id))),
-                    _ => false,
-                };
-                if ours {
-                    res.keep_on_success = true;
-                }
-            }
-        })
-        .await?;
-        let tagging = join_all(snapshots.iter().filter(|(_, s)| !s.is_empty()).map(
-            |(region, snaps)| async move {
-                self.ec2(region)
-                    .create_tags()
-                    .set_resources(Some(snaps.clone()))
-                    .set_tags(Some(tags.to_vec()))
-                    .send()
-                    .await
-                    .map_err(|e| aws(format!("CreateTags on snapshots in {region}"), e))
-            },
-        ))
-        .await;
-        tagging.into_iter().collect::<Result<Vec<_>, _>>()?;
-        if !accounts.is_empty() {
-            let sharing = join_all(image_ids.iter().map(|(region, id)| async move {
-                let permissions = accounts
-                    .iter()
-                    .map(|a| LaunchPermission::builder().user_id(a).build())
-                    .collect();
-                self.ec2(region)
-                    .modify_image_attribute()
-                    .image_id(id)
-                    .launch_permission(
-                        LaunchPermissionModifications::builder()
-                            .set_add(Some(permissions))
-                            .build(),
-                    )
-                    .send()
-                    .await
-                    .map_err(|e| aws(format!("ModifyImageAttribute (share {id} in {region})"), e))
-            }))
-            .await;
-            sharing.into_iter().collect::<Result<Vec<_>, _>>()?;
-            tracing::info!(build = %ctx.build_id, accounts = ?accounts, "images shared");
-        }
-        Ok(())
-    }
-
-    async fn tag(&self, region: &str, id: &str, tags: &[Tag]) -> Result<(), StepError> {
-        self.ec2(region)
-            .create_tags()
-            .resources(id)
-            .set_tags(Some(tags.to_vec()))
-            .send()
-            .await
-            .map_err(|e| aws(format!("CreateTags on {id} in {region}"), e))?;
-        Ok(())
     }
 
     /// An image of this account named `name` in `region` (the oldest, if
