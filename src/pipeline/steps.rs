@@ -223,8 +223,10 @@ impl Pipeline {
 
     async fn finish(&self, ctx: &BuildContext) -> Result<StepOutput, StepError> {
         let step = ctx.step;
-        let record = ctx.update(|r| r.step_finished(step)).await?;
+        // An injected failure leaves the step unfinished, so teardown names
+        // it as the step that failed.
         self.injected(step)?;
+        let record = ctx.update(|r| r.step_finished(step)).await?;
         Ok(self.output(&record, true, 0))
     }
 

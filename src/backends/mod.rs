@@ -1,0 +1,4 @@
+//! Builder backends: where images are baked (see
+//! [`crate::pipeline::BuilderBackend`]).
+
+pub mod ec2;
