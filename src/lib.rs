@@ -9,6 +9,7 @@ pub mod aws;
 pub mod backends;
 pub mod build;
 pub mod cli;
+pub mod lambda;
 pub mod pipeline;
 pub mod recipe;
 pub mod registry;

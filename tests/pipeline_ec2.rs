@@ -3,9 +3,9 @@
 //! DynamoDB table, builders in EC2, commands through SSM, images copied to
 //! a second region.
 //!
-//! The handlers are driven in the order the state machine calls them by a
-//! small driver below (launch, polls while not done, provision, clean,
-//! capture, register, teardown with `$.error` on the failure path).
+//! Every build runs the deployed definition, statemachines/pipeline.asl.json,
+//! through the local ASL runner (waits and retry delays on a virtual clock),
+//! with each Task mapped to the step handler the Lambda function calls.
 //!
 //! moto is more lenient than AWS in ways that matter here: it ignores
 //! RunInstances' ClientToken and accepts duplicate AMI names, so the
@@ -23,10 +23,12 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 use serde_json::{json, Value};
 
+use bakehouse::asl::{ExecutionStatus, VirtualClock};
 use bakehouse::backends::ec2::{image_name, Ec2Backend, Ec2Settings, TAG_BUILD, TAG_RECIPE};
 use bakehouse::build::{
     BuildRecord, BuildStatus, BuildStore, DynamoBuildStore, ResourceKind, Step,
 };
+use bakehouse::pipeline::io::ExecutionInput;
 use bakehouse::pipeline::{BuilderBackend, Pipeline, PipelineSettings, StepError};
 use bakehouse::recipe::{parse, Format};
 use bakehouse::registry::{DynamoStore, Registry, Version};
@@ -282,11 +284,15 @@ fn request(build_id: &str, recipe: Value) -> Value {
 struct Run {
     /// The error that sent the build to teardown, if any.
     error: Option<StepError>,
-    /// Teardown's output.
+    /// Teardown's output (from the build record on the failure path, where
+    /// the execution ends in a Fail state).
     teardown: Value,
+    /// The execution.
+    execution: bakehouse::asl::Execution,
 }
 
-/// Calls a step until it reports done (the state machine's Wait loop).
+/// Calls a step until it reports done (the state machine's Wait loop), for
+/// the tests that call handlers directly.
 async fn poll(p: &Pipeline, step: Step, mut out: Value) -> Result<Value, StepError> {
     for _ in 0..20 {
         if out["done"] == json!(true) {
@@ -298,38 +304,45 @@ async fn poll(p: &Pipeline, step: Step, mut out: Value) -> Result<Value, StepErr
     panic!("{step} never finished: {out}");
 }
 
-async fn steps(p: &Pipeline, state: &mut Value) -> Result<(), StepError> {
-    let input = json!({"request": state["request"], "execution": state["execution"]});
-    let out = p.invoke(Step::Launch, input).await?;
-    state["build"] = out.clone();
-    let out = poll(p, Step::Launch, out).await?;
-    state["build"] = out.clone();
-    if out["cache_hit"] == json!(true) {
-        return Ok(());
-    }
-    let build_id = out["build_id"].clone();
-    for step in [Step::Provision, Step::Clean, Step::Capture, Step::Register] {
-        let first = p
-            .invoke(step, json!({"build_id": build_id, "polls": 0}))
-            .await?;
-        state["build"] = poll(p, step, first).await?;
-    }
-    Ok(())
-}
-
-/// Runs a whole build the way the state machine does.
+/// Runs a whole build through the state machine definition.
 async fn run(p: &Pipeline, request: Value) -> Run {
-    let execution = request["build_id"].clone();
-    let mut state = json!({"request": request, "execution": execution});
-    let error = steps(p, &mut state).await.err();
-    if let Some(e) = &error {
-        state["error"] = json!({"Error": e.name(), "Cause": e.message()});
-    }
-    let teardown = p
-        .invoke(Step::Teardown, json!({"state": state}))
+    let name = request["build_id"].as_str().unwrap().to_string();
+    let input: ExecutionInput = serde_json::from_value(request).unwrap();
+    let clock = Arc::new(VirtualClock::new(chrono::Utc::now()));
+    let execution = bakehouse::pipeline::local::execute(p.clone(), &input, &name, clock, None)
         .await
         .unwrap();
-    Run { error, teardown }
+    let record = p.builds().get(&name).await.unwrap().unwrap();
+    let summary = json!({"build_id": record.id, "status": record.status.to_string(), "version": record.version});
+    match &execution.status {
+        ExecutionStatus::Succeeded => {
+            let output = execution.output.clone().unwrap();
+            // a cache hit ends before teardown, with the launch result
+            let teardown = if output.get("status").is_some() {
+                output
+            } else {
+                summary
+            };
+            Run {
+                error: None,
+                teardown,
+                execution,
+            }
+        }
+        ExecutionStatus::Failed { error, cause } => {
+            let error = match error.as_str() {
+                "BuildFailed" => StepError::BuildFailed(cause.clone()),
+                "Retryable" => StepError::Retryable(cause.clone()),
+                _ => StepError::NonRetryable(cause.clone()),
+            };
+            Run {
+                error: Some(error),
+                teardown: summary,
+                execution,
+            }
+        }
+        other => panic!("execution ended {other:?}"),
+    }
 }
 
 fn step_record(record: &BuildRecord, step: Step) -> &bakehouse::build::StepRecord {
@@ -347,6 +360,35 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
     let p = env.pipeline(None);
     let run = run(&p, request("web-1", web_recipe())).await;
     assert!(run.error.is_none(), "{:?}", run.error);
+    // the deployed definition's path, in order
+    let entered: Vec<String> = run
+        .execution
+        .history
+        .iter()
+        .filter_map(|e| match &e.kind {
+            bakehouse::asl::EventKind::StateEntered { state, .. } => Some(state.clone()),
+            _ => None,
+        })
+        .filter(|s| {
+            !s.starts_with("WaitFor")
+                && !s.starts_with("Check")
+                && !s.ends_with("Done")
+                && s != "LaunchReady"
+        })
+        .collect();
+    assert_eq!(
+        entered,
+        [
+            "Start",
+            "Launch",
+            "Provision",
+            "Clean",
+            "Capture",
+            "Register",
+            "Teardown",
+            "Built"
+        ]
+    );
     assert_eq!(
         run.teardown,
         json!({"build_id": "web-1", "status": "SUCCEEDED", "version": "web@1.0"})
@@ -616,6 +658,16 @@ async fn failure_cleans_up(step: Step) {
         "{:?}",
         record.resources
     );
+
+    // A version registered before the failure is revoked: its images are gone.
+    if step == Step::Register {
+        let v = env
+            .registry
+            .show("web", &"1.0".parse::<Version>().unwrap())
+            .await
+            .unwrap();
+        assert_eq!(v.status, bakehouse::registry::Status::Revoked);
+    }
 
     // Teardown again (a retried Lambda): still fine, nothing changes.
     let state = json!({"state": {"build": {"build_id": id}, "error": {"Error": "BuildFailed", "Cause": "again"}}});

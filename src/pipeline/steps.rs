@@ -199,7 +199,11 @@ impl Pipeline {
         }
         if !record.force {
             if let Some(key) = &record.bake_key {
-                if let Some(existing) = self.registry.find_by_bake_key(key).await? {
+                // A deprecated or revoked version (e.g. revoked by the
+                // teardown of a build that failed after registering) is not
+                // served from the cache: bake again.
+                let found = self.registry.find_by_bake_key(key).await?;
+                if let Some(existing) = found.filter(|p| p.status == registry::Status::Active) {
                     let version = format!("{}@{}", existing.name, existing.version);
                     tracing::info!(build = %ctx.build_id, %version, "bake key registered: cache hit");
                     let record = ctx
@@ -376,7 +380,12 @@ impl Pipeline {
             store: self.builds.clone(),
         };
         let succeeded = error.is_none() && record.failure.is_none();
-        let outcome = self.backend.teardown(&ctx, succeeded).await;
+        let mut outcome = self.backend.teardown(&ctx, succeeded).await;
+        if let (false, false, Some(version)) = (succeeded, record.cache_hit, &record.version) {
+            // The build registered a version, then failed: its images are
+            // gone, so the version must not be resolved or reused.
+            outcome = outcome.and(self.revoke(version).await);
+        }
         let failed_step = record.unfinished_step().unwrap_or(Step::Launch).to_string();
         let record = ctx
             .update(|r| {
@@ -410,6 +419,22 @@ impl Pipeline {
             status: record.status.to_string(),
             version: record.version,
         })
+    }
+}
+
+impl Pipeline {
+    async fn revoke(&self, version: &str) -> Result<(), StepError> {
+        let reference: registry::Reference = version.parse()?;
+        let registry::VersionPattern::Exact(v) = reference.pattern else {
+            return Err(StepError::NonRetryable(format!(
+                "build record version {version:?} is not name@version"
+            )));
+        };
+        self.registry
+            .set_status(&reference.name, &v, registry::Status::Revoked)
+            .await?;
+        tracing::warn!(%version, "revoked the version registered by a failed build");
+        Ok(())
     }
 }
 
