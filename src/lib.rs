@@ -6,6 +6,7 @@
 
 pub mod asl;
 pub mod aws;
+pub mod backends;
 pub mod build;
 pub mod registry;
 pub mod testing;

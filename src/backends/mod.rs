@@ -1,0 +1,3 @@
+//! Builder backends: where images are baked.
+
+pub mod local;
