@@ -139,13 +139,19 @@ impl Harness {
         let run: Result<(), StepError> = async {
             let mut out = self
                 .pipeline
-                .invoke(Step::Launch, json!({"request": request, "execution": build_id}))
+                .invoke(
+                    Step::Launch,
+                    json!({"request": request, "execution": build_id}),
+                )
                 .await?;
             launch = out.clone();
             while out["done"] != json!(true) {
                 out = self
                     .pipeline
-                    .invoke(Step::Launch, json!({"build_id": build_id, "polls": out["polls"]}))
+                    .invoke(
+                        Step::Launch,
+                        json!({"build_id": build_id, "polls": out["polls"]}),
+                    )
                     .await?;
             }
             last = out.clone();
@@ -154,7 +160,10 @@ impl Harness {
             }
             for s in [Step::Provision, Step::Clean, Step::Capture, Step::Register] {
                 step = s;
-                let mut out = self.pipeline.invoke(s, json!({"build_id": build_id})).await?;
+                let mut out = self
+                    .pipeline
+                    .invoke(s, json!({"build_id": build_id}))
+                    .await?;
                 while out["done"] != json!(true) {
                     out = self
                         .pipeline
@@ -246,7 +255,12 @@ fn check_host() {
         "0",
         "local build tests need root (unshare, chroot, mknod)"
     );
-    for tool in ["/bin/busybox", "/usr/bin/qemu-img", "/usr/sbin/mke2fs", "/usr/sbin/debugfs"] {
+    for tool in [
+        "/bin/busybox",
+        "/usr/bin/qemu-img",
+        "/usr/sbin/mke2fs",
+        "/usr/sbin/debugfs",
+    ] {
         assert!(
             Path::new(tool).exists(),
             "{tool} is missing: `make setup` installs busybox-static, qemu-utils and e2fsprogs"
@@ -275,8 +289,20 @@ fn write_mode(path: &Path, content: &str, mode: u32) {
 /// clean policy removes, a FIFO and a device node.
 pub fn busybox_rootfs(root: &Path) {
     for d in [
-        "bin", "sbin", "usr/bin", "usr/sbin", "etc/ssh", "root/.ssh", "home/alice/.ssh",
-        "var/log", "var/tmp", "tmp", "proc", "dev", "run", "opt",
+        "bin",
+        "sbin",
+        "usr/bin",
+        "usr/sbin",
+        "etc/ssh",
+        "root/.ssh",
+        "home/alice/.ssh",
+        "var/log",
+        "var/tmp",
+        "tmp",
+        "proc",
+        "dev",
+        "run",
+        "opt",
     ] {
         fs::create_dir_all(root.join(d)).unwrap();
     }
@@ -299,7 +325,11 @@ pub fn busybox_rootfs(root: &Path) {
         0o640,
     );
     write_mode(&root.join("etc/hostname"), "busybox-base\n", 0o644);
-    write_mode(&root.join("etc/resolv.conf"), "nameserver 192.0.2.53\n", 0o644);
+    write_mode(
+        &root.join("etc/resolv.conf"),
+        "nameserver 192.0.2.53\n",
+        0o644,
+    );
     write_mode(
         &root.join("etc/fstab"),
         "# <file system> <mount point> <type> <options> <dump> <pass>\n\
@@ -307,17 +337,41 @@ pub fn busybox_rootfs(root: &Path) {
          /dev/vdb /mnt auto defaults,nofail,comment=cloudconfig 0 2\n",
         0o644,
     );
-    write_mode(&root.join("etc/machine-id"), "0123456789abcdef0123456789abcdef\n", 0o444);
-    write_mode(&root.join("etc/ssh/ssh_host_ed25519_key"), "PRIVATE KEY\n", 0o600);
-    write_mode(&root.join("etc/ssh/ssh_host_ed25519_key.pub"), "ssh-ed25519 AAAA host\n", 0o644);
-    write_mode(&root.join("etc/ssh/ssh_host_rsa_key"), "PRIVATE KEY\n", 0o600);
-    write_mode(&root.join("etc/ssh/sshd_config"), "PermitRootLogin no\n", 0o644);
+    write_mode(
+        &root.join("etc/machine-id"),
+        "0123456789abcdef0123456789abcdef\n",
+        0o444,
+    );
+    write_mode(
+        &root.join("etc/ssh/ssh_host_ed25519_key"),
+        "PRIVATE KEY\n",
+        0o600,
+    );
+    write_mode(
+        &root.join("etc/ssh/ssh_host_ed25519_key.pub"),
+        "ssh-ed25519 AAAA host\n",
+        0o644,
+    );
+    write_mode(
+        &root.join("etc/ssh/ssh_host_rsa_key"),
+        "PRIVATE KEY\n",
+        0o600,
+    );
+    write_mode(
+        &root.join("etc/ssh/sshd_config"),
+        "PermitRootLogin no\n",
+        0o644,
+    );
     write_mode(
         &root.join("root/.ssh/authorized_keys"),
         "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIBakehouseTestKey builder@example\n",
         0o600,
     );
-    write_mode(&root.join("root/.ash_history"), "ls -la\ncat /etc/shadow\n", 0o600);
+    write_mode(
+        &root.join("root/.ash_history"),
+        "ls -la\ncat /etc/shadow\n",
+        0o600,
+    );
     write_mode(
         &root.join("home/alice/.ssh/authorized_keys"),
         "ssh-ed25519 AAAAalice alice@example\n",
@@ -325,7 +379,9 @@ pub fn busybox_rootfs(root: &Path) {
     );
     write_mode(&root.join("home/alice/.bash_history"), "sudo -i\n", 0o600);
     write_mode(&root.join("home/alice/notes.txt"), "keep me\n", 0o644);
-    run(Command::new("chown").args(["-R", "1000:1000"]).arg(root.join("home/alice")));
+    run(Command::new("chown")
+        .args(["-R", "1000:1000"])
+        .arg(root.join("home/alice")));
     write_mode(&root.join("var/log/messages.log"), "boot ok\n", 0o640);
     write_mode(&root.join("var/log/dpkg.log"), "install busybox\n", 0o644);
     write_mode(&root.join("var/log/messages.log.1"), "old\n", 0o640);
@@ -333,7 +389,9 @@ pub fn busybox_rootfs(root: &Path) {
     write_mode(&root.join("tmp/.hidden-junk"), "junk\n", 0o644);
     write_mode(&root.join("var/tmp/cache.bin"), "junk\n", 0o644);
     run(Command::new("mkfifo").arg(root.join("etc/bakehouse.fifo")));
-    run(Command::new("mknod").arg(root.join("etc/bakehouse-null")).args(["c", "1", "3"]));
+    run(Command::new("mknod")
+        .arg(root.join("etc/bakehouse-null"))
+        .args(["c", "1", "3"]));
 }
 
 /// Packs a tree with GNU tar (`.tar.gz` or `.tar.zst` by the name).
@@ -419,7 +477,10 @@ pub fn assert_cleaned(tree: &Path) {
             "{gone} should be gone"
         );
     }
-    assert_eq!(names(&tree.join("etc/ssh")), BTreeSet::from(["sshd_config".to_string()]));
+    assert_eq!(
+        names(&tree.join("etc/ssh")),
+        BTreeSet::from(["sshd_config".to_string()])
+    );
     assert_eq!(fs::read(tree.join("etc/machine-id")).unwrap(), b"");
     assert_eq!(fs::read(tree.join("var/log/messages.log")).unwrap(), b"");
     assert_eq!(fs::read(tree.join("var/log/dpkg.log")).unwrap(), b"");
@@ -433,5 +494,8 @@ pub fn assert_cleaned(tree: &Path) {
         let hash = line.split(':').nth(1).unwrap();
         assert_eq!(hash, format!("!{ROOT_HASH}"), "{line}");
     }
-    assert_eq!(fs::read_to_string(tree.join("home/alice/notes.txt")).unwrap(), "keep me\n");
+    assert_eq!(
+        fs::read_to_string(tree.join("home/alice/notes.txt")).unwrap(),
+        "keep me\n"
+    );
 }

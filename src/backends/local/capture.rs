@@ -219,7 +219,8 @@ mod tests {
     fn device_numbers_split_like_glibc() {
         // makedev(8, 1) and makedev(259, 65536)
         assert_eq!((major(0x801), minor(0x801)), (8, 1));
-        let big: u64 = (259 & 0xfff) << 8 | (65536 & 0xff) | ((65536 & !0xff) << 12);
+        let (ma, mi): (u64, u64) = (259, 65536);
+        let big = ((ma & 0xfff) << 8) | ((ma & !0xfff) << 32) | (mi & 0xff) | ((mi & !0xff) << 12);
         assert_eq!((major(big), minor(big)), (259, 65536));
     }
 
