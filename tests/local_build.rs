@@ -780,3 +780,24 @@ async fn a_tree_without_a_shell_is_cleaned_with_the_hosts_busybox() {
     assert!(!tree.join("bin").exists());
     assert_eq!(names(&tree.join("run")), Default::default());
 }
+
+#[tokio::test]
+async fn an_ami_base_is_refused_by_local_builds() {
+    let h = Harness::new(None);
+    let recipe = h.write(
+        "recipe/ami.yaml",
+        "name: ami\nbase: {image: ami-0123456789abcdef0}\nprovisioners:\n  - type: shell\n    inline: [\"true\"]\n",
+    );
+
+    let out = h.build(&recipe, "ami-1").await;
+
+    let (step, kind, message) = out.error.clone().expect("refused");
+    assert_eq!((step, kind.as_str()), (Step::Launch, "NonRetryable"));
+    assert_eq!(
+        message,
+        "local builds need a base path or a registry reference"
+    );
+    assert_eq!(out.status(), "FAILED");
+    assert_eq!(out.record.resources, Vec::new());
+    assert_eq!(h.work_dirs(), Vec::<String>::new());
+}

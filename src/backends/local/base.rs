@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use crate::pipeline::{ResolvedBase, StepError};
-use crate::recipe::{Base, LoadedRecipe, LocalBaseKind};
+use crate::recipe::{Base, LoadedRecipe, LocalBaseKind, OsKind};
 use crate::registry::{Lookup, Provider, Reference, Registry, RegistryError, ResolveQuery};
 
 use super::digest::{cached_file_digest, tree_digest};
@@ -59,6 +59,11 @@ impl LocalBackend {
         recipe: &LoadedRecipe,
         registry: &Registry,
     ) -> Result<ResolvedBase, StepError> {
+        if recipe.recipe.os != OsKind::Linux {
+            return Err(StepError::NonRetryable(
+                "local builds bake Linux images only (os: windows needs the AWS backend)".into(),
+            ));
+        }
         match &recipe.recipe.base {
             Base::Path(_) => {
                 let path = recipe
@@ -135,6 +140,7 @@ impl LocalBackend {
         }
     }
 
+    /// Remembers where the registry base with digest `id` is, for launch.
     fn remember_base(&self, id: &str, path: &Path) -> Result<(), StepError> {
         let memo = self.base_memo(id);
         if let Some(dir) = memo.parent() {
@@ -143,6 +149,7 @@ impl LocalBackend {
         fs::write(&memo, format!("{}\n", path.display())).map_err(io_error(memo.display()))
     }
 
+    /// The file remembering a registry base's path.
     fn base_memo(&self, id: &str) -> PathBuf {
         let name: String = id
             .chars()
@@ -151,11 +158,13 @@ impl LocalBackend {
         self.settings.work_root.join(".cache/bases").join(name)
     }
 
+    /// Where file digests are cached.
     pub(crate) fn digest_cache(&self) -> PathBuf {
         self.settings.work_root.join(".cache/digests")
     }
 }
 
+/// A resolution of `reference` for the local provider.
 fn query(lookup: Lookup, reference: &Reference) -> ResolveQuery {
     ResolveQuery {
         lookup,
@@ -238,6 +247,7 @@ fn unpack_tar(reader: impl Read, root: &Path) -> io::Result<()> {
     Ok(())
 }
 
+/// Makes a FIFO or device node entry of an archive with `mknod`.
 fn make_special<R: Read>(entry: &tar::Entry<'_, R>, root: &Path) -> io::Result<()> {
     use std::path::Component;
     let header = entry.header();

@@ -154,6 +154,7 @@ pub(crate) fn make_tar_zst(root: &Path, out: &Path) -> Result<String, StepError>
     finish(out)
 }
 
+/// Appends every entry below `root` to the archive, sorted.
 fn write_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path) -> io::Result<()> {
     let mut hard_links: HashMap<(u64, u64), PathBuf> = HashMap::new();
     for entry in walkdir::WalkDir::new(root)

@@ -138,6 +138,7 @@ impl Sandbox {
         Ok(result)
     }
 
+    /// Starts the namespaced run and collects its output.
     async fn spawn(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
         let mut cmd = tokio::process::Command::new("unshare");
         cmd.args([
@@ -241,15 +242,21 @@ where
 /// The host's `/etc/resolv.conf`, copied into the tree for one run and the
 /// tree's own put back afterwards (unless the run changed it).
 struct ResolvConf {
+    /// The tree's `/etc` (a real directory).
     etc: PathBuf,
+    /// What was copied in.
     installed: Vec<u8>,
+    /// Whether the tree had its own, saved aside.
     saved: bool,
 }
 
 impl ResolvConf {
+    /// The file name.
     const NAME: &'static str = "resolv.conf";
+    /// Where the tree's own file waits during the run.
     const SAVED: &'static str = ".resolv.conf.bakehouse-saved";
 
+    /// Saves the tree's file aside and copies the host's in.
     fn install(root: &Path) -> Result<ResolvConf, StepError> {
         let etc = ensure_real_dir(root, "etc", 0o755)?;
         let host = fs::read("/etc/resolv.conf").unwrap_or_default();
@@ -267,6 +274,7 @@ impl ResolvConf {
         })
     }
 
+    /// Puts the tree's file back (unless the run replaced it).
     fn restore(self) -> Result<(), StepError> {
         let path = self.etc.join(Self::NAME);
         let saved = self.etc.join(Self::SAVED);
@@ -289,7 +297,9 @@ impl ResolvConf {
 /// removed afterwards: `/run/bakehouse-<name>`, or `/.bakehouse-<name>`
 /// when the tree's `/run` is not a real directory.
 pub(crate) struct Stage {
+    /// The directory on the host.
     host: PathBuf,
+    /// The same directory inside the tree.
     image: String,
 }
 

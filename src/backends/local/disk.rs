@@ -17,8 +17,11 @@ use super::tools;
 
 /// File type bits of an inode mode.
 const S_IFMT: u32 = 0o170000;
+/// A FIFO.
 const S_IFIFO: u32 = 0o010000;
+/// A character device.
 const S_IFCHR: u32 = 0o020000;
+/// A block device.
 const S_IFBLK: u32 = 0o060000;
 
 /// A special file found in the image's listing.
@@ -68,6 +71,7 @@ pub(crate) fn unpack_disk(
     })
 }
 
+/// Dumps the image into `root` and recreates its special files.
 fn read_image(image: &Path, root: &Path, scratch: &Path) -> Result<(), StepError> {
     debugfs(
         image,
@@ -110,6 +114,7 @@ fn debugfs_file(image: &Path, commands: &str, scratch: &Path) -> Result<String, 
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
+/// An error when debugfs printed anything but its banner.
 fn check_stderr(stderr: &[u8], request: &str) -> Result<(), StepError> {
     let text = String::from_utf8_lossy(stderr);
     let errors: Vec<&str> = text
@@ -126,6 +131,7 @@ fn check_stderr(stderr: &[u8], request: &str) -> Result<(), StepError> {
     }
 }
 
+/// Whether a line is debugfs's version banner.
 fn is_banner(line: &str) -> bool {
     line.strip_prefix("debugfs ")
         .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
@@ -244,6 +250,7 @@ pub(crate) fn parse_device_numbers(output: &str) -> Vec<Option<(u32, u32)>> {
     out
 }
 
+/// Makes the FIFOs and device nodes debugfs listed.
 fn recreate(
     image: &Path,
     root: &Path,

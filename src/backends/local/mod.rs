@@ -70,6 +70,7 @@ impl Default for LocalSettings {
 /// The local chroot builder (see the module documentation).
 #[derive(Clone, Debug)]
 pub struct LocalBackend {
+    /// Paths, made absolute.
     settings: LocalSettings,
 }
 
@@ -104,6 +105,7 @@ impl LocalBackend {
             .join(sanitize(build_id))
     }
 
+    /// The sandbox over a build's unpacked tree.
     fn sandbox(&self, ctx: &BuildContext, network: bool) -> Result<Sandbox, StepError> {
         let work = self.work_dir(&ctx.build_id);
         let root = work.join("root");
@@ -124,10 +126,12 @@ impl LocalBackend {
         })
     }
 
+    /// The recipe's name.
     fn recipe_name(ctx: &BuildContext) -> Result<String, StepError> {
         Ok(ctx.recipe()?.recipe.name.clone())
     }
 
+    /// Unpacks the base into a fresh work directory and marks it complete.
     async fn unpack_base(
         &self,
         ctx: &BuildContext,
@@ -179,6 +183,7 @@ impl LocalBackend {
         .await
     }
 
+    /// Removes a ledger path (only below `allowed`) and marks it deleted.
     async fn remove_resource(
         &self,
         ctx: &BuildContext,

@@ -205,6 +205,7 @@ async fn run_one(
     }
 }
 
+/// A build failure unless `tool` is in the image.
 fn require_tool(
     sandbox: &Sandbox,
     tool: &str,
@@ -220,10 +221,12 @@ fn require_tool(
     }
 }
 
+/// A value as compact JSON.
 fn json<T: serde::Serialize>(value: &T) -> Result<String, StepError> {
     serde_json::to_string(value).map_err(|e| StepError::NonRetryable(e.to_string()))
 }
 
+/// An octal mode from the recipe.
 fn parse_mode(mode: Option<&str>, label: &str) -> Result<Option<u32>, StepError> {
     mode.map(|m| {
         u32::from_str_radix(m, 8)
@@ -337,6 +340,7 @@ pub(crate) fn copy_into(
     Ok(count)
 }
 
+/// Copies one file to a resolved target, creating its directory.
 fn copy_file(source: &Path, target: &Path, mode: u32) -> Result<(), StepError> {
     use std::os::unix::fs::PermissionsExt;
     if let Some(parent) = target.parent() {
