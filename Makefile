@@ -53,11 +53,40 @@ unit: setup
 ## test: everything CI runs.
 test: lint unit
 
-demo: setup
-	$(CARGO) run --quiet -- image list
+## demo: a Debian bookworm minbase rootfs (made once, cached), baked with
+## recipes/demo.yaml, registered and resolved. A second run is a cache hit.
+DEMO_BASE := .bakehouse/bases/bookworm-minbase.tar.zst
+BAKEHOUSE := target/debug/bakehouse
 
+$(DEMO_BASE): | $(STAMP_DEB)
+	mkdir -p $(dir $@)
+	mmdebstrap --quiet --variant=minbase --format=tar bookworm - /etc/apt/sources.list.d/debian.sources </dev/null \
+	  | zstd -q -T0 -o $@.tmp
+	mv $@.tmp $@
+
+demo: setup $(DEMO_BASE)
+	$(CARGO) build --quiet --bin bakehouse
+	$(BAKEHOUSE) build recipes/demo.yaml
+	$(BAKEHOUSE) image resolve demo --provider local
+
+## bench: registry (10,000 versions in moto), local bake vs virt-customize,
+## cache-hit rebuild, Lambda zip sizes and init times. Prints figures and
+## ratios measured in one run.
 bench: setup
 	$(CARGO) bench --bench registry
+	$(CARGO) bench --bench local_bake
+	@if ls target/lambda/*/bootstrap.zip >/dev/null 2>&1; then $(CARGO) bench --bench lambda_init; \
+	  else echo "(run 'make package' first for Lambda zip sizes and init times)"; fi
+
+## package: every function with cargo lambda (x86_64, provided.al2023) into
+## target/lambda/NAME/bootstrap.zip, then a glibc check (<= 2.34).
+FUNCTIONS := $(notdir $(wildcard functions/*))
+package: setup
+	cargo lambda build --release --output-format zip $(addprefix -p ,$(FUNCTIONS))
+	scripts/check-glibc.sh 2.34 $(foreach f,$(FUNCTIONS),target/lambda/$(f)/bootstrap)
+
+deploy: package
+	cd infra && sam deploy --config-file samconfig.toml
 
 clean:
 	rm -rf target .bakehouse node_modules $(VENV)

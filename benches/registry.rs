@@ -76,19 +76,28 @@ fn ms(d: Duration) -> String {
 
 #[tokio::main]
 async fn main() {
-    let guard = bakehouse::testing::moto().await.expect("moto server (run `make setup`)");
+    let guard = bakehouse::testing::moto()
+        .await
+        .expect("moto server (run `make setup`)");
     let config = guard.sdk_config("us-east-1").await;
     let store = bakehouse::registry::DynamoStore::new(&config, "bench");
     store.create_table().await.unwrap();
     let packages: Vec<PackageVersion> = (0..VERSIONS).map(package).collect();
     let load = Instant::now();
     store.import(&packages).await.unwrap();
-    println!("loaded {VERSIONS} versions of one package into DynamoDB (moto) in {:.1} s", load.elapsed().as_secs_f64());
+    println!(
+        "loaded {VERSIONS} versions of one package into DynamoDB (moto) in {:.1} s",
+        load.elapsed().as_secs_f64()
+    );
 
     let pattern: VersionPattern = "1.x".parse().unwrap();
     let lookup = Lookup::Name("bench".into());
     let want = Version::from_parts(vec![1, 4_999]).unwrap();
-    let got = store.resolve(&lookup, &pattern, false).await.unwrap().unwrap();
+    let got = store
+        .resolve(&lookup, &pattern, false)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(got.version, want);
     assert_eq!(got.artifacts.len(), 2);
 
@@ -128,10 +137,28 @@ async fn main() {
     .await;
 
     println!();
-    println!("{:<48} {:>12} {:>12}", "operation (10,000 versions stored)", "median", "p95");
-    println!("{:<48} {:>12} {:>12}", "DynamoDB resolve bench@1.x (Query, GSI)", ms(resolve.median), ms(resolve.p95));
-    println!("{:<48} {:>12} {:>12}", "DynamoDB GetItem of one known key", ms(get.median), ms(get.p95));
-    println!("{:<48} {:>12} {:>12}", "SQLite resolve bench@1.x", ms(sql.median), ms(sql.p95));
+    println!(
+        "{:<48} {:>12} {:>12}",
+        "operation (10,000 versions stored)", "median", "p95"
+    );
+    println!(
+        "{:<48} {:>12} {:>12}",
+        "DynamoDB resolve bench@1.x (Query, GSI)",
+        ms(resolve.median),
+        ms(resolve.p95)
+    );
+    println!(
+        "{:<48} {:>12} {:>12}",
+        "DynamoDB GetItem of one known key",
+        ms(get.median),
+        ms(get.p95)
+    );
+    println!(
+        "{:<48} {:>12} {:>12}",
+        "SQLite resolve bench@1.x",
+        ms(sql.median),
+        ms(sql.p95)
+    );
     println!();
     println!(
         "ratio resolve / GetItem (DynamoDB, moto): {:.2}",

@@ -117,7 +117,11 @@ conformance!(
 
 async fn add_without_version_starts_at_1_0_then_adds_to_latest(reg: &Registry) {
     let out = reg
-        .add(req("base", VersionChoice::Latest, vec![ami("us-east-1", "ami-1")]))
+        .add(req(
+            "base",
+            VersionChoice::Latest,
+            vec![ami("us-east-1", "ami-1")],
+        ))
         .await
         .unwrap();
     assert_eq!(out.package.version, v("1.0"));
@@ -125,7 +129,11 @@ async fn add_without_version_starts_at_1_0_then_adds_to_latest(reg: &Registry) {
     assert_eq!(out.package.package_type, "image");
     assert_eq!(out.package.label, "base", "label defaults to the name");
     let out = reg
-        .add(req("base", VersionChoice::Latest, vec![ami("eu-west-1", "ami-2")]))
+        .add(req(
+            "base",
+            VersionChoice::Latest,
+            vec![ami("eu-west-1", "ami-2")],
+        ))
         .await
         .unwrap();
     assert_eq!(out.package.version, v("1.0"));
@@ -133,7 +141,11 @@ async fn add_without_version_starts_at_1_0_then_adds_to_latest(reg: &Registry) {
     assert_eq!(versions(reg, "base").await, ["1.0:2"]);
     // the same location again is a duplicate artifact name: nothing stored
     let err = reg
-        .add(req("base", VersionChoice::Latest, vec![ami("eu-west-1", "ami-3")]))
+        .add(req(
+            "base",
+            VersionChoice::Latest,
+            vec![ami("eu-west-1", "ami-3")],
+        ))
         .await
         .unwrap_err();
     assert!(
@@ -142,17 +154,34 @@ async fn add_without_version_starts_at_1_0_then_adds_to_latest(reg: &Registry) {
     );
     assert_eq!(versions(reg, "base").await, ["1.0:2"]);
     // a different OS for the same version is refused
-    let mut windows = req("base", VersionChoice::Latest, vec![ami("ap-south-1", "ami-4")]);
+    let mut windows = req(
+        "base",
+        VersionChoice::Latest,
+        vec![ami("ap-south-1", "ami-4")],
+    );
     windows.os = Os::Windows;
     let err = reg.add(windows).await.unwrap_err().to_string();
-    assert!(err.contains("stored with os \"linux\", not \"windows\""), "{err}");
+    assert!(
+        err.contains("stored with os \"linux\", not \"windows\""),
+        "{err}"
+    );
 }
 
 async fn bump_increments_the_named_part(reg: &Registry) {
     let mut seen = Vec::new();
-    for part in [BumpPart::Minor, BumpPart::Minor, BumpPart::Major, BumpPart::Patch, BumpPart::Minor] {
+    for part in [
+        BumpPart::Minor,
+        BumpPart::Minor,
+        BumpPart::Major,
+        BumpPart::Patch,
+        BumpPart::Minor,
+    ] {
         let out = reg
-            .add(req("app", VersionChoice::Bump(part), vec![ami("us-east-1", "ami-x")]))
+            .add(req(
+                "app",
+                VersionChoice::Bump(part),
+                vec![ami("us-east-1", "ami-x")],
+            ))
             .await
             .unwrap();
         seen.push(out.package.version.to_string());
@@ -163,7 +192,11 @@ async fn bump_increments_the_named_part(reg: &Registry) {
 async fn a_second_package_with_the_same_version_is_refused(reg: &Registry) {
     add_version(reg, "app", "2.0").await;
     let err = reg
-        .add(req("app", VersionChoice::Exact(v("2.0")), vec![ami("eu-west-1", "ami-y")]))
+        .add(req(
+            "app",
+            VersionChoice::Exact(v("2.0")),
+            vec![ami("eu-west-1", "ami-y")],
+        ))
         .await
         .unwrap_err();
     assert_eq!(
@@ -174,7 +207,11 @@ async fn a_second_package_with_the_same_version_is_refused(reg: &Registry) {
     // a lower explicit version is fine and does not change the latest
     add_version(reg, "app", "1.5").await;
     let out = reg
-        .add(req("app", VersionChoice::Bump(BumpPart::Minor), vec![ami("us-east-1", "a")]))
+        .add(req(
+            "app",
+            VersionChoice::Bump(BumpPart::Minor),
+            vec![ami("us-east-1", "a")],
+        ))
         .await
         .unwrap();
     assert_eq!(out.package.version, v("2.1"));
@@ -205,28 +242,58 @@ async fn resolution_follows_numeric_order_and_patterns(reg: &Registry) {
             format!("no active package version matches name \"r\" version {missing}")
         );
     }
-    let err = reg.resolve(&query(Lookup::Name("nope".into()), "")).await.unwrap_err();
+    let err = reg
+        .resolve(&query(Lookup::Name("nope".into()), ""))
+        .await
+        .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }));
 }
 
 async fn resolution_by_label_spans_packages(reg: &Registry) {
-    let mut a = req("hpc-a", VersionChoice::Exact(v("1.4")), vec![ami("us-east-1", "ami-a")]);
+    let mut a = req(
+        "hpc-a",
+        VersionChoice::Exact(v("1.4")),
+        vec![ami("us-east-1", "ami-a")],
+    );
     a.label = Some("HPC Image".into());
     reg.add(a).await.unwrap();
-    let mut b = req("hpc-b", VersionChoice::Exact(v("1.10")), vec![ami("us-east-1", "ami-b")]);
+    let mut b = req(
+        "hpc-b",
+        VersionChoice::Exact(v("1.10")),
+        vec![ami("us-east-1", "ami-b")],
+    );
     b.label = Some("HPC Image".into());
     reg.add(b).await.unwrap();
-    let mut c = req("hpc-b", VersionChoice::Exact(v("2.0")), vec![ami("us-east-1", "ami-c")]);
+    let mut c = req(
+        "hpc-b",
+        VersionChoice::Exact(v("2.0")),
+        vec![ami("us-east-1", "ami-c")],
+    );
     c.label = Some("HPC Image".into());
     reg.add(c).await.unwrap();
     let label = || Lookup::Label("HPC Image".into());
     let got = reg.resolve(&query(label(), "")).await.unwrap();
-    assert_eq!((got.package.name.as_str(), got.package.version.to_string().as_str()), ("hpc-b", "2.0"));
+    assert_eq!(
+        (
+            got.package.name.as_str(),
+            got.package.version.to_string().as_str()
+        ),
+        ("hpc-b", "2.0")
+    );
     let got = reg.resolve(&query(label(), "1.x")).await.unwrap();
-    assert_eq!((got.package.name.as_str(), got.package.version.to_string().as_str()), ("hpc-b", "1.10"));
+    assert_eq!(
+        (
+            got.package.name.as_str(),
+            got.package.version.to_string().as_str()
+        ),
+        ("hpc-b", "1.10")
+    );
     let got = reg.resolve(&query(label(), "1.4")).await.unwrap();
     assert_eq!(got.package.name, "hpc-a");
-    assert!(reg.resolve(&query(Lookup::Label("Other".into()), "")).await.is_err());
+    assert!(reg
+        .resolve(&query(Lookup::Label("Other".into()), ""))
+        .await
+        .is_err());
 }
 
 async fn deprecated_and_revoked_versions_are_skipped(reg: &Registry) {
@@ -234,20 +301,56 @@ async fn deprecated_and_revoked_versions_are_skipped(reg: &Registry) {
         add_version(reg, "s", version).await;
     }
     let name = || Lookup::Name("s".into());
-    reg.set_status("s", &v("1.2"), Status::Deprecated).await.unwrap();
-    reg.set_status("s", &v("1.1"), Status::Revoked).await.unwrap();
-    assert_eq!(reg.resolve(&query(name(), "1.x")).await.unwrap().package.version, v("1.0"));
-    assert_eq!(reg.resolve(&query(Lookup::Label("s".into()), "")).await.unwrap().package.version, v("1.0"));
+    reg.set_status("s", &v("1.2"), Status::Deprecated)
+        .await
+        .unwrap();
+    reg.set_status("s", &v("1.1"), Status::Revoked)
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.resolve(&query(name(), "1.x"))
+            .await
+            .unwrap()
+            .package
+            .version,
+        v("1.0")
+    );
+    assert_eq!(
+        reg.resolve(&query(Lookup::Label("s".into()), ""))
+            .await
+            .unwrap()
+            .package
+            .version,
+        v("1.0")
+    );
     let mut all = query(name(), "1.x");
     all.include_inactive = true;
     let got = reg.resolve(&all).await.unwrap();
-    assert_eq!((got.package.version, got.package.status), (v("1.2"), Status::Deprecated));
+    assert_eq!(
+        (got.package.version, got.package.status),
+        (v("1.2"), Status::Deprecated)
+    );
     let mut all = query(Lookup::Label("s".into()), "1.1");
     all.include_inactive = true;
-    assert_eq!(reg.resolve(&all).await.unwrap().package.status, Status::Revoked);
-    reg.set_status("s", &v("1.2"), Status::Active).await.unwrap();
-    assert_eq!(reg.resolve(&query(name(), "")).await.unwrap().package.version, v("1.2"));
-    let err = reg.set_status("s", &v("9.9"), Status::Revoked).await.unwrap_err();
+    assert_eq!(
+        reg.resolve(&all).await.unwrap().package.status,
+        Status::Revoked
+    );
+    reg.set_status("s", &v("1.2"), Status::Active)
+        .await
+        .unwrap();
+    assert_eq!(
+        reg.resolve(&query(name(), ""))
+            .await
+            .unwrap()
+            .package
+            .version,
+        v("1.2")
+    );
+    let err = reg
+        .set_status("s", &v("9.9"), Status::Revoked)
+        .await
+        .unwrap_err();
     assert!(matches!(err, RegistryError::NotFound { .. }), "{err}");
 }
 
@@ -266,20 +369,34 @@ async fn artifact_is_picked_by_provider_and_region(reg: &Registry) {
     assert_eq!(got.artifact.unwrap().image_id, "ami-euw1");
     q.region = Some("ap-south-1".into());
     let err = reg.resolve(&q).await.unwrap_err();
-    assert_eq!(err.to_string(), "multi 1.0 has no artifact for provider aws in region ap-south-1");
+    assert_eq!(
+        err.to_string(),
+        "multi 1.0 has no artifact for provider aws in region ap-south-1"
+    );
     q.provider = Some(Provider::Local);
     q.region = None;
     assert!(reg.resolve(&q).await.is_err());
 }
 
 async fn dry_run_stores_nothing(reg: &Registry) {
-    let mut r = req("dry", VersionChoice::Bump(BumpPart::Minor), vec![ami("us-east-1", "ami-1")]);
+    let mut r = req(
+        "dry",
+        VersionChoice::Bump(BumpPart::Minor),
+        vec![ami("us-east-1", "ami-1")],
+    );
     r.dry_run = true;
     let out = reg.add(r).await.unwrap();
-    assert_eq!((out.package.version.to_string(), out.stored), ("1.0".to_string(), false));
+    assert_eq!(
+        (out.package.version.to_string(), out.stored),
+        ("1.0".to_string(), false)
+    );
     assert!(reg.list(Some("dry")).await.unwrap().is_empty());
     add_version(reg, "dry", "1.0").await;
-    let mut r = req("dry", VersionChoice::Latest, vec![ami("eu-west-1", "ami-2")]);
+    let mut r = req(
+        "dry",
+        VersionChoice::Latest,
+        vec![ami("eu-west-1", "ami-2")],
+    );
     r.dry_run = true;
     let out = reg.add(r).await.unwrap();
     assert_eq!(out.package.artifacts.len(), 2);
@@ -292,14 +409,26 @@ async fn bad_input_stores_nothing(reg: &Registry) {
     // malformed versions never reach the store
     for bad in ["1..2", "a.b", "", "-1", "1.x.3"] {
         let err = bad.parse::<Version>().unwrap_err().to_string();
-        assert!(err.starts_with(&format!("invalid version {bad:?}")), "{err}");
+        assert!(
+            err.starts_with(&format!("invalid version {bad:?}")),
+            "{err}"
+        );
     }
     assert!("1.x.3".parse::<VersionPattern>().is_err());
     let err = "gcs".parse::<Provider>().unwrap_err().to_string();
-    assert_eq!(err, "unknown provider \"gcs\": expected one of aws, azure, gcp, local");
+    assert_eq!(
+        err,
+        "unknown provider \"gcs\": expected one of aws, azure, gcp, local"
+    );
     // no artifacts
-    let err = reg.add(req("good", VersionChoice::Bump(BumpPart::Minor), vec![])).await.unwrap_err();
-    assert_eq!(err.to_string(), "no image ids given: an image version needs at least one artifact");
+    let err = reg
+        .add(req("good", VersionChoice::Bump(BumpPart::Minor), vec![]))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "no image ids given: an image version needs at least one artifact"
+    );
     // duplicate artifact names within one add
     let err = reg
         .add(req(
@@ -315,24 +444,45 @@ async fn bad_input_stores_nothing(reg: &Registry) {
     );
     // bad names and labels
     let err = reg
-        .add(req("bad name", VersionChoice::Latest, vec![ami("us-east-1", "a")]))
+        .add(req(
+            "bad name",
+            VersionChoice::Latest,
+            vec![ami("us-east-1", "a")],
+        ))
         .await
         .unwrap_err();
-    assert!(err.to_string().starts_with("invalid name \"bad name\": character ' '"), "{err}");
+    assert!(
+        err.to_string()
+            .starts_with("invalid name \"bad name\": character ' '"),
+        "{err}"
+    );
     let mut r = req("good", VersionChoice::Latest, vec![ami("us-east-1", "a")]);
     r.label = Some(" ".into());
-    assert!(reg.add(r).await.unwrap_err().to_string().starts_with("invalid label"));
+    assert!(reg
+        .add(r)
+        .await
+        .unwrap_err()
+        .to_string()
+        .starts_with("invalid label"));
     let mut empty_id = ami("eu-north-1", "");
     empty_id.image_id.clear();
     assert!(reg
-        .add(req("good", VersionChoice::Bump(BumpPart::Major), vec![empty_id]))
+        .add(req(
+            "good",
+            VersionChoice::Bump(BumpPart::Major),
+            vec![empty_id]
+        ))
         .await
         .is_err());
     assert_eq!(reg.list(None).await.unwrap(), before, "store unchanged");
 }
 
 async fn bake_key_registers_once(reg: &Registry) {
-    let mut r = req("baked", VersionChoice::Bump(BumpPart::Minor), vec![ami("us-east-1", "ami-1")]);
+    let mut r = req(
+        "baked",
+        VersionChoice::Bump(BumpPart::Minor),
+        vec![ami("us-east-1", "ami-1")],
+    );
     r.bake_key = Some("k1".into());
     let first = reg.add(r.clone()).await.unwrap();
     assert!(first.stored);
@@ -341,14 +491,21 @@ async fn bake_key_registers_once(reg: &Registry) {
     assert!(second.reused && !second.stored);
     assert_eq!(second.package.version, first.package.version);
     assert_eq!(second.package.artifacts[0].image_id, "ami-1");
-    assert_eq!(reg.find_by_bake_key("k1").await.unwrap().unwrap().version, v("1.0"));
+    assert_eq!(
+        reg.find_by_bake_key("k1").await.unwrap().unwrap().version,
+        v("1.0")
+    );
     assert!(reg.find_by_bake_key("k2").await.unwrap().is_none());
     assert_eq!(versions(reg, "baked").await, ["1.0:1"]);
 }
 
 async fn lineage_and_trigger_round_trip(reg: &Registry) {
     add_version(reg, "parent", "3.1").await;
-    let mut r = req("child", VersionChoice::Latest, vec![ami("us-east-1", "ami-c")]);
+    let mut r = req(
+        "child",
+        VersionChoice::Latest,
+        vec![ami("us-east-1", "ami-c")],
+    );
     r.parent = Some("parent@3.1".into());
     r.build_id = Some("b-123".into());
     r.trigger = Some(Trigger {
@@ -399,8 +556,15 @@ async fn dynamodb_resolve_is_one_request_whatever_the_history() {
     add_version(&reg, "many", "2.0").await;
     for pattern in ["1.x", "", "1.7", "2.x"] {
         let before = store.requests().get();
-        let got = reg.resolve(&query(Lookup::Name("many".into()), pattern)).await.unwrap();
-        assert_eq!(store.requests().get() - before, 1, "requests for pattern {pattern:?}");
+        let got = reg
+            .resolve(&query(Lookup::Name("many".into()), pattern))
+            .await
+            .unwrap();
+        assert_eq!(
+            store.requests().get() - before,
+            1,
+            "requests for pattern {pattern:?}"
+        );
         assert!(!got.package.artifacts.is_empty());
     }
 }

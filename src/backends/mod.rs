@@ -1,3 +1,5 @@
-//! Builder backends: where images are baked.
+//! Builder backends: where images are baked (see
+//! [`crate::pipeline::BuilderBackend`]).
 
+pub mod ec2;
 pub mod local;

@@ -63,7 +63,10 @@ impl DynamoBuildStore {
             ("status".to_string(), s(record.status.to_string())),
             ("recipe".to_string(), s(&record.recipe_name)),
             ("created_at".to_string(), s(record.created_at.to_rfc3339())),
-            ("revision".to_string(), AttributeValue::N(record.revision.to_string())),
+            (
+                "revision".to_string(),
+                AttributeValue::N(record.revision.to_string()),
+            ),
             ("record".to_string(), s(text)),
         ]))
     }
@@ -152,7 +155,7 @@ impl BuildStore for DynamoBuildStore {
         while let Some(item) = pages.next().await {
             out.push(decode(&item.map_err(err)?)?);
         }
-        out.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+        out.sort_by_key(|r| std::cmp::Reverse(r.created_at));
         out.truncate(limit);
         Ok(out)
     }
@@ -183,9 +186,9 @@ impl BuildStore for DynamoBuildStore {
             .await
             .map_err(err)?;
         match out.item.as_ref().and_then(|i| i.get("bundle")) {
-            Some(AttributeValue::S(text)) => {
-                serde_json::from_str(text).map(Some).map_err(|e| corrupt(name, e))
-            }
+            Some(AttributeValue::S(text)) => serde_json::from_str(text)
+                .map(Some)
+                .map_err(|e| corrupt(name, e)),
             _ => Ok(None),
         }
     }

@@ -10,7 +10,8 @@ use async_trait::async_trait;
 
 pub use dynamo::DynamoBuildStore;
 pub use record::{
-    BuildRecord, BuildStatus, BundledFile, Failure, RecipeBundle, Resource, ResourceKind, Step, StepRecord,
+    BuildRecord, BuildStatus, BundledFile, Failure, RecipeBundle, Resource, ResourceKind, Step,
+    StepRecord,
 };
 pub use sqlite::SqliteBuildStore;
 

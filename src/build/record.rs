@@ -224,6 +224,13 @@ pub struct BuildRecord {
     pub created_at: DateTime<Utc>,
     /// Last written.
     pub updated_at: DateTime<Utc>,
+    /// Execution history (state entered/exited, task failed/retried), as
+    /// recorded by the local runner or read from Step Functions.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub history: Vec<serde_json::Value>,
+    /// State transitions of the execution.
+    #[serde(default)]
+    pub state_transitions: u64,
     /// Optimistic-concurrency revision.
     #[serde(default)]
     pub revision: u64,
@@ -231,7 +238,13 @@ pub struct BuildRecord {
 
 impl BuildRecord {
     /// A new running build.
-    pub fn new(id: &str, recipe_name: &str, bundle: RecipeBundle, trigger: Trigger, force: bool) -> Self {
+    pub fn new(
+        id: &str,
+        recipe_name: &str,
+        bundle: RecipeBundle,
+        trigger: Trigger,
+        force: bool,
+    ) -> Self {
         let now = Utc::now();
         BuildRecord {
             id: id.to_string(),
@@ -249,6 +262,8 @@ impl BuildRecord {
             artifacts: Vec::new(),
             version: None,
             failure: None,
+            history: Vec::new(),
+            state_transitions: 0,
             created_at: now,
             updated_at: now,
             revision: 0,
@@ -281,7 +296,9 @@ impl BuildRecord {
         let mut note = note.into();
         if note.len() > 4096 {
             let cut = note.len() - 4096;
-            let start = (cut..note.len()).find(|i| note.is_char_boundary(*i)).unwrap_or(cut);
+            let start = (cut..note.len())
+                .find(|i| note.is_char_boundary(*i))
+                .unwrap_or(cut);
             note = format!("…{}", &note[start..]);
         }
         if let Some(s) = self.steps.iter_mut().find(|s| s.step == step) {
@@ -301,7 +318,11 @@ impl BuildRecord {
     /// Records a resource before it is created; a no-op if one with the same
     /// kind and name is already recorded (a retried step).
     pub fn plan(&mut self, kind: ResourceKind, name: &str, region: Option<&str>) {
-        if !self.resources.iter().any(|r| r.kind == kind && r.name == name) {
+        if !self
+            .resources
+            .iter()
+            .any(|r| r.kind == kind && r.name == name)
+        {
             self.resources.push(Resource {
                 kind,
                 name: name.to_string(),
@@ -315,14 +336,20 @@ impl BuildRecord {
 
     /// Sets the provider id of a planned resource.
     pub fn created(&mut self, kind: ResourceKind, name: &str, id: &str) {
-        if let Some(r) = self.resources.iter_mut().find(|r| r.kind == kind && r.name == name) {
+        if let Some(r) = self
+            .resources
+            .iter_mut()
+            .find(|r| r.kind == kind && r.name == name)
+        {
             r.id = Some(id.to_string());
         }
     }
 
     /// The planned or created resource of a kind and name.
     pub fn resource(&self, kind: ResourceKind, name: &str) -> Option<&Resource> {
-        self.resources.iter().find(|r| r.kind == kind && r.name == name)
+        self.resources
+            .iter()
+            .find(|r| r.kind == kind && r.name == name)
     }
 
     /// Resources of a kind, in the order they were planned.

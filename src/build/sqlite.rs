@@ -68,7 +68,11 @@ impl BuildStore for SqliteBuildStore {
     async fn get(&self, id: &str) -> Result<Option<BuildRecord>, BuildStoreError> {
         let text: Option<String> = self
             .lock()
-            .query_row("SELECT record FROM builds WHERE id = ?1", params![id], |r| r.get(0))
+            .query_row(
+                "SELECT record FROM builds WHERE id = ?1",
+                params![id],
+                |r| r.get(0),
+            )
             .optional()?;
         text.map(|t| decode(id, &t)).transpose()
     }
@@ -78,7 +82,12 @@ impl BuildStore for SqliteBuildStore {
         record.revision += 1;
         let n = self.lock().execute(
             "UPDATE builds SET revision = ?2, record = ?3 WHERE id = ?1 AND revision = ?4",
-            params![record.id, record.revision as i64, encode(record)?, seen as i64],
+            params![
+                record.id,
+                record.revision as i64,
+                encode(record)?,
+                seen as i64
+            ],
         )?;
         if n == 0 {
             record.revision = seen;
@@ -118,7 +127,11 @@ impl BuildStore for SqliteBuildStore {
     async fn get_recipe(&self, name: &str) -> Result<Option<RecipeBundle>, BuildStoreError> {
         let text: Option<String> = self
             .lock()
-            .query_row("SELECT bundle FROM recipes WHERE name = ?1", params![name], |r| r.get(0))
+            .query_row(
+                "SELECT bundle FROM recipes WHERE name = ?1",
+                params![name],
+                |r| r.get(0),
+            )
             .optional()?;
         text.map(|t| {
             serde_json::from_str(&t).map_err(|e| BuildStoreError::Corrupt {

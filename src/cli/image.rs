@@ -104,7 +104,9 @@ pub struct ResolveArgs {
 
 fn exact(reference: &str) -> Result<(String, Version), CliError> {
     let (name, version) = reference.split_once('@').ok_or_else(|| {
-        CliError::Usage(format!("{reference:?}: expected NAME@VERSION, e.g. base@1.2"))
+        CliError::Usage(format!(
+            "{reference:?}: expected NAME@VERSION, e.g. base@1.2"
+        ))
     })?;
     Ok((name.to_string(), version.parse()?))
 }
@@ -173,7 +175,11 @@ pub async fn run(
                         (true, true) => "added artifacts to",
                         (true, false) => "stored",
                     };
-                    writeln!(out, "{what} {} {}", outcome.package.name, outcome.package.version)?;
+                    writeln!(
+                        out,
+                        "{what} {} {}",
+                        outcome.package.name, outcome.package.version
+                    )?;
                     output::version_detail(out, &outcome.package)?;
                 }
             }

@@ -2,6 +2,8 @@
 //! goes to the writer passed in (tables by default, JSON with `--json`);
 //! diagnostics go through `tracing`.
 
+// `build` is wired in with the local backend.
+mod builds;
 mod image;
 mod output;
 
@@ -11,6 +13,7 @@ use std::sync::Arc;
 
 use clap::{Args, Parser, Subcommand};
 
+use crate::build::{BuildStore, DynamoBuildStore, SqliteBuildStore};
 use crate::registry::{Registry, RegistryError, SqliteStore};
 
 pub use output::Format;
@@ -30,6 +33,9 @@ pub enum CliError {
     /// Input that is wrong in a way the other errors don't describe.
     #[error("{0}")]
     Usage(String),
+    /// `validate` found problems (already printed).
+    #[error("{0} problem(s) found; nothing was launched")]
+    Invalid(usize),
 }
 
 /// The `bakehouse` command.
@@ -56,7 +62,12 @@ pub struct StoreArgs {
     #[arg(long, global = true, env = "BAKEHOUSE_TABLE")]
     pub table: Option<String>,
     /// The embedded registry database.
-    #[arg(long, global = true, env = "BAKEHOUSE_DB", default_value = ".bakehouse/registry.db")]
+    #[arg(
+        long,
+        global = true,
+        env = "BAKEHOUSE_DB",
+        default_value = ".bakehouse/registry.db"
+    )]
     pub db: PathBuf,
 }
 
@@ -66,6 +77,16 @@ pub enum Command {
     /// Manage the image registry.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Past builds with their step history.
+    #[command(subcommand)]
+    Builds(builds::BuildsCommand),
+    /// Check recipes (YAML, JSON or Packer templates) and report every
+    /// problem with file, line, field and what is wrong. Launches nothing.
+    Validate {
+        /// Recipe files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+    },
 }
 
 impl StoreArgs {
@@ -83,10 +104,72 @@ impl StoreArgs {
     }
 }
 
+impl StoreArgs {
+    /// The embedded registry and build records (one SQLite file).
+    pub fn local_stores(&self) -> Result<(Registry, Arc<dyn BuildStore>), CliError> {
+        let sqlite = SqliteStore::open(&self.db)?;
+        let builds = SqliteBuildStore::new(sqlite.connection())
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        Ok((Registry::new(Arc::new(sqlite)), Arc::new(builds)))
+    }
+
+    /// Build records: the DynamoDB table with `--table`, else the embedded file.
+    pub async fn builds(&self) -> Result<Arc<dyn BuildStore>, CliError> {
+        match &self.table {
+            Some(table) => {
+                let config = crate::aws::from_env(None).await;
+                let client = aws_sdk_dynamodb::Client::new(&config);
+                Ok(Arc::new(DynamoBuildStore::new(client, table)))
+            }
+            None => Ok(self.local_stores()?.1),
+        }
+    }
+}
+
 /// Runs a parsed command, writing its output to `out`.
 pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
-    let format = if cli.json { Format::Json } else { Format::Table };
+    let format = if cli.json {
+        Format::Json
+    } else {
+        Format::Table
+    };
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
+        Command::Validate { files } => validate(&files, format, out),
+        Command::Builds(cmd) => builds::run(cmd, &cli.store, format, out).await,
+    }
+}
+
+fn validate(files: &[PathBuf], format: Format, out: &mut dyn Write) -> Result<(), CliError> {
+    let problems = crate::recipe::validate_files(files);
+    match format {
+        Format::Json => {
+            let list: Vec<serde_json::Value> = problems
+                .iter()
+                .map(|p| {
+                    serde_json::json!({
+                        "file": p.file.display().to_string(),
+                        "line": p.line,
+                        "column": p.column,
+                        "field": p.field,
+                        "message": p.message,
+                    })
+                })
+                .collect();
+            output::json(out, &list)?;
+        }
+        Format::Table => {
+            for p in &problems {
+                writeln!(out, "{p}")?;
+            }
+            if problems.is_empty() {
+                writeln!(out, "{} recipe(s) valid", files.len())?;
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CliError::Invalid(problems.len()))
     }
 }

@@ -26,13 +26,22 @@ pub fn json<T: Serialize>(out: &mut dyn Write, value: &T) -> Result<(), CliError
 
 fn table(header: &[&str]) -> Table {
     let mut t = Table::new();
-    t.load_preset(UTF8_FULL_CONDENSED).set_header(header.to_vec());
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
     t
 }
 
 /// One row per package version.
 pub fn versions(out: &mut dyn Write, packages: &[PackageVersion]) -> Result<(), CliError> {
-    let mut t = table(&["NAME", "VERSION", "LABEL", "OS", "STATUS", "ARTIFACTS", "CREATED"]);
+    let mut t = table(&[
+        "NAME",
+        "VERSION",
+        "LABEL",
+        "OS",
+        "STATUS",
+        "ARTIFACTS",
+        "CREATED",
+    ]);
     for p in packages {
         t.add_row(vec![
             p.name.clone(),
@@ -58,7 +67,10 @@ pub fn version_detail(out: &mut dyn Write, p: &PackageVersion) -> Result<(), Cli
     t.add_row(vec!["PackageType".into(), p.package_type.clone()]);
     t.add_row(vec!["OS".into(), p.os.to_string()]);
     t.add_row(vec!["Status".into(), p.status.to_string()]);
-    t.add_row(vec!["BakeKey".into(), p.bake_key.clone().unwrap_or_else(dash)]);
+    t.add_row(vec![
+        "BakeKey".into(),
+        p.bake_key.clone().unwrap_or_else(dash),
+    ]);
     t.add_row(vec!["Parent".into(), p.parent.clone().unwrap_or_else(dash)]);
     t.add_row(vec![
         "Trigger".into(),
@@ -67,10 +79,15 @@ pub fn version_detail(out: &mut dyn Write, p: &PackageVersion) -> Result<(), Cli
             .and_then(|t| serde_json::to_string(t).ok())
             .unwrap_or_else(dash),
     ]);
-    t.add_row(vec!["Build".into(), p.build_id.clone().unwrap_or_else(dash)]);
+    t.add_row(vec![
+        "Build".into(),
+        p.build_id.clone().unwrap_or_else(dash),
+    ]);
     t.add_row(vec!["Created".into(), p.created_at.to_rfc3339()]);
     writeln!(out, "{t}")?;
-    let mut a = table(&["ARTIFACT", "PROVIDER", "REGION", "IMAGE ID", "ACCOUNT", "PATH"]);
+    let mut a = table(&[
+        "ARTIFACT", "PROVIDER", "REGION", "IMAGE ID", "ACCOUNT", "PATH",
+    ]);
     for art in &p.artifacts {
         a.add_row(vec![
             art.name.clone(),

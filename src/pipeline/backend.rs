@@ -50,9 +50,9 @@ pub struct BuildContext {
 impl BuildContext {
     /// The recipe, or an error saying it could not be loaded.
     pub fn recipe(&self) -> Result<&LoadedRecipe, StepError> {
-        self.recipe
-            .as_ref()
-            .ok_or_else(|| StepError::NonRetryable(format!("build {}: recipe unavailable", self.build_id)))
+        self.recipe.as_ref().ok_or_else(|| {
+            StepError::NonRetryable(format!("build {}: recipe unavailable", self.build_id))
+        })
     }
 
     /// The current record, read again.
@@ -90,7 +90,11 @@ impl BuildContext {
     /// Marks a resource removed.
     pub async fn deleted(&self, kind: ResourceKind, name: &str) -> Result<(), StepError> {
         self.update(|r| {
-            if let Some(res) = r.resources.iter_mut().find(|x| x.kind == kind && x.name == name) {
+            if let Some(res) = r
+                .resources
+                .iter_mut()
+                .find(|x| x.kind == kind && x.name == name)
+            {
                 res.deleted = true;
             }
         })
@@ -101,7 +105,11 @@ impl BuildContext {
     /// Marks a resource to be kept when the build succeeds.
     pub async fn keep_on_success(&self, kind: ResourceKind, name: &str) -> Result<(), StepError> {
         self.update(|r| {
-            if let Some(res) = r.resources.iter_mut().find(|x| x.kind == kind && x.name == name) {
+            if let Some(res) = r
+                .resources
+                .iter_mut()
+                .find(|x| x.kind == kind && x.name == name)
+            {
                 res.keep_on_success = true;
             }
         })

@@ -51,7 +51,9 @@ pub fn bundle(loaded: &LoadedRecipe) -> Result<RecipeBundle, StepError> {
     let recipe = serde_json::to_value(&recipe)
         .map_err(|e| StepError::NonRetryable(format!("cannot encode recipe: {e}")))?;
     let bundle = RecipeBundle { recipe, files };
-    let size = serde_json::to_vec(&bundle).map(|v| v.len()).unwrap_or(usize::MAX);
+    let size = serde_json::to_vec(&bundle)
+        .map(|v| v.len())
+        .unwrap_or(usize::MAX);
     if size > MAX_BUNDLE_BYTES {
         return Err(StepError::NonRetryable(format!(
             "recipe {} with its files is {size} bytes encoded, over the {MAX_BUNDLE_BYTES}-byte limit: keep large files in the base image or fetch them in a provisioner",
@@ -67,7 +69,11 @@ fn io(path: &Path, e: std::io::Error) -> StepError {
 
 /// The recipe name of a bundle, without validating the rest.
 pub fn bundle_name(bundle: &RecipeBundle) -> Option<String> {
-    bundle.recipe.get("name").and_then(|n| n.as_str()).map(str::to_string)
+    bundle
+        .recipe
+        .get("name")
+        .and_then(|n| n.as_str())
+        .map(str::to_string)
 }
 
 /// Writes a bundle into `dir` (replacing what was there) and loads it with

@@ -7,6 +7,7 @@ mod backend;
 pub mod bundle;
 mod error;
 pub mod io;
+pub mod local;
 mod steps;
 
 pub use backend::{BuildContext, BuilderBackend, Progress, ResolvedBase};

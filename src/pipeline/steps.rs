@@ -49,8 +49,7 @@ pub struct Pipeline {
 }
 
 fn parse<T: DeserializeOwned>(step: Step, input: Value) -> Result<T, StepError> {
-    serde_json::from_value(input)
-        .map_err(|e| StepError::NonRetryable(format!("{step} input: {e}")))
+    serde_json::from_value(input).map_err(|e| StepError::NonRetryable(format!("{step} input: {e}")))
 }
 
 fn to_value<T: serde::Serialize>(value: &T) -> Result<Value, StepError> {
@@ -113,8 +112,14 @@ impl Pipeline {
             .ok_or_else(|| StepError::NonRetryable(format!("no build {build_id}")))
     }
 
-    async fn context(&self, build_id: &str, step: Step, polls: u32) -> Result<BuildContext, StepError> {
-        let record = crate::build::update(self.builds.as_ref(), build_id, |r| r.step_invoked(step)).await?;
+    async fn context(
+        &self,
+        build_id: &str,
+        step: Step,
+        polls: u32,
+    ) -> Result<BuildContext, StepError> {
+        let record =
+            crate::build::update(self.builds.as_ref(), build_id, |r| r.step_invoked(step)).await?;
         let recipe = bundle::materialize(&record.bundle, &self.scratch(build_id, step))?;
         Ok(BuildContext {
             build_id: build_id.to_string(),
@@ -128,7 +133,9 @@ impl Pipeline {
 
     fn injected(&self, step: Step) -> Result<(), StepError> {
         if self.settings.fail_at == Some(step) {
-            return Err(StepError::BuildFailed(format!("injected failure after {step} (BAKEHOUSE_FAIL_AT)")));
+            return Err(StepError::BuildFailed(format!(
+                "injected failure after {step} (BAKEHOUSE_FAIL_AT)"
+            )));
         }
         Ok(())
     }
@@ -171,7 +178,9 @@ impl Pipeline {
 
     /// Later launch calls (and the body of the first): waits for the builder.
     pub async fn launch_poll(&self, input: StepInput) -> Result<StepOutput, StepError> {
-        let ctx = self.context(&input.build_id, Step::Launch, input.polls).await?;
+        let ctx = self
+            .context(&input.build_id, Step::Launch, input.polls)
+            .await?;
         let recipe = ctx.recipe()?;
         if ctx.record.base_id.is_none() {
             let base = self.backend.resolve_base(recipe, &self.registry).await?;
@@ -214,8 +223,10 @@ impl Pipeline {
 
     async fn finish(&self, ctx: &BuildContext) -> Result<StepOutput, StepError> {
         let step = ctx.step;
-        let record = ctx.update(|r| r.step_finished(step)).await?;
+        // An injected failure leaves the step unfinished, so teardown names
+        // it as the step that failed.
         self.injected(step)?;
+        let record = ctx.update(|r| r.step_finished(step)).await?;
         Ok(self.output(&record, true, 0))
     }
 
@@ -223,7 +234,11 @@ impl Pipeline {
         StepOutput {
             build_id: record.id.clone(),
             done,
-            wait_seconds: if done { 0 } else { wait_seconds(polls.saturating_sub(1)) },
+            wait_seconds: if done {
+                0
+            } else {
+                wait_seconds(polls.saturating_sub(1))
+            },
             polls,
             cache_hit: record.cache_hit,
             version: record.version.clone(),
@@ -248,7 +263,9 @@ impl Pipeline {
                 Progress::Done(())
             }
             Step::Launch | Step::Teardown => {
-                return Err(StepError::NonRetryable(format!("{step} is not a polled step")))
+                return Err(StepError::NonRetryable(format!(
+                    "{step} is not a polled step"
+                )))
             }
         };
         match progress {
@@ -264,7 +281,9 @@ impl Pipeline {
         }
         let recipe = &ctx.recipe()?.recipe;
         if record.artifacts.is_empty() {
-            return Err(StepError::NonRetryable("register: capture produced no artifacts".into()));
+            return Err(StepError::NonRetryable(
+                "register: capture produced no artifacts".into(),
+            ));
         }
         let mut req = AddRequest::new(
             recipe.name.clone(),
@@ -324,7 +343,10 @@ impl Pipeline {
                 let request: Option<ExecutionInput> = state
                     .get("request")
                     .and_then(|r| serde_json::from_value(r.clone()).ok());
-                let bundle = request.as_ref().and_then(|r| r.inline_bundle()).unwrap_or_default();
+                let bundle = request
+                    .as_ref()
+                    .and_then(|r| r.inline_bundle())
+                    .unwrap_or_default();
                 let name = bundle::bundle_name(&bundle)
                     .or_else(|| match request.as_ref().map(|r| &r.recipe) {
                         Some(RecipeSpec::Name(n)) => Some(n.clone()),
@@ -343,7 +365,8 @@ impl Pipeline {
         };
         record.step_invoked(Step::Teardown);
         self.builds.save(&mut record).await?;
-        let recipe = bundle::materialize(&record.bundle, &self.scratch(&build_id, Step::Teardown)).ok();
+        let recipe =
+            bundle::materialize(&record.bundle, &self.scratch(&build_id, Step::Teardown)).ok();
         let ctx = BuildContext {
             build_id: build_id.clone(),
             recipe,
@@ -393,7 +416,13 @@ impl Pipeline {
 /// A build id as a safe single path component.
 pub fn sanitize(id: &str) -> String {
     id.chars()
-        .map(|c| if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
+                c
+            } else {
+                '_'
+            }
+        })
         .collect()
 }
 

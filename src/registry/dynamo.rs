@@ -24,15 +24,14 @@ use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
 use aws_sdk_dynamodb::error::{BoxError, DisplayErrorContext};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, GlobalSecondaryIndex, KeySchemaElement,
-    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType,
-    TransactWriteItem, Update,
+    KeyType, Projection, ProjectionType, Put, ReturnValue, ScalarAttributeType, TransactWriteItem,
+    Update,
 };
 use aws_sdk_dynamodb::Client;
 use serde::{Deserialize, Serialize};
 
 use super::{
-    Artifact, Lookup, PackageVersion, RegistryError, RegistryStore, Status, Version,
-    VersionPattern,
+    Artifact, Lookup, PackageVersion, RegistryError, RegistryStore, Status, Version, VersionPattern,
 };
 
 /// Counts the HTTP requests a DynamoDB client sends (retries included);
@@ -210,7 +209,9 @@ impl DynamoStore {
             .billing_mode(BillingMode::PayPerRequest)
             .key_schema(key("pk", KeyType::Hash)?)
             .key_schema(key("sk", KeyType::Range)?);
-        for name in ["pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk"] {
+        for name in [
+            "pk", "sk", "gsi1pk", "gsi1sk", "gsi2pk", "gsi2sk", "gsi3pk", "gsi3sk",
+        ] {
             req = req.attribute_definitions(attr(name)?);
         }
         for n in 1..=3 {
@@ -460,10 +461,13 @@ impl RegistryStore for DynamoStore {
         artifacts: &[Artifact],
     ) -> Result<PackageVersion, RegistryError> {
         for _ in 0..20 {
-            let current = self.get(name, version).await?.ok_or_else(|| RegistryError::NotFound {
-                what: "package version",
-                query: format!("{name} {version}"),
-            })?;
+            let current =
+                self.get(name, version)
+                    .await?
+                    .ok_or_else(|| RegistryError::NotFound {
+                        what: "package version",
+                        query: format!("{name} {version}"),
+                    })?;
             if let Some(dup) = artifacts
                 .iter()
                 .find(|a| current.artifacts.iter().any(|c| c.name == a.name))
@@ -489,7 +493,10 @@ impl RegistryStore for DynamoStore {
                 .update_expression("SET artifacts = list_append(artifacts, :new)")
                 .condition_expression("size(artifacts) = :n")
                 .expression_attribute_values(":new", new)
-                .expression_attribute_values(":n", AttributeValue::N(current.artifacts.len().to_string()))
+                .expression_attribute_values(
+                    ":n",
+                    AttributeValue::N(current.artifacts.len().to_string()),
+                )
                 .return_values(ReturnValue::AllNew)
                 .send()
                 .await;
@@ -526,13 +533,31 @@ impl RegistryStore for DynamoStore {
         let prefix = pattern.sort_key_prefix();
         let exact = matches!(pattern, VersionPattern::Exact(_));
         let (index, pk_attr, pk_value, sk_attr, sk_value) = match (lookup, include_inactive) {
-            (Lookup::Name(n), false) => (Some(1), "gsi1pk".to_string(), format!("NAME#{n}"), "gsi1sk".to_string(), prefix),
-            (Lookup::Name(n), true) => (None, "pk".into(), pkg_pk(n), "sk".into(), format!("V#{prefix}")),
+            (Lookup::Name(n), false) => (
+                Some(1),
+                "gsi1pk".to_string(),
+                format!("NAME#{n}"),
+                "gsi1sk".to_string(),
+                prefix,
+            ),
+            (Lookup::Name(n), true) => (
+                None,
+                "pk".into(),
+                pkg_pk(n),
+                "sk".into(),
+                format!("V#{prefix}"),
+            ),
             (Lookup::Label(l), inactive) => {
                 let i = if inactive { 3 } else { 2 };
                 // label index sort keys are `<version key>#<name>`
                 let sk = if exact { format!("{prefix}#") } else { prefix };
-                (Some(i), format!("gsi{i}pk"), format!("LABEL#{l}"), format!("gsi{i}sk"), sk)
+                (
+                    Some(i),
+                    format!("gsi{i}pk"),
+                    format!("LABEL#{l}"),
+                    format!("gsi{i}sk"),
+                    sk,
+                )
             }
         };
         let equality = exact && matches!(lookup, Lookup::Name(_));
@@ -589,7 +614,10 @@ impl RegistryStore for DynamoStore {
                 out
             }
         };
-        let mut out = items.into_iter().map(from_item).collect::<Result<Vec<_>, _>>()?;
+        let mut out = items
+            .into_iter()
+            .map(from_item)
+            .collect::<Result<Vec<_>, _>>()?;
         out.sort_by(|a, b| a.name.cmp(&b.name).then(b.version.cmp(&a.version)));
         Ok(out)
     }
@@ -615,10 +643,13 @@ impl RegistryStore for DynamoStore {
         version: &Version,
         status: Status,
     ) -> Result<PackageVersion, RegistryError> {
-        let mut current = self.get(name, version).await?.ok_or_else(|| RegistryError::NotFound {
-            what: "package version",
-            query: format!("{name} {version}"),
-        })?;
+        let mut current =
+            self.get(name, version)
+                .await?
+                .ok_or_else(|| RegistryError::NotFound {
+                    what: "package version",
+                    query: format!("{name} {version}"),
+                })?;
         current.status = status;
         // Rewrite the whole item so the sparse index keys follow the status.
         self.client

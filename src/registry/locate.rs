@@ -188,7 +188,10 @@ impl ImageLocator for LocalLocator {
         };
         let as_path = Path::new(id);
         if as_path.is_file() {
-            return Ok(vec![local_artifact(as_path, file_digest(as_path).map_err(io)?)]);
+            return Ok(vec![local_artifact(
+                as_path,
+                file_digest(as_path).map_err(io)?,
+            )]);
         }
         let mut files = Vec::new();
         image_files(&self.dir, &mut files, 3);
@@ -203,7 +206,10 @@ impl ImageLocator for LocalLocator {
             // A `<file>.sha256` sidecar written by the capture step saves hashing.
             let sidecar = PathBuf::from(format!("{}.sha256", file.display()));
             let digest = match std::fs::read_to_string(&sidecar) {
-                Ok(text) => format!("sha256:{}", text.split_whitespace().next().unwrap_or_default()),
+                Ok(text) => format!(
+                    "sha256:{}",
+                    text.split_whitespace().next().unwrap_or_default()
+                ),
                 Err(_) => file_digest(&file).map_err(io)?,
             };
             if name_matches || digest == id {

@@ -17,11 +17,11 @@ mod version;
 
 pub use dynamo::{DynamoStore, RequestCounter};
 pub use error::RegistryError;
-pub use model::{validate_label, validate_name,
-    
-    Artifact, Lookup, Os, PackageVersion, Provider, Reference, Status, Trigger, TriggerKind,
+pub use model::{
+    validate_label, validate_name, Artifact, Lookup, Os, PackageVersion, Provider, Reference,
+    Status, Trigger, TriggerKind,
 };
-pub use service::{AddOutcome, AddRequest, Registry, ResolveQuery, Resolution, VersionChoice};
+pub use service::{AddOutcome, AddRequest, Registry, Resolution, ResolveQuery, VersionChoice};
 pub use sqlite::SqliteStore;
 pub use store::RegistryStore;
 pub use version::{BumpPart, Version, VersionPattern};

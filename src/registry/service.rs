@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::model::{validate_label, validate_name};
 use super::{
-    Artifact, BumpPart, Lookup, Os, PackageVersion, Provider, RegistryError, RegistryStore,
-    Status, Trigger, Version, VersionPattern,
+    Artifact, BumpPart, Lookup, Os, PackageVersion, Provider, RegistryError, RegistryStore, Status,
+    Trigger, Version, VersionPattern,
 };
 
 /// How an add picks its version.
@@ -237,12 +237,14 @@ impl Registry {
         label: &str,
         version: &Version,
     ) -> Result<AddOutcome, RegistryError> {
-        let existing = self.store.get(&req.name, version).await?.ok_or_else(|| {
-            RegistryError::Corrupt {
-                key: format!("{}@{version}", req.name),
-                message: "latest version is not stored".into(),
-            }
-        })?;
+        let existing =
+            self.store
+                .get(&req.name, version)
+                .await?
+                .ok_or_else(|| RegistryError::Corrupt {
+                    key: format!("{}@{version}", req.name),
+                    message: "latest version is not stored".into(),
+                })?;
         if req.label.is_some() && existing.label != label {
             return Err(RegistryError::Mismatch {
                 name: req.name.clone(),
@@ -319,7 +321,11 @@ impl Registry {
     }
 
     /// One stored version.
-    pub async fn show(&self, name: &str, version: &Version) -> Result<PackageVersion, RegistryError> {
+    pub async fn show(
+        &self,
+        name: &str,
+        version: &Version,
+    ) -> Result<PackageVersion, RegistryError> {
         self.store
             .get(name, version)
             .await?
@@ -335,7 +341,10 @@ impl Registry {
     }
 
     /// The version registered with a bake key.
-    pub async fn find_by_bake_key(&self, key: &str) -> Result<Option<PackageVersion>, RegistryError> {
+    pub async fn find_by_bake_key(
+        &self,
+        key: &str,
+    ) -> Result<Option<PackageVersion>, RegistryError> {
         self.store.find_by_bake_key(key).await
     }
 

@@ -9,8 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{params, Connection, OptionalExtension, Row, TransactionBehavior};
 
 use super::{
-    Artifact, Lookup, PackageVersion, RegistryError, RegistryStore, Status, Version,
-    VersionPattern,
+    Artifact, Lookup, PackageVersion, RegistryError, RegistryStore, Status, Version, VersionPattern,
 };
 
 const SCHEMA: &str = "
@@ -214,7 +213,11 @@ fn latest(conn: &Connection, name: &str) -> Result<Option<Version>, RegistryErro
     key.map(|k| Version::from_sort_key(&k)).transpose()
 }
 
-fn get(conn: &Connection, name: &str, version: &Version) -> Result<Option<PackageVersion>, RegistryError> {
+fn get(
+    conn: &Connection,
+    name: &str,
+    version: &Version,
+) -> Result<Option<PackageVersion>, RegistryError> {
     let sql = format!("SELECT {VERSION_COLUMNS} FROM versions WHERE name = ?1 AND sort_key = ?2");
     let mut stmt = conn.prepare_cached(&sql)?;
     let mut rows = stmt.query(params![name, version.sort_key()])?;
@@ -341,7 +344,11 @@ impl RegistryStore for SqliteStore {
             VersionPattern::Exact(_) => ("=", prefix),
             _ => ("LIKE", format!("{}%", prefix.replace('%', ""))),
         };
-        let status = if include_inactive { "" } else { "AND status = 'active'" };
+        let status = if include_inactive {
+            ""
+        } else {
+            "AND status = 'active'"
+        };
         let sql = format!(
             "SELECT {VERSION_COLUMNS} FROM versions WHERE {column} = ?1 AND sort_key {op} ?2 {status}
              ORDER BY sort_key DESC, name DESC LIMIT 1"

@@ -33,8 +33,11 @@ pub trait RegistryStore: Send + Sync {
     ) -> Result<PackageVersion, RegistryError>;
 
     /// One version, if stored.
-    async fn get(&self, name: &str, version: &Version)
-        -> Result<Option<PackageVersion>, RegistryError>;
+    async fn get(
+        &self,
+        name: &str,
+        version: &Version,
+    ) -> Result<Option<PackageVersion>, RegistryError>;
 
     /// The highest version matching the lookup and pattern; skips deprecated
     /// and revoked versions unless `include_inactive`.

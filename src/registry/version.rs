@@ -99,7 +99,9 @@ impl FromStr for Version {
             reason: reason.to_string(),
         };
         if input.is_empty() {
-            return Err(invalid("a version is one or more numbers separated by dots, e.g. 1.2"));
+            return Err(invalid(
+                "a version is one or more numbers separated by dots, e.g. 1.2",
+            ));
         }
         let mut parts = Vec::new();
         for (i, part) in input.split('.').enumerate() {
@@ -116,7 +118,10 @@ impl FromStr for Version {
                 .parse()
                 .map_err(|_| invalid(&format!("part {} is too large", i + 1)))?;
             if n > MAX_PART {
-                return Err(invalid(&format!("part {} is larger than {MAX_PART}", i + 1)));
+                return Err(invalid(&format!(
+                    "part {} is larger than {MAX_PART}",
+                    i + 1
+                )));
             }
             parts.push(n);
         }
@@ -195,7 +200,10 @@ impl FromStr for VersionPattern {
         if input == "x" || input == "*" {
             return Ok(VersionPattern::Latest);
         }
-        match input.strip_suffix(".x").or_else(|| input.strip_suffix(".*")) {
+        match input
+            .strip_suffix(".x")
+            .or_else(|| input.strip_suffix(".*"))
+        {
             Some(prefix) => {
                 if prefix.split('.').any(|p| p == "x" || p == "*") {
                     return Err(RegistryError::InvalidVersion {
@@ -204,12 +212,10 @@ impl FromStr for VersionPattern {
                     });
                 }
                 let v: Version = prefix.parse().map_err(|e| match e {
-                    RegistryError::InvalidVersion { reason, .. } => {
-                        RegistryError::InvalidVersion {
-                            input: input.to_string(),
-                            reason,
-                        }
-                    }
+                    RegistryError::InvalidVersion { reason, .. } => RegistryError::InvalidVersion {
+                        input: input.to_string(),
+                        reason,
+                    },
                     other => other,
                 })?;
                 Ok(VersionPattern::Wildcard(v.0))
@@ -262,7 +268,17 @@ mod tests {
 
     #[test]
     fn rejects_malformed_versions() {
-        for bad in ["1..2", "a.b", "", "-1", "1.x.3", "1.", ".1", "1.2a", "99999999999"] {
+        for bad in [
+            "1..2",
+            "a.b",
+            "",
+            "-1",
+            "1.x.3",
+            "1.",
+            ".1",
+            "1.2a",
+            "99999999999",
+        ] {
             let err = bad.parse::<Version>().unwrap_err().to_string();
             assert!(err.contains(&format!("{bad:?}")), "{bad}: {err}");
         }

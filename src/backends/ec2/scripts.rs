@@ -1,0 +1,356 @@
+//! The shell scripts sent to the builder through SSM `AWS-RunShellScript`:
+//! one per provisioner, per test command and for the clean policy. Content
+//! (files, scripts, state trees) travels inline, base64 encoded, in a
+//! here-document, and is unpacked into a private temporary directory that
+//! is removed when the command ends.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+
+use crate::pipeline::StepError;
+use crate::recipe::{clean_script, LoadedRecipe, Provisioner, ShellSource};
+
+use super::tar::tar_dir;
+
+/// One command to run on the builder.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(super) struct CommandSpec {
+    /// Ledger name (unique within the build).
+    pub(super) name: String,
+    /// How messages and notes name it (`provisioner 2 (shell)`).
+    pub(super) label: String,
+    /// The script.
+    pub(super) script: String,
+}
+
+/// Quotes a string for POSIX sh.
+pub(super) fn quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+fn nonretryable(label: &str, message: impl std::fmt::Display) -> StepError {
+    StepError::NonRetryable(format!("{label}: {message}"))
+}
+
+/// A script that unpacks `payload` to `$work/payload` and then runs `action`.
+fn with_payload(
+    label: &str,
+    what: &str,
+    payload: &[u8],
+    max: usize,
+    env: &BTreeMap<String, String>,
+    action: &str,
+) -> Result<String, StepError> {
+    if payload.len() > max {
+        return Err(nonretryable(
+            label,
+            format!(
+                "{what} is {} bytes, over the {max}-byte limit for content sent inline through SSM \
+                 (max_inline_file_bytes): keep large files in the base image or fetch them (e.g. from S3) in a shell provisioner",
+                payload.len()
+            ),
+        ));
+    }
+    let mut script = format!(
+        "# bakehouse: {label}\nset -eu\nwork=$(mktemp -d)\ntrap 'rm -rf \"$work\"' EXIT\nbase64 -d > \"$work/payload\" <<'BAKEHOUSE_PAYLOAD'\n"
+    );
+    let encoded = BASE64.encode(payload);
+    for chunk in encoded.as_bytes().chunks(76) {
+        script.push_str(&String::from_utf8_lossy(chunk));
+        script.push('\n');
+    }
+    script.push_str("BAKEHOUSE_PAYLOAD\n");
+    for (name, value) in env {
+        let valid = name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(nonretryable(
+                label,
+                format!("env: {name:?} is not a valid variable name"),
+            ));
+        }
+        script.push_str(&format!("export {name}={}\n", quote(value)));
+    }
+    script.push_str(action);
+    if !action.ends_with('\n') {
+        script.push('\n');
+    }
+    Ok(script)
+}
+
+fn read(recipe: &LoadedRecipe, label: &str, written: &str) -> Result<Vec<u8>, StepError> {
+    let path = recipe.resolve(written);
+    std::fs::read(&path).map_err(|e| nonretryable(label, format!("{written}: {e}")))
+}
+
+fn tar(
+    recipe: &LoadedRecipe,
+    label: &str,
+    written: &str,
+    mode: Option<u32>,
+) -> Result<Vec<u8>, StepError> {
+    tar_dir(&recipe.resolve(written), mode).map_err(|e| nonretryable(label, e))
+}
+
+/// How to run a script: its `#!` line's interpreter, else `sh`.
+fn interpreter(content: &[u8]) -> Result<String, String> {
+    let Some(rest) = content.strip_prefix(b"#!") else {
+        return Ok("sh".into());
+    };
+    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
+    let line = std::str::from_utf8(line).map_err(|_| "the #! line is not UTF-8".to_string())?;
+    let line = line.trim();
+    if line.is_empty() || line.contains(['\'', '"', '`', '$', ';', '&', '|']) {
+        return Err(format!("unsupported #! line {line:?}"));
+    }
+    Ok(line.to_string())
+}
+
+fn parse_mode(label: &str, mode: &str) -> Result<u32, StepError> {
+    u32::from_str_radix(mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777 && !mode.is_empty())
+        .ok_or_else(|| nonretryable(label, format!("mode {mode:?} is not an octal file mode")))
+}
+
+fn require(tool: &str, what: &str) -> String {
+    format!(
+        "command -v {tool} >/dev/null 2>&1 || {{ echo \"bakehouse: {tool} is not installed on the builder: install {what} in an earlier provisioner or the base image\" >&2; exit 127; }}\n"
+    )
+}
+
+/// The command of provisioner `index` (0-based) of the recipe.
+pub(super) fn provisioner_command(
+    recipe: &LoadedRecipe,
+    index: usize,
+    max: usize,
+) -> Result<CommandSpec, StepError> {
+    let p = recipe
+        .recipe
+        .provisioners
+        .get(index)
+        .ok_or_else(|| StepError::NonRetryable(format!("no provisioner {}", index + 1)))?;
+    let label = format!("provisioner {} ({})", index + 1, p.kind());
+    let none = BTreeMap::new();
+    let script = match p {
+        Provisioner::Shell(s) => match &s.source {
+            ShellSource::Inline(commands) => {
+                let body = format!("set -e\n{}\n", commands.join("\n"));
+                with_payload(
+                    &label,
+                    "the inline commands",
+                    body.as_bytes(),
+                    max,
+                    &s.env,
+                    "sh -e \"$work/payload\"",
+                )?
+            }
+            ShellSource::Script(path) => {
+                let content = read(recipe, &label, path)?;
+                let run = interpreter(&content)
+                    .map_err(|e| nonretryable(&label, format!("{path}: {e}")))?;
+                with_payload(
+                    &label,
+                    path,
+                    &content,
+                    max,
+                    &s.env,
+                    &format!("{run} \"$work/payload\""),
+                )?
+            }
+        },
+        Provisioner::File(f) => {
+            let source = recipe.resolve(&f.source);
+            let mode = f
+                .mode
+                .as_deref()
+                .map(|m| parse_mode(&label, m))
+                .transpose()?;
+            if source.is_dir() {
+                let payload = tar(recipe, &label, &f.source, mode)?;
+                let dest = quote(&f.destination);
+                let action = format!("mkdir -p -- {dest}\ntar -x -f \"$work/payload\" -C {dest}\n");
+                with_payload(
+                    &label,
+                    &format!("directory {} as tar", f.source),
+                    &payload,
+                    max,
+                    &none,
+                    &action,
+                )?
+            } else {
+                let content = read(recipe, &label, &f.source)?;
+                let mode = match mode {
+                    Some(m) => m,
+                    None => {
+                        use std::os::unix::fs::PermissionsExt;
+                        let meta = std::fs::metadata(&source)
+                            .map_err(|e| nonretryable(&label, format!("{}: {e}", f.source)))?;
+                        if meta.permissions().mode() & 0o111 != 0 {
+                            0o755
+                        } else {
+                            0o644
+                        }
+                    }
+                };
+                let destination = if f.destination.ends_with('/') {
+                    let file_name = Path::new(&f.source)
+                        .file_name()
+                        .map(|n| n.to_string_lossy().into_owned())
+                        .unwrap_or_default();
+                    format!("{}{file_name}", f.destination)
+                } else {
+                    f.destination.clone()
+                };
+                let parent = Path::new(&destination)
+                    .parent()
+                    .map(|p| p.to_string_lossy().into_owned())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| "/".into());
+                let dest = quote(&destination);
+                let tmp = quote(&format!("{destination}.bakehouse-new"));
+                let action = format!(
+                    "mkdir -p -- {parent}\ncp -- \"$work/payload\" {tmp}\nchmod {mode:04o} {tmp}\nmv -f -- {tmp} {dest}\necho 'bakehouse: wrote' {dest} '({} bytes, mode {mode:04o})'\n",
+                    content.len(),
+                    parent = quote(&parent),
+                );
+                with_payload(&label, &f.source, &content, max, &none, &action)?
+            }
+        }
+        Provisioner::Salt(s) => {
+            let payload = tar(recipe, &label, &s.state_tree, None)?;
+            let mut action = require("salt-call", "Salt");
+            action
+                .push_str("mkdir \"$work/tree\"\ntar -x -f \"$work/payload\" -C \"$work/tree\"\n");
+            action.push_str(
+                "salt-call --local --retcode-passthrough --file-root=\"$work/tree\" state.apply",
+            );
+            if !s.states.is_empty() {
+                action.push(' ');
+                action.push_str(&quote(&s.states.join(",")));
+            }
+            if !s.pillar.is_empty() {
+                let json = serde_json::to_string(&s.pillar).map_err(|e| nonretryable(&label, e))?;
+                action.push(' ');
+                action.push_str(&quote(&format!("pillar={json}")));
+            }
+            with_payload(
+                &label,
+                &format!("state tree {} as tar", s.state_tree),
+                &payload,
+                max,
+                &none,
+                &action,
+            )?
+        }
+        Provisioner::Ansible(a) => {
+            let playbook = Path::new(&a.playbook);
+            let dir = playbook
+                .parent()
+                .map(|d| d.to_string_lossy().into_owned())
+                .filter(|d| !d.is_empty())
+                .unwrap_or_else(|| ".".into());
+            let file = playbook
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .ok_or_else(|| {
+                    nonretryable(&label, format!("playbook {:?} names no file", a.playbook))
+                })?;
+            let payload = tar(recipe, &label, &dir, None)?;
+            let mut action = require("ansible-playbook", "Ansible");
+            action.push_str("mkdir \"$work/play\"\ntar -x -f \"$work/payload\" -C \"$work/play\"\ncd \"$work/play\"\n");
+            action.push_str("ANSIBLE_NOCOLOR=1 ansible-playbook -c local -i localhost,");
+            if !a.extra_vars.is_empty() {
+                let json =
+                    serde_json::to_string(&a.extra_vars).map_err(|e| nonretryable(&label, e))?;
+                action.push_str(&format!(" --extra-vars {}", quote(&json)));
+            }
+            action.push(' ');
+            action.push_str(&quote(&file));
+            with_payload(
+                &label,
+                &format!("playbook directory {dir} as tar"),
+                &payload,
+                max,
+                &none,
+                &action,
+            )?
+        }
+    };
+    Ok(CommandSpec {
+        name: format!("provision/{}-{}", index + 1, p.kind()),
+        label,
+        script,
+    })
+}
+
+/// Every provisioner's command, in order.
+pub(super) fn provisioner_commands(
+    recipe: &LoadedRecipe,
+    max: usize,
+) -> Result<Vec<CommandSpec>, StepError> {
+    (0..recipe.recipe.provisioners.len())
+        .map(|i| provisioner_command(recipe, i, max))
+        .collect()
+}
+
+/// The recipe's test commands, in order.
+pub(super) fn test_commands(
+    recipe: &LoadedRecipe,
+    max: usize,
+) -> Result<Vec<CommandSpec>, StepError> {
+    recipe
+        .recipe
+        .test
+        .iter()
+        .enumerate()
+        .map(|(i, command)| {
+            let shown: String = command.chars().take(80).collect();
+            let label = format!("test {} `{shown}`", i + 1);
+            let body = format!("set -e\n{command}\n");
+            let script = with_payload(
+                &label,
+                "the command",
+                body.as_bytes(),
+                max,
+                &BTreeMap::new(),
+                "sh -e \"$work/payload\"",
+            )?;
+            Ok(CommandSpec {
+                name: format!("test/{}", i + 1),
+                label,
+                script,
+            })
+        })
+        .collect()
+}
+
+/// The clean policy as one command (`authorized_keys` removal comes last
+/// inside the generated script).
+pub(super) fn clean_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
+    let body = clean_script(&recipe.recipe.clean, recipe.recipe.os);
+    let label = "clean script".to_string();
+    let script = with_payload(
+        &label,
+        "the clean script",
+        body.as_bytes(),
+        usize::MAX,
+        &BTreeMap::new(),
+        "sh \"$work/payload\"",
+    )?;
+    Ok(CommandSpec {
+        name: "clean".into(),
+        label,
+        script,
+    })
+}
+
+#[cfg(test)]
+#[path = "scripts_tests.rs"]
+mod tests;

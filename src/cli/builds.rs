@@ -1,0 +1,184 @@
+//! `bakehouse builds list|show`: past builds with their step history.
+
+use std::io::Write;
+
+use clap::Subcommand;
+use comfy_table::{presets::UTF8_FULL_CONDENSED, Table};
+
+use super::output::{self, Format};
+use super::{CliError, StoreArgs};
+use crate::build::BuildRecord;
+
+/// Build record subcommands.
+#[derive(Debug, Subcommand)]
+pub enum BuildsCommand {
+    /// Recent builds, newest first.
+    List {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        limit: usize,
+    },
+    /// One build: steps with timings, resources, failure, history.
+    Show {
+        /// Build id.
+        id: String,
+    },
+}
+
+fn duration(record: &BuildRecord) -> String {
+    let end = record
+        .steps
+        .iter()
+        .filter_map(|s| s.finished_at)
+        .max()
+        .unwrap_or(record.updated_at);
+    format!(
+        "{:.1} s",
+        (end - record.created_at).num_milliseconds() as f64 / 1000.0
+    )
+}
+
+fn table(header: &[&str]) -> Table {
+    let mut t = Table::new();
+    t.load_preset(UTF8_FULL_CONDENSED)
+        .set_header(header.to_vec());
+    t
+}
+
+/// Runs a builds subcommand.
+pub async fn run(
+    cmd: BuildsCommand,
+    store: &StoreArgs,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let builds = store.builds().await?;
+    let store_err = |e: crate::build::BuildStoreError| CliError::Usage(e.to_string());
+    match cmd {
+        BuildsCommand::List { limit } => {
+            let list = builds.list(limit).await.map_err(store_err)?;
+            if format == Format::Json {
+                return output::json(out, &list);
+            }
+            let mut t = table(&[
+                "BUILD", "RECIPE", "TRIGGER", "STATUS", "VERSION", "STARTED", "DURATION",
+            ]);
+            for r in &list {
+                t.add_row(vec![
+                    r.id.clone(),
+                    r.recipe_name.clone(),
+                    serde_json::to_value(r.trigger.kind)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default(),
+                    if r.cache_hit {
+                        format!("{} (cache hit)", r.status)
+                    } else {
+                        r.status.to_string()
+                    },
+                    r.version.clone().unwrap_or_else(|| "-".into()),
+                    r.created_at.format("%Y-%m-%d %H:%M:%S").to_string(),
+                    duration(r),
+                ]);
+            }
+            writeln!(out, "{t}")?;
+        }
+        BuildsCommand::Show { id } => {
+            let r = builds
+                .get(&id)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+            if format == Format::Json {
+                return output::json(out, &r);
+            }
+            writeln!(
+                out,
+                "build {} — recipe {} — {}{}",
+                r.id,
+                r.recipe_name,
+                r.status,
+                if r.cache_hit { " (cache hit)" } else { "" }
+            )?;
+            if let Some(v) = &r.version {
+                writeln!(out, "version: {v}")?;
+            }
+            if let Some(k) = &r.bake_key {
+                writeln!(out, "bake key: {k}")?;
+            }
+            if let Some(b) = &r.base_id {
+                writeln!(
+                    out,
+                    "base: {b}{}",
+                    r.parent
+                        .as_ref()
+                        .map(|p| format!(" ({p})"))
+                        .unwrap_or_default()
+                )?;
+            }
+            if let Some(f) = &r.failure {
+                writeln!(out, "failed at {}: {}: {}", f.step, f.error, f.cause)?;
+            }
+            let mut steps = table(&["STEP", "STARTED", "FINISHED", "SECONDS", "CALLS"]);
+            for s in &r.steps {
+                steps.add_row(vec![
+                    s.step.to_string(),
+                    s.started_at.format("%H:%M:%S%.3f").to_string(),
+                    s.finished_at
+                        .map(|f| f.format("%H:%M:%S%.3f").to_string())
+                        .unwrap_or_else(|| "-".into()),
+                    s.finished_at
+                        .map(|f| {
+                            format!(
+                                "{:.2}",
+                                (f - s.started_at).num_milliseconds() as f64 / 1000.0
+                            )
+                        })
+                        .unwrap_or_else(|| "-".into()),
+                    s.invocations.to_string(),
+                ]);
+            }
+            writeln!(out, "{steps}")?;
+            if !r.resources.is_empty() {
+                let mut res = table(&["RESOURCE", "NAME", "ID", "REGION", "STATE"]);
+                for x in &r.resources {
+                    let state = if x.deleted {
+                        "deleted"
+                    } else if x.keep_on_success {
+                        "kept"
+                    } else {
+                        "present"
+                    };
+                    res.add_row(vec![
+                        format!("{:?}", x.kind).to_lowercase(),
+                        x.name.clone(),
+                        x.id.clone().unwrap_or_else(|| "-".into()),
+                        x.region.clone().unwrap_or_else(|| "-".into()),
+                        state.into(),
+                    ]);
+                }
+                writeln!(out, "{res}")?;
+            }
+            if !r.history.is_empty() {
+                writeln!(
+                    out,
+                    "history ({} events, {} state transitions):",
+                    r.history.len(),
+                    r.state_transitions
+                )?;
+                for e in &r.history {
+                    let kind = e.get("type").and_then(|v| v.as_str()).unwrap_or("?");
+                    let state = e.get("state").and_then(|v| v.as_str()).unwrap_or("");
+                    let at = e.get("timestamp").and_then(|v| v.as_str()).unwrap_or("");
+                    let extra = e
+                        .get("error")
+                        .and_then(|v| v.as_str())
+                        .map(|err| format!(" {err}"))
+                        .unwrap_or_default();
+                    writeln!(out, "  {at}  {kind:<22} {state}{extra}")?;
+                }
+            }
+        }
+    }
+    Ok(())
+}

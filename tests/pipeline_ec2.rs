@@ -1,0 +1,976 @@
+//! The pipeline with the EC2 + SSM backend, end to end against a moto
+//! server (real SDK clients over HTTP): registry and build records on one
+//! DynamoDB table, builders in EC2, commands through SSM, images copied to
+//! a second region.
+//!
+//! The handlers are driven in the order the state machine calls them by a
+//! small driver below (launch, polls while not done, provision, clean,
+//! capture, register, teardown with `$.error` on the failure path).
+//!
+//! moto is more lenient than AWS in ways that matter here: it ignores
+//! RunInstances' ClientToken and accepts duplicate AMI names, so the
+//! idempotency tests below only pass because the backend looks up what the
+//! build already made; SendCommand "succeeds" at once with empty output
+//! (the generated scripts are run for real in the backend's unit tests);
+//! DescribeInstanceInformation is missing, so the SSM online check is off.
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::sync::Arc;
+
+use aws_sdk_ec2::types::{Filter, Image};
+use base64::engine::general_purpose::STANDARD as BASE64;
+use base64::Engine;
+use serde_json::{json, Value};
+
+use bakehouse::backends::ec2::{image_name, Ec2Backend, Ec2Settings, TAG_BUILD, TAG_RECIPE};
+use bakehouse::build::{
+    BuildRecord, BuildStatus, BuildStore, DynamoBuildStore, ResourceKind, Step,
+};
+use bakehouse::pipeline::{BuilderBackend, Pipeline, PipelineSettings, StepError};
+use bakehouse::recipe::{parse, Format};
+use bakehouse::registry::{DynamoStore, Registry, Version};
+use bakehouse::testing::{moto, MotoGuard};
+
+const HOME: &str = "us-east-1";
+const OTHER: &str = "eu-west-1";
+const TABLE: &str = "bakehouse-test";
+const ACCOUNT: &str = "111122223333";
+const MOTD: &str = "Welcome to the web image\n";
+
+struct Env {
+    _guard: MotoGuard,
+    config: aws_config::SdkConfig,
+    registry: Registry,
+    builds: Arc<DynamoBuildStore>,
+    base_ami: String,
+    scratch: tempfile::TempDir,
+}
+
+impl Env {
+    fn ec2(&self, region: &str) -> aws_sdk_ec2::Client {
+        aws_sdk_ec2::Client::new(&bakehouse::aws::in_region(&self.config, region))
+    }
+
+    fn backend(&self) -> Ec2Backend {
+        Ec2Backend::new(
+            &self.config,
+            Ec2Settings {
+                region: Some(HOME.into()),
+                // moto has no DescribeInstanceInformation (HTTP 500).
+                ssm_online_check: false,
+                ..Ec2Settings::default()
+            },
+        )
+    }
+
+    fn pipeline(&self, fail_at: Option<Step>) -> Pipeline {
+        Pipeline::new(
+            self.registry.clone(),
+            self.builds.clone(),
+            Arc::new(self.backend()),
+            PipelineSettings {
+                scratch_dir: self.scratch.path().to_path_buf(),
+                fail_at,
+            },
+        )
+    }
+
+    async fn record(&self, id: &str) -> BuildRecord {
+        self.builds.get(id).await.unwrap().expect("build record")
+    }
+
+    /// Instances in pending/running/stopping/stopped, optionally only those
+    /// tagged with a build.
+    async fn live_instances(&self, region: &str, build: Option<&str>) -> Vec<String> {
+        let mut req = self.ec2(region).describe_instances().filters(filter(
+            "instance-state-name",
+            &["pending", "running", "stopping", "stopped"],
+        ));
+        if let Some(b) = build {
+            req = req.filters(filter(&format!("tag:{TAG_BUILD}"), &[b]));
+        }
+        instance_ids(req.send().await.unwrap())
+    }
+
+    /// Every instance in any state.
+    async fn all_instances(&self, region: &str) -> Vec<String> {
+        instance_ids(self.ec2(region).describe_instances().send().await.unwrap())
+    }
+
+    /// Images of this account tagged with the build or carrying its name.
+    async fn build_images(&self, region: &str, build: &str, recipe: &str) -> Vec<Image> {
+        let mut out = Vec::new();
+        for f in [
+            filter(&format!("tag:{TAG_BUILD}"), &[build]),
+            filter("name", &[&image_name(recipe, build)]),
+        ] {
+            let images = self
+                .ec2(region)
+                .describe_images()
+                .owners("self")
+                .filters(f)
+                .send()
+                .await
+                .unwrap();
+            for image in images.images() {
+                if !out.iter().any(|i: &Image| i.image_id() == image.image_id()) {
+                    out.push(image.clone());
+                }
+            }
+        }
+        out
+    }
+
+    /// Every image of this account.
+    async fn own_images(&self, region: &str) -> Vec<String> {
+        let out = self
+            .ec2(region)
+            .describe_images()
+            .owners("self")
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = out
+            .images()
+            .iter()
+            .filter_map(|i| i.image_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    async fn snapshots(&self, region: &str) -> Vec<String> {
+        let out = self
+            .ec2(region)
+            .describe_snapshots()
+            .owner_ids("self")
+            .send()
+            .await
+            .unwrap();
+        let mut ids: Vec<String> = out
+            .snapshots()
+            .iter()
+            .filter_map(|s| s.snapshot_id().map(str::to_string))
+            .collect();
+        ids.sort();
+        ids
+    }
+
+    /// Makes an image of this account named `name` (a base for builds).
+    async fn make_base(&self, name: &str) -> String {
+        let ec2 = self.ec2(HOME);
+        let amazon = ec2.describe_images().owners("amazon").send().await.unwrap();
+        let source = amazon.images()[0].image_id().unwrap().to_string();
+        let run = ec2
+            .run_instances()
+            .image_id(source)
+            .min_count(1)
+            .max_count(1)
+            .send()
+            .await
+            .unwrap();
+        let instance = run.instances()[0].instance_id().unwrap().to_string();
+        let image = ec2
+            .create_image()
+            .instance_id(&instance)
+            .name(name)
+            .send()
+            .await
+            .unwrap();
+        ec2.terminate_instances()
+            .instance_ids(instance)
+            .send()
+            .await
+            .unwrap();
+        image.image_id().unwrap().to_string()
+    }
+}
+
+fn filter(name: &str, values: &[&str]) -> Filter {
+    Filter::builder()
+        .name(name)
+        .set_values(Some(values.iter().map(|v| v.to_string()).collect()))
+        .build()
+}
+
+fn instance_ids(
+    out: aws_sdk_ec2::operation::describe_instances::DescribeInstancesOutput,
+) -> Vec<String> {
+    let mut ids: Vec<String> = out
+        .reservations()
+        .iter()
+        .flat_map(|r| r.instances())
+        .filter_map(|i| i.instance_id().map(str::to_string))
+        .collect();
+    ids.sort();
+    ids
+}
+
+/// Creates an IAM instance profile in moto (no IAM SDK in the crate): a
+/// query request whose credential scope names the service.
+fn create_instance_profile(guard: &MotoGuard, name: &str) {
+    let endpoint = guard.server().endpoint();
+    let addr = endpoint.trim_start_matches("http://");
+    let body =
+        format!("Action=CreateInstanceProfile&InstanceProfileName={name}&Version=2010-05-08");
+    let mut stream = TcpStream::connect(addr).unwrap();
+    write!(
+        stream,
+        "POST / HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/x-www-form-urlencoded\r\n\
+         Authorization: AWS4-HMAC-SHA256 Credential=test/20240101/us-east-1/iam/aws4_request, SignedHeaders=host, Signature=0\r\n\
+         Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).unwrap();
+    assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+}
+
+async fn env() -> Env {
+    let guard = moto().await.expect("moto server (run `make setup`)");
+    let config = guard.sdk_config(HOME).await;
+    let store = Arc::new(DynamoStore::new(&config, TABLE));
+    store.create_table().await.unwrap();
+    let builds = Arc::new(DynamoBuildStore::new(
+        aws_sdk_dynamodb::Client::new(&config),
+        TABLE,
+    ));
+    create_instance_profile(&guard, "bakehouse-builder");
+    let mut env = Env {
+        _guard: guard,
+        config,
+        registry: Registry::new(store),
+        builds,
+        base_ami: String::new(),
+        scratch: tempfile::tempdir().unwrap(),
+    };
+    env.base_ami = env.make_base("test-base-2024.01").await;
+    env
+}
+
+/// The web recipe: a filter base, a shell and a file provisioner, a test,
+/// two publish regions, one account to share with.
+fn web_recipe() -> Value {
+    json!({
+        "name": "web",
+        "label": "Web server",
+        "os": "linux",
+        "version": {"bump": "minor"},
+        "base": {"filter": {"name": "test-base-*", "owners": ["self"], "most_recent": true}},
+        "builder": {"instance_type": "t3.micro", "volume_size_gb": 12, "tags": {"cost-center": "42"}},
+        "provisioners": [
+            {"type": "shell", "inline": ["echo installing", "touch /etc/web"], "env": {"DEBIAN_FRONTEND": "noninteractive"}},
+            {"type": "file", "source": "files/motd", "destination": "/etc/motd", "mode": "0644"}
+        ],
+        "publish": {"regions": [HOME, OTHER], "accounts": [ACCOUNT], "tags": {"team": "platform"}},
+        "test": ["test -s /etc/motd"]
+    })
+}
+
+fn request(build_id: &str, recipe: Value) -> Value {
+    json!({
+        "recipe": recipe,
+        "files": {"files/motd": {"content": BASE64.encode(MOTD)}},
+        "trigger": "cli",
+        "build_id": build_id,
+    })
+}
+
+/// What a build run did.
+struct Run {
+    /// The error that sent the build to teardown, if any.
+    error: Option<StepError>,
+    /// Teardown's output.
+    teardown: Value,
+}
+
+/// Calls a step until it reports done (the state machine's Wait loop).
+async fn poll(p: &Pipeline, step: Step, mut out: Value) -> Result<Value, StepError> {
+    for _ in 0..20 {
+        if out["done"] == json!(true) {
+            return Ok(out);
+        }
+        let input = json!({"build_id": out["build_id"], "polls": out["polls"]});
+        out = p.invoke(step, input).await?;
+    }
+    panic!("{step} never finished: {out}");
+}
+
+async fn steps(p: &Pipeline, state: &mut Value) -> Result<(), StepError> {
+    let input = json!({"request": state["request"], "execution": state["execution"]});
+    let out = p.invoke(Step::Launch, input).await?;
+    state["build"] = out.clone();
+    let out = poll(p, Step::Launch, out).await?;
+    state["build"] = out.clone();
+    if out["cache_hit"] == json!(true) {
+        return Ok(());
+    }
+    let build_id = out["build_id"].clone();
+    for step in [Step::Provision, Step::Clean, Step::Capture, Step::Register] {
+        let first = p
+            .invoke(step, json!({"build_id": build_id, "polls": 0}))
+            .await?;
+        state["build"] = poll(p, step, first).await?;
+    }
+    Ok(())
+}
+
+/// Runs a whole build the way the state machine does.
+async fn run(p: &Pipeline, request: Value) -> Run {
+    let execution = request["build_id"].clone();
+    let mut state = json!({"request": request, "execution": execution});
+    let error = steps(p, &mut state).await.err();
+    if let Some(e) = &error {
+        state["error"] = json!({"Error": e.name(), "Cause": e.message()});
+    }
+    let teardown = p
+        .invoke(Step::Teardown, json!({"state": state}))
+        .await
+        .unwrap();
+    Run { error, teardown }
+}
+
+fn step_record(record: &BuildRecord, step: Step) -> &bakehouse::build::StepRecord {
+    record
+        .steps
+        .iter()
+        .find(|s| s.step == step)
+        .unwrap_or_else(|| panic!("no {step} in {:?}", record.steps))
+}
+
+#[tokio::test]
+async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
+    let env = env().await;
+    let snapshots_before = env.snapshots(HOME).await;
+    let p = env.pipeline(None);
+    let run = run(&p, request("web-1", web_recipe())).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(
+        run.teardown,
+        json!({"build_id": "web-1", "status": "SUCCEEDED", "version": "web@1.0"})
+    );
+
+    // The registry: one version, one artifact per region, source first.
+    let package = env
+        .registry
+        .show("web", &"1.0".parse::<Version>().unwrap())
+        .await
+        .unwrap();
+    let names: Vec<&str> = package.artifacts.iter().map(|a| a.name.as_str()).collect();
+    assert_eq!(names, ["aws/us-east-1", "aws/eu-west-1"]);
+    assert_eq!(package.parent.as_deref(), Some(env.base_ami.as_str()));
+    assert_eq!(package.build_id.as_deref(), Some("web-1"));
+    assert_eq!(package.label, "Web server");
+
+    // Each artifact is an available image in its region, named, tagged and
+    // shared; the copy is a different image than the source.
+    for artifact in &package.artifacts {
+        let region = artifact.region.as_deref().unwrap();
+        assert_eq!(artifact.account.as_deref(), Some("123456789012"));
+        let ec2 = env.ec2(region);
+        let images = ec2
+            .describe_images()
+            .image_ids(&artifact.image_id)
+            .send()
+            .await
+            .unwrap();
+        let image = &images.images()[0];
+        assert_eq!(
+            image.state().map(|s| s.as_str()),
+            Some("available"),
+            "{region}"
+        );
+        assert_eq!(image.name(), Some("bakehouse-web-web-1"));
+        let tags: Vec<(String, String)> = image
+            .tags()
+            .iter()
+            .map(|t| (t.key().unwrap().to_string(), t.value().unwrap().to_string()))
+            .collect();
+        for expected in [
+            (TAG_BUILD, "web-1"),
+            (TAG_RECIPE, "web"),
+            ("team", "platform"),
+        ] {
+            assert!(
+                tags.contains(&(expected.0.to_string(), expected.1.to_string())),
+                "{region}: {tags:?}"
+            );
+        }
+        let perms = ec2
+            .describe_image_attribute()
+            .image_id(&artifact.image_id)
+            .attribute(aws_sdk_ec2::types::ImageAttributeName::LaunchPermission)
+            .send()
+            .await
+            .unwrap();
+        let users: Vec<&str> = perms
+            .launch_permissions()
+            .iter()
+            .filter_map(|l| l.user_id())
+            .collect();
+        assert_eq!(users, [ACCOUNT], "{region}");
+        assert_eq!(
+            env.build_images(region, "web-1", "web").await.len(),
+            1,
+            "exactly one image in {region}"
+        );
+    }
+    assert_ne!(package.artifacts[0].image_id, package.artifacts[1].image_id);
+
+    // The build record: succeeded, every step timed, the ledger complete.
+    let record = env.record("web-1").await;
+    assert_eq!(record.status, BuildStatus::Succeeded);
+    assert_eq!(record.version.as_deref(), Some("web@1.0"));
+    assert_eq!(record.base_id.as_deref(), Some(env.base_ami.as_str()));
+    assert!(record.failure.is_none());
+    let timed: Vec<Step> = record.steps.iter().map(|s| s.step).collect();
+    assert_eq!(
+        timed,
+        [
+            Step::Launch,
+            Step::Provision,
+            Step::Clean,
+            Step::Capture,
+            Step::Register,
+            Step::Teardown
+        ]
+    );
+    for s in &record.steps {
+        let finished = s
+            .finished_at
+            .unwrap_or_else(|| panic!("{} not finished", s.step));
+        assert!(finished >= s.started_at);
+    }
+    let notes = &step_record(&record, Step::Provision).notes;
+    let heads: Vec<&str> = notes.iter().map(|n| n.lines().next().unwrap()).collect();
+    assert_eq!(
+        heads,
+        [
+            "provisioner 1 (shell): ok (exit 0)",
+            "provisioner 2 (file): ok (exit 0)",
+            "test 1 `test -s /etc/motd`: ok (exit 0)"
+        ]
+    );
+    assert_eq!(
+        step_record(&record, Step::Clean).notes,
+        ["clean script: ok (exit 0)"]
+    );
+    let kinds = |kind: ResourceKind| record.resources_of(kind).count();
+    assert_eq!(kinds(ResourceKind::Instance), 1);
+    assert_eq!(
+        kinds(ResourceKind::Command),
+        4,
+        "two provisioners, one test, the clean script"
+    );
+    assert_eq!(kinds(ResourceKind::Image), 2);
+    assert_eq!(kinds(ResourceKind::Snapshot), 2);
+    let instance = record.resources_of(ResourceKind::Instance).next().unwrap();
+    assert!(instance.deleted && !instance.keep_on_success);
+    for r in record
+        .resources
+        .iter()
+        .filter(|r| matches!(r.kind, ResourceKind::Image | ResourceKind::Snapshot))
+    {
+        assert!(r.keep_on_success && !r.deleted && r.id.is_some(), "{r:?}");
+    }
+    for r in record.resources_of(ResourceKind::Command) {
+        assert!(r.id.is_some() && r.deleted, "{r:?}");
+    }
+    let snapshots_after = env.snapshots(HOME).await;
+    assert_eq!(
+        snapshots_after.len(),
+        snapshots_before.len() + 1,
+        "the image's snapshot is kept"
+    );
+
+    // The builder: launched as asked, terminated now, nothing else alive.
+    let instance_id = instance.id.clone().unwrap();
+    let described = env
+        .ec2(HOME)
+        .describe_instances()
+        .instance_ids(&instance_id)
+        .send()
+        .await
+        .unwrap();
+    let builder = &described.reservations()[0].instances()[0];
+    assert_eq!(
+        builder.state().and_then(|s| s.name()).map(|n| n.as_str()),
+        Some("terminated")
+    );
+    assert_eq!(builder.image_id(), Some(env.base_ami.as_str()));
+    assert_eq!(
+        builder.instance_type().map(|t| t.as_str()),
+        Some("t3.micro")
+    );
+    assert_eq!(builder.key_name(), None);
+    assert_eq!(
+        builder
+            .metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required")
+    );
+    let tags: Vec<(&str, &str)> = builder
+        .tags()
+        .iter()
+        .map(|t| (t.key().unwrap(), t.value().unwrap()))
+        .collect();
+    assert!(
+        tags.contains(&(TAG_BUILD, "web-1"))
+            && tags.contains(&(TAG_RECIPE, "web"))
+            && tags.contains(&("cost-center", "42")),
+        "{tags:?}"
+    );
+    assert_eq!(env.live_instances(HOME, None).await, Vec::<String>::new());
+
+    // SSM got each command exactly once, in order, the file's content inline.
+    let ssm = aws_sdk_ssm::Client::new(&env.config);
+    let commands = ssm
+        .list_commands()
+        .instance_id(&instance_id)
+        .send()
+        .await
+        .unwrap();
+    let mut sent: Vec<_> = commands.commands().to_vec();
+    sent.sort_by_key(|c| c.requested_date_time().map(|t| t.as_nanos()));
+    assert_eq!(sent.len(), 4);
+    let comments: Vec<String> = sent
+        .iter()
+        .map(|c| c.comment().unwrap().rsplit(' ').next().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        comments,
+        ["provision/1-shell", "provision/2-file", "test/1", "clean"]
+    );
+    for c in &sent {
+        assert_eq!(c.document_name(), Some("AWS-RunShellScript"));
+    }
+    let file_script = &sent[1].parameters().unwrap()["commands"][0];
+    assert!(file_script.contains(&BASE64.encode(MOTD)), "{file_script}");
+    assert!(
+        file_script.contains("chmod 0644 '/etc/motd.bakehouse-new'"),
+        "{file_script}"
+    );
+}
+
+/// A failure injected after `step` ends in a FAILED record naming the step,
+/// no live builder, no image of the build in any region and no snapshot
+/// left; a second teardown changes nothing.
+async fn failure_cleans_up(step: Step) {
+    let env = env().await;
+    let snapshots_before = (env.snapshots(HOME).await, env.snapshots(OTHER).await);
+    let p = env.pipeline(Some(step));
+    let id = format!("fail-{step}");
+    let run = run(&p, request(&id, web_recipe())).await;
+    let error = run.error.expect("the injected failure");
+    assert_eq!(error.name(), "BuildFailed");
+    assert_eq!(
+        error.message(),
+        format!("injected failure after {step} (BAKEHOUSE_FAIL_AT)")
+    );
+    assert_eq!(run.teardown["status"], json!("FAILED"));
+
+    let record = env.record(&id).await;
+    assert_eq!(record.status, BuildStatus::Failed);
+    let failure = record.failure.clone().expect("failure recorded");
+    assert_eq!(failure.step, step.name());
+    assert_eq!(failure.error, "BuildFailed");
+    assert_eq!(
+        failure.cause,
+        format!("injected failure after {step} (BAKEHOUSE_FAIL_AT)")
+    );
+
+    // The step's work really happened before the failure...
+    let launched = record.resources_of(ResourceKind::Instance).count();
+    assert_eq!(launched, 1);
+    let images_made = record.resources_of(ResourceKind::Image).count();
+    assert_eq!(
+        images_made,
+        if matches!(step, Step::Capture | Step::Register) {
+            2
+        } else {
+            0
+        }
+    );
+    // ... and teardown removed all of it.
+    for region in [HOME, OTHER] {
+        assert_eq!(
+            env.live_instances(region, Some(&id)).await,
+            Vec::<String>::new(),
+            "{region}"
+        );
+        assert_eq!(
+            env.build_images(region, &id, "web").await.len(),
+            0,
+            "images left in {region}"
+        );
+    }
+    assert_eq!(
+        (env.snapshots(HOME).await, env.snapshots(OTHER).await),
+        snapshots_before
+    );
+    assert!(
+        record.resources.iter().all(|r| r.deleted),
+        "{:?}",
+        record.resources
+    );
+
+    // Teardown again (a retried Lambda): still fine, nothing changes.
+    let state = json!({"state": {"build": {"build_id": id}, "error": {"Error": "BuildFailed", "Cause": "again"}}});
+    let again = p.invoke(Step::Teardown, state).await.unwrap();
+    assert_eq!(again["status"], json!("FAILED"));
+    assert_eq!(env.record(&id).await.failure, Some(failure));
+    assert_eq!(
+        env.live_instances(HOME, Some(&id)).await,
+        Vec::<String>::new()
+    );
+}
+
+#[tokio::test]
+async fn failure_at_launch_cleans_up() {
+    failure_cleans_up(Step::Launch).await;
+}
+
+#[tokio::test]
+async fn failure_at_provision_cleans_up() {
+    failure_cleans_up(Step::Provision).await;
+}
+
+#[tokio::test]
+async fn failure_at_clean_cleans_up() {
+    failure_cleans_up(Step::Clean).await;
+}
+
+#[tokio::test]
+async fn failure_at_capture_cleans_up() {
+    failure_cleans_up(Step::Capture).await;
+}
+
+#[tokio::test]
+async fn failure_at_register_cleans_up() {
+    failure_cleans_up(Step::Register).await;
+}
+
+#[tokio::test]
+async fn base_filter_matching_nothing_fails_launch_and_leaves_nothing() {
+    let env = env().await;
+    let instances_before = env.all_instances(HOME).await;
+    let mut recipe = web_recipe();
+    recipe["base"] =
+        json!({"filter": {"name": "no-such-base-*", "owners": ["self"], "most_recent": true}});
+    let run = run(&env.pipeline(None), request("bad-base", recipe)).await;
+    let error = run.error.expect("launch fails");
+    assert_eq!(error.name(), "NonRetryable");
+    assert_eq!(
+        error.message(),
+        "base filter name=\"no-such-base-*\" owners=[\"self\"] matches no available image in us-east-1"
+    );
+    assert_eq!(run.teardown["status"], json!("FAILED"));
+    let record = env.record("bad-base").await;
+    let failure = record.failure.expect("failure recorded");
+    assert_eq!(
+        (failure.step.as_str(), failure.error.as_str()),
+        ("launch", "NonRetryable")
+    );
+    assert_eq!(failure.cause, error.message());
+    assert_eq!(record.base_id, None);
+    assert!(record.resources.is_empty(), "{:?}", record.resources);
+    assert_eq!(
+        env.all_instances(HOME).await,
+        instances_before,
+        "nothing launched"
+    );
+    assert_eq!(env.registry.list(Some("web")).await.unwrap().len(), 0);
+}
+
+#[tokio::test]
+async fn launch_capture_and_register_twice_create_nothing_twice() {
+    let env = env().await;
+    let p = env.pipeline(None);
+    let req = request("twice", web_recipe());
+    let first_call = json!({"request": req, "execution": "twice"});
+
+    // Launch twice with the same input, then once more after "losing" the
+    // instance id from the ledger (a crash between RunInstances and the
+    // record): still one instance, found again by its tag.
+    let a = p.invoke(Step::Launch, first_call.clone()).await.unwrap();
+    let b = p.invoke(Step::Launch, first_call.clone()).await.unwrap();
+    assert_eq!(a["build_id"], b["build_id"]);
+    let launched = env.live_instances(HOME, Some("twice")).await;
+    assert_eq!(launched.len(), 1);
+    // The default instance profile (moto drops it on termination, so it is
+    // checked here while the builder runs).
+    let described = env
+        .ec2(HOME)
+        .describe_instances()
+        .instance_ids(&launched[0])
+        .send()
+        .await
+        .unwrap();
+    let profile = described.reservations()[0].instances()[0]
+        .iam_instance_profile()
+        .and_then(|p| p.arn());
+    assert!(
+        profile
+            .unwrap_or_default()
+            .ends_with("instance-profile/bakehouse-builder"),
+        "{profile:?}"
+    );
+    poll(&p, Step::Launch, b).await.unwrap();
+    bakehouse::build::update(env.builds.as_ref(), "twice", |r| {
+        for res in r.resources.iter_mut() {
+            res.id = None;
+        }
+    })
+    .await
+    .unwrap();
+    let again = p
+        .invoke(Step::Launch, json!({"build_id": "twice", "polls": 3}))
+        .await
+        .unwrap();
+    assert_eq!(again["done"], json!(true));
+    assert_eq!(env.live_instances(HOME, Some("twice")).await, launched);
+    let record = env.record("twice").await;
+    let ids: Vec<Option<String>> = record
+        .resources_of(ResourceKind::Instance)
+        .map(|r| r.id.clone())
+        .collect();
+    assert_eq!(ids, [Some(launched[0].clone())]);
+
+    for step in [Step::Provision, Step::Clean] {
+        let out = p
+            .invoke(step, json!({"build_id": "twice", "polls": 0}))
+            .await
+            .unwrap();
+        poll(&p, step, out).await.unwrap();
+    }
+    // Provision again: every command is known finished, nothing is resent.
+    let out = p
+        .invoke(Step::Provision, json!({"build_id": "twice", "polls": 0}))
+        .await
+        .unwrap();
+    assert_eq!(out["done"], json!(true));
+    let ssm = aws_sdk_ssm::Client::new(&env.config);
+    let sent = ssm
+        .list_commands()
+        .instance_id(&launched[0])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sent.commands().len(), 4);
+
+    // Capture twice, then again with the image ids lost from the ledger.
+    let capture =
+        |polls: u32| p.invoke(Step::Capture, json!({"build_id": "twice", "polls": polls}));
+    let out = capture(0).await.unwrap();
+    poll(&p, Step::Capture, out).await.unwrap();
+    let artifacts = env.record("twice").await.artifacts;
+    assert_eq!(artifacts.len(), 2);
+    let out = capture(0).await.unwrap();
+    assert_eq!(
+        poll(&p, Step::Capture, out).await.unwrap()["done"],
+        json!(true)
+    );
+    bakehouse::build::update(env.builds.as_ref(), "twice", |r| {
+        for res in r
+            .resources
+            .iter_mut()
+            .filter(|r| r.kind == ResourceKind::Image)
+        {
+            res.id = None;
+        }
+    })
+    .await
+    .unwrap();
+    let out = capture(0).await.unwrap();
+    poll(&p, Step::Capture, out).await.unwrap();
+    assert_eq!(env.record("twice").await.artifacts, artifacts);
+    for region in [HOME, OTHER] {
+        let images = env.build_images(region, "twice", "web").await;
+        assert_eq!(images.len(), 1, "one image in {region}");
+    }
+
+    // Register twice, and once more with the version lost from the record
+    // (the bake key finds the same version).
+    let register = || p.invoke(Step::Register, json!({"build_id": "twice", "polls": 0}));
+    assert_eq!(register().await.unwrap()["version"], json!("web@1.0"));
+    assert_eq!(register().await.unwrap()["version"], json!("web@1.0"));
+    bakehouse::build::update(env.builds.as_ref(), "twice", |r| r.version = None)
+        .await
+        .unwrap();
+    assert_eq!(register().await.unwrap()["version"], json!("web@1.0"));
+    let versions = env.registry.list(Some("web")).await.unwrap();
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].artifacts, artifacts);
+
+    let done = p
+        .invoke(
+            Step::Teardown,
+            json!({"state": {"build": {"build_id": "twice"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(done["status"], json!("SUCCEEDED"));
+    assert_eq!(env.live_instances(HOME, None).await, Vec::<String>::new());
+}
+
+#[tokio::test]
+async fn unchanged_recipe_is_a_cache_hit_that_launches_nothing() {
+    let env = env().await;
+    let p = env.pipeline(None);
+    let first = run(&p, request("cache-1", web_recipe())).await;
+    assert_eq!(first.teardown["version"], json!("web@1.0"));
+    let instances = env.all_instances(HOME).await;
+    let images = (env.own_images(HOME).await, env.snapshots(HOME).await);
+
+    let second = run(&p, request("cache-2", web_recipe())).await;
+    assert!(second.error.is_none(), "{:?}", second.error);
+    assert_eq!(
+        second.teardown,
+        json!({"build_id": "cache-2", "status": "SUCCEEDED", "version": "web@1.0"})
+    );
+    let record = env.record("cache-2").await;
+    assert!(record.cache_hit);
+    assert_eq!(record.bake_key, env.record("cache-1").await.bake_key);
+    assert!(record.resources.is_empty(), "{:?}", record.resources);
+    assert_eq!(
+        env.all_instances(HOME).await,
+        instances,
+        "no instance launched"
+    );
+    assert_eq!(
+        (env.own_images(HOME).await, env.snapshots(HOME).await),
+        images,
+        "no image made"
+    );
+    assert_eq!(env.registry.list(Some("web")).await.unwrap().len(), 1);
+
+    // A changed recipe is not a hit.
+    let mut changed = web_recipe();
+    changed["test"] = json!(["test -s /etc/motd", "test -f /etc/web"]);
+    let third = run(&p, request("cache-3", changed)).await;
+    assert_eq!(third.teardown["version"], json!("web@1.1"));
+    assert!(!env.record("cache-3").await.cache_hit);
+}
+
+#[tokio::test]
+async fn registry_base_resolves_to_the_registered_image_with_lineage() {
+    let env = env().await;
+    let p = env.pipeline(None);
+    let web = run(&p, request("web-base", web_recipe())).await;
+    assert_eq!(web.teardown["version"], json!("web@1.0"));
+    let web_image = env.record("web-base").await.artifacts[0].image_id.clone();
+
+    let app = json!({
+        "name": "app",
+        "base": {"registry": "web@1.x"},
+        "provisioners": [{"type": "shell", "inline": ["echo app"]}],
+        "publish": {"regions": [HOME]}
+    });
+    let run = run(&p, request("app-1", app)).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.teardown["version"], json!("app@1.0"));
+    let record = env.record("app-1").await;
+    assert_eq!(record.parent.as_deref(), Some("web@1.0"));
+    assert_eq!(record.base_id.as_deref(), Some(web_image.as_str()));
+    let package = env
+        .registry
+        .show("app", &"1.0".parse::<Version>().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(package.parent.as_deref(), Some("web@1.0"));
+    assert_eq!(package.artifacts.len(), 1);
+    assert_eq!(package.artifacts[0].region.as_deref(), Some(HOME));
+    let instance = record
+        .resources_of(ResourceKind::Instance)
+        .next()
+        .unwrap()
+        .id
+        .clone()
+        .unwrap();
+    let described = env
+        .ec2(HOME)
+        .describe_instances()
+        .instance_ids(instance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        described.reservations()[0].instances()[0].image_id(),
+        Some(web_image.as_str())
+    );
+}
+
+#[tokio::test]
+async fn base_resolution_picks_the_newest_and_explains_what_it_cannot_use() {
+    let env = env().await;
+    // Image creation dates have one-second resolution in moto.
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    let newer = env.make_base("test-base-2024.02").await;
+    let backend = env.backend();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("rootfs.tar"), b"").unwrap();
+    let resolve = |base: &str| {
+        let yaml = format!("name: t\nbase: {base}\n");
+        let recipe = parse(&yaml, Format::Yaml, &dir.path().join("t.yaml")).unwrap();
+        let backend = &backend;
+        let registry = &env.registry;
+        async move { backend.resolve_base(&recipe, registry).await }
+    };
+
+    let found = resolve("{filter: {name: 'test-base-*', owners: [self], most_recent: true}}")
+        .await
+        .unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.parent.as_deref()),
+        (newer.as_str(), None)
+    );
+    let exact = resolve(&format!("{{image: {}}}", env.base_ami))
+        .await
+        .unwrap();
+    assert_eq!(exact.id, env.base_ami);
+    let single = resolve("{filter: {name: 'test-base-2024.01', owners: [self]}}")
+        .await
+        .unwrap();
+    assert_eq!(single.id, env.base_ami);
+
+    let several = resolve("{filter: {name: 'test-base-*', owners: [self]}}")
+        .await
+        .unwrap_err();
+    assert_eq!(several.name(), "NonRetryable");
+    assert!(
+        several.message().starts_with(
+            "base filter name=\"test-base-*\" owners=[\"self\"] matches 2 images in us-east-1 ("
+        ),
+        "{several}"
+    );
+    assert!(
+        several
+            .message()
+            .ends_with("): set most_recent: true or narrow the filter"),
+        "{several}"
+    );
+
+    let missing = resolve("{image: ami-0123456789abcdef0}").await.unwrap_err();
+    assert_eq!(missing.name(), "NonRetryable");
+    assert!(
+        missing
+            .message()
+            .contains("image ami-0123456789abcdef0 does not exist in us-east-1"),
+        "{missing}"
+    );
+
+    let path = resolve("{path: rootfs.tar}").await.unwrap_err();
+    assert_eq!(path.name(), "NonRetryable");
+    assert!(
+        path.message()
+            .contains("a local path base can only be built locally"),
+        "{path}"
+    );
+
+    let unregistered = resolve("{registry: nothing@1.x}").await.unwrap_err();
+    assert_eq!(unregistered.name(), "NonRetryable");
+    assert!(unregistered.message().contains("nothing"), "{unregistered}");
+}
