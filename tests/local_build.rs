@@ -1,8 +1,8 @@
 //! Local builds, end to end: a busybox root filesystem made by the test is
-//! baked through the pipeline's step handlers (launch, provision, clean,
-//! capture, register, teardown) with the local chroot backend, and the
-//! images it produces are opened with the host's own tools to check what
-//! is inside. Needs root, busybox-static, e2fsprogs and qemu-utils
+//! baked through the pipeline state machine (`statemachines/pipeline.asl.json`
+//! on the local ASL runner: launch, provision, clean, capture, register,
+//! teardown) with the local chroot backend, and the images it produces are
+//! opened with the host's own tools to check what is inside. Needs root, busybox-static, e2fsprogs and qemu-utils
 //! (`make setup`).
 
 mod local_support;
@@ -11,6 +11,7 @@ use std::fs;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::Path;
 
+use bakehouse::asl::ExecutionStatus;
 use bakehouse::build::{BuildStatus, ResourceKind, Step};
 use bakehouse::registry::locate::file_digest;
 use bakehouse::registry::Provider;
@@ -122,6 +123,10 @@ async fn end_to_end_busybox_build_is_provisioned_cleaned_captured_and_registered
     let out = h.build(&recipe, "e2e-1").await;
 
     assert_eq!(out.error, None);
+    assert!(out.execution.succeeded());
+    let expected = serde_json::json!({"build_id": "e2e-1", "status": "SUCCEEDED", "version": "busybox-e2e@1.0"});
+    assert_eq!(out.execution.output.as_ref(), Some(&expected));
+    assert_eq!(out.teardown.as_ref(), Some(&expected));
     assert_eq!(out.status(), "SUCCEEDED");
     assert_eq!(out.version(), Some("busybox-e2e@1.0"));
     assert_eq!(out.launch["cache_hit"], false);
@@ -281,6 +286,11 @@ provisioners:
         "{message}"
     );
     assert!(message.contains("about to fail"), "{message}");
+    assert!(matches!(
+        &out.execution.status,
+        ExecutionStatus::Failed { error, cause } if error == "BuildFailed" && cause == &message
+    ));
+    assert_eq!(out.teardown.as_ref().unwrap()["status"], "FAILED");
     assert_eq!(out.status(), "FAILED");
     assert_eq!(out.version(), None);
     assert_eq!(out.record.status, BuildStatus::Failed);
@@ -530,6 +540,11 @@ async fn building_the_same_recipe_again_is_a_cache_hit() {
     let second = h.build(&recipe, "cache-2").await;
 
     assert_eq!(second.error, None);
+    assert!(second.execution.succeeded());
+    assert_eq!(
+        second.teardown, None,
+        "a cache hit launches nothing to tear down"
+    );
     assert_eq!(second.launch["cache_hit"], true);
     assert_eq!(second.launch["version"], "cached@1.0");
     assert_eq!(second.status(), "SUCCEEDED");

@@ -1,6 +1,6 @@
 //! Support for the local build tests: a busybox root filesystem made on the
-//! spot, a pipeline over an embedded registry and the local backend, a
-//! driver that runs the step handlers in state machine order, and readers
+//! spot, a pipeline over an embedded registry and the local backend, builds run
+//! through the pipeline state machine on the local ASL runner, and readers
 //! for the images a build produces (with the host tools, independently of
 //! the backend's own code).
 
@@ -13,9 +13,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+use bakehouse::asl::{EventKind, Execution, ExecutionStatus, SystemClock};
 use bakehouse::backends::local::{LocalBackend, LocalSettings};
 use bakehouse::build::{BuildRecord, BuildStore, SqliteBuildStore, Step};
-use bakehouse::pipeline::{load_for_build, Pipeline, PipelineSettings, StepError};
+use bakehouse::pipeline::io::ExecutionInput;
+use bakehouse::pipeline::{load_for_build, local, Pipeline, PipelineSettings};
 use bakehouse::registry::{
     Lookup, Provider, Registry, Resolution, ResolveQuery, SqliteStore, VersionPattern,
 };
@@ -44,25 +46,27 @@ pub struct Harness {
 pub struct Outcome {
     /// The build.
     pub build_id: String,
-    /// The first launch output.
+    /// The state machine execution (status, output, history).
+    pub execution: Execution,
+    /// What the first launch returned (`$.build` after the Launch state).
     pub launch: Value,
-    /// The step that failed and its error (type name, message).
+    /// The step that failed and its error (type name, cause), from the record.
     pub error: Option<(Step, String, String)>,
-    /// The teardown output.
-    pub teardown: Value,
-    /// The record after teardown.
+    /// What teardown returned (absent on a cache hit, which skips it).
+    pub teardown: Option<Value>,
+    /// The record after the execution.
     pub record: BuildRecord,
 }
 
 impl Outcome {
-    /// `SUCCEEDED` or `FAILED`.
-    pub fn status(&self) -> &str {
-        self.teardown["status"].as_str().unwrap_or_default()
+    /// `SUCCEEDED` or `FAILED`, from the record.
+    pub fn status(&self) -> String {
+        self.record.status.to_string()
     }
 
     /// The registered `name@version`.
     pub fn version(&self) -> Option<&str> {
-        self.teardown["version"].as_str()
+        self.record.version.as_deref()
     }
 
     /// Path of the artifact whose name ends with `suffix`.
@@ -74,6 +78,18 @@ impl Outcome {
             .find(|a| a.name.ends_with(suffix))
             .unwrap_or_else(|| panic!("no {suffix} artifact in {:?}", self.record.artifacts));
         PathBuf::from(a.path.clone().expect("artifact path"))
+    }
+
+    /// The output of the state `name` when it last exited.
+    fn exited(&self, name: &str) -> Option<Value> {
+        self.execution
+            .history
+            .iter()
+            .rev()
+            .find_map(|e| match &e.kind {
+                EventKind::StateExited { state, output } if state == name => Some(output.clone()),
+                _ => None,
+            })
     }
 }
 
@@ -122,82 +138,70 @@ impl Harness {
         path
     }
 
-    /// Runs a build of the recipe file through the step handlers in the
-    /// state machine's order, teardown on every path.
-    pub async fn build(&self, recipe: &Path, build_id: &str) -> Outcome {
+    /// The execution input of a build of the recipe file.
+    pub fn request(&self, recipe: &Path, build_id: &str) -> ExecutionInput {
         let (_, bundle) = load_for_build(recipe).expect("recipe loads");
-        let request = json!({
+        serde_json::from_value(json!({
             "recipe": bundle.recipe,
             "files": serde_json::to_value(&bundle.files).unwrap(),
             "trigger": "cli",
             "build_id": build_id,
-        });
-        let mut launch = Value::Null;
-        let mut last = json!({"build_id": build_id});
-        let mut error = None;
-        let mut step = Step::Launch;
-        let run: Result<(), StepError> = async {
-            let mut out = self
-                .pipeline
-                .invoke(
-                    Step::Launch,
-                    json!({"request": request, "execution": build_id}),
-                )
-                .await?;
-            launch = out.clone();
-            while out["done"] != json!(true) {
-                out = self
-                    .pipeline
-                    .invoke(
-                        Step::Launch,
-                        json!({"build_id": build_id, "polls": out["polls"]}),
-                    )
-                    .await?;
-            }
-            last = out.clone();
-            if out["cache_hit"] == json!(true) {
-                return Ok(());
-            }
-            for s in [Step::Provision, Step::Clean, Step::Capture, Step::Register] {
-                step = s;
-                let mut out = self
-                    .pipeline
-                    .invoke(s, json!({"build_id": build_id}))
-                    .await?;
-                while out["done"] != json!(true) {
-                    out = self
-                        .pipeline
-                        .invoke(s, json!({"build_id": build_id, "polls": out["polls"]}))
-                        .await?;
-                }
-                last = out;
-            }
-            Ok(())
-        }
-        .await;
-        let mut state = json!({"request": request, "build": last});
-        if let Err(e) = run {
-            state["error"] = json!({"Error": e.name(), "Cause": e.to_string()});
-            error = Some((step, e.name().to_string(), e.to_string()));
-        }
-        let teardown = self
-            .pipeline
-            .invoke(Step::Teardown, json!({"state": state}))
-            .await
-            .expect("teardown succeeds");
+        }))
+        .expect("execution input")
+    }
+
+    /// Runs a build of the recipe file through the pipeline state machine
+    /// (`statemachines/pipeline.asl.json` on the local ASL runner, each Task
+    /// mapped to its step handler).
+    pub async fn build(&self, recipe: &Path, build_id: &str) -> Outcome {
+        let input = self.request(recipe, build_id);
+        let execution = local::execute(
+            self.pipeline.clone(),
+            &input,
+            build_id,
+            Arc::new(SystemClock),
+            None,
+        )
+        .await
+        .expect("the definition loads");
         let record = self
             .builds
             .get(build_id)
             .await
             .expect("record")
             .expect("record exists");
-        Outcome {
+        let error = record.failure.as_ref().map(|f| {
+            (
+                Step::from_name(&f.step).expect("a step name"),
+                f.error.clone(),
+                f.cause.clone(),
+            )
+        });
+        let mut out = Outcome {
             build_id: build_id.to_string(),
-            launch,
+            execution,
+            launch: Value::Null,
             error,
-            teardown,
+            teardown: None,
             record,
+        };
+        out.launch = out
+            .exited("Launch")
+            .map(|s| s["build"].clone())
+            .unwrap_or_default();
+        out.teardown = out.exited("Teardown").or_else(|| {
+            out.exited("TeardownAfterFailure")
+                .map(|s| s["teardown"].clone())
+        });
+        match &out.execution.status {
+            ExecutionStatus::Succeeded => assert!(out.error.is_none(), "{:?}", out.error),
+            ExecutionStatus::Failed { error, cause } => {
+                let (_, kind, message) = out.error.clone().expect("a failed build records why");
+                assert_eq!((error, cause), (&kind, &message));
+            }
+            ExecutionStatus::TimedOut => panic!("execution timed out"),
         }
+        out
     }
 
     /// The latest version of `name` and its local artifact.

@@ -261,11 +261,19 @@ impl ResolvConf {
         let etc = ensure_real_dir(root, "etc", 0o755)?;
         let host = fs::read("/etc/resolv.conf").unwrap_or_default();
         let path = etc.join(Self::NAME);
-        let saved = fs::symlink_metadata(&path).is_ok();
-        if saved {
+        let aside = etc.join(Self::SAVED);
+        let saved = if fs::symlink_metadata(&aside).is_ok() {
+            // An interrupted run left the tree's own file aside (and the
+            // host's in its place): keep the saved one.
+            remove_path(&path).map_err(io_error(path.display()))?;
+            true
+        } else if fs::symlink_metadata(&path).is_ok() {
             // A rename never follows the link the tree may have there.
-            fs::rename(&path, etc.join(Self::SAVED)).map_err(io_error(path.display()))?;
-        }
+            fs::rename(&path, &aside).map_err(io_error(path.display()))?;
+            true
+        } else {
+            false
+        };
         fs::write(&path, &host).map_err(io_error(path.display()))?;
         Ok(ResolvConf {
             etc,
@@ -347,5 +355,96 @@ impl Stage {
     /// Removes the stage directory.
     pub fn remove(self) -> Result<(), StepError> {
         remove_path(&self.host).map_err(io_error(self.host.display()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    fn tree(content: &str) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        fs::write(dir.path().join("etc/resolv.conf"), content).unwrap();
+        dir
+    }
+
+    fn host_resolv() -> Vec<u8> {
+        fs::read("/etc/resolv.conf").unwrap_or_default()
+    }
+
+    #[test]
+    fn resolv_conf_is_swapped_for_a_run_and_put_back() {
+        let dir = tree("nameserver 192.0.2.1\n");
+        let path = dir.path().join("etc/resolv.conf");
+        let swap = ResolvConf::install(dir.path()).unwrap();
+        assert_eq!(fs::read(&path).unwrap(), host_resolv());
+        swap.restore().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "nameserver 192.0.2.1\n");
+        assert!(!dir.path().join("etc").join(ResolvConf::SAVED).exists());
+    }
+
+    #[test]
+    fn an_interrupted_run_does_not_lose_the_trees_resolv_conf() {
+        let dir = tree("nameserver 192.0.2.1\n");
+        let path = dir.path().join("etc/resolv.conf");
+        let _lost = ResolvConf::install(dir.path()).unwrap(); // never restored
+        let swap = ResolvConf::install(dir.path()).unwrap();
+        swap.restore().unwrap();
+        assert_eq!(fs::read_to_string(&path).unwrap(), "nameserver 192.0.2.1\n");
+    }
+
+    #[test]
+    fn a_resolv_conf_written_by_the_run_is_kept() {
+        let dir = tree("nameserver 192.0.2.1\n");
+        let path = dir.path().join("etc/resolv.conf");
+        let swap = ResolvConf::install(dir.path()).unwrap();
+        fs::write(&path, "nameserver 198.51.100.7\n").unwrap();
+        swap.restore().unwrap();
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "nameserver 198.51.100.7\n"
+        );
+        assert!(!dir.path().join("etc").join(ResolvConf::SAVED).exists());
+    }
+
+    #[test]
+    fn a_linked_resolv_conf_is_moved_aside_not_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::create_dir_all(dir.path().join("etc")).unwrap();
+        let outside = dir.path().join("outside");
+        fs::write(&outside, "untouched\n").unwrap();
+        let path = dir.path().join("etc/resolv.conf");
+        symlink(&outside, &path).unwrap();
+        let swap = ResolvConf::install(dir.path()).unwrap();
+        assert!(fs::symlink_metadata(&path).unwrap().is_file());
+        swap.restore().unwrap();
+        assert_eq!(fs::read_link(&path).unwrap(), outside);
+        assert_eq!(fs::read_to_string(&outside).unwrap(), "untouched\n");
+    }
+
+    #[test]
+    fn stages_live_in_run_or_at_the_root_when_run_is_a_link() {
+        let dir = tempfile::tempdir().unwrap();
+        let stage = Stage::create(dir.path(), "p0").unwrap();
+        assert_eq!(stage.image_path("x.sh"), "/run/bakehouse-p0/x.sh");
+        assert_eq!(
+            stage.write("x.sh", b"true\n", 0o700).unwrap(),
+            "/run/bakehouse-p0/x.sh"
+        );
+        assert!(dir.path().join("run/bakehouse-p0/x.sh").is_file());
+        stage.remove().unwrap();
+        assert!(!dir.path().join("run/bakehouse-p0").exists());
+
+        let other = tempfile::tempdir().unwrap();
+        symlink("/var/run", other.path().join("run")).unwrap();
+        let stage = Stage::create(other.path(), "clean").unwrap();
+        assert_eq!(stage.image_path("c.sh"), "/.bakehouse-clean/c.sh");
+        stage.remove().unwrap();
+        assert_eq!(
+            fs::read_link(other.path().join("run")).unwrap(),
+            Path::new("/var/run")
+        );
     }
 }
