@@ -115,7 +115,8 @@ pub(crate) fn make_qcow2(
         )?;
         tools::run(
             Command::new("qemu-img")
-                .args(["convert", "-c", "-f", "raw", "-O", "qcow2"])
+                // -W: out-of-order writes let the compression use every core.
+                .args(["convert", "-c", "-W", "-f", "raw", "-O", "qcow2"])
                 .arg(raw)
                 .arg(partial(qcow2)),
             "qemu-img convert",
