@@ -2,3 +2,4 @@
 //! [`crate::pipeline::BuilderBackend`]).
 
 pub mod ec2;
+pub mod local;

@@ -2,7 +2,7 @@
 //! goes to the writer passed in (tables by default, JSON with `--json`);
 //! diagnostics go through `tracing`.
 
-// `build` is wired in with the local backend.
+mod build;
 mod builds;
 mod image;
 mod output;
@@ -77,6 +77,9 @@ pub enum Command {
     /// Manage the image registry.
     #[command(subcommand)]
     Image(image::ImageCommand),
+    /// Build a recipe: locally (the pipeline state machine on this machine,
+    /// a chroot, the embedded registry) or with --remote in Step Functions.
+    Build(build::BuildArgs),
     /// Past builds with their step history.
     #[command(subcommand)]
     Builds(builds::BuildsCommand),
@@ -137,6 +140,17 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
         Command::Validate { files } => validate(&files, format, out),
         Command::Builds(cmd) => builds::run(cmd, &cli.store, format, out).await,
+        Command::Build(args) if args.remote => {
+            build::run_remote(&args, &cli.store, format, out).await
+        }
+        Command::Build(args) => {
+            let backend =
+                crate::backends::local::LocalBackend::new(crate::backends::local::LocalSettings {
+                    work_root: args.home.join("work"),
+                    images_dir: args.home.join("images"),
+                });
+            build::run_local(&args, &cli.store, Arc::new(backend), format, out).await
+        }
     }
 }
 

@@ -27,7 +27,9 @@ pub const RECIPE_FILE: &str = "recipe.json";
 pub fn bundle(loaded: &LoadedRecipe) -> Result<RecipeBundle, StepError> {
     let mut recipe = loaded.recipe.clone();
     if let Base::Path(p) = &recipe.base {
-        recipe.base = Base::Path(loaded.resolve(p).display().to_string());
+        let path = loaded.resolve(p);
+        let path = std::path::absolute(&path).map_err(|e| io(&path, e))?;
+        recipe.base = Base::Path(path.display().to_string());
     }
     let mut files = BTreeMap::new();
     for input in recipe::bake_key::input_entries(loaded)? {

@@ -1,0 +1,74 @@
+//! The clean step of a local build: the recipe's clean policy applied to
+//! the tree from inside the sandbox (so absolute links in the tree resolve
+//! inside it, never on the host), then a check that nothing it removes is
+//! left.
+
+use std::fs;
+
+use crate::pipeline::{BuildContext, StepError};
+use crate::recipe::{clean_script, verify_tree, OsKind};
+
+use super::chroot::{Sandbox, Stage};
+use super::fsutil::blocking;
+
+/// Where busybox is on the host, for trees without a shell of their own.
+const HOST_BUSYBOX: &str = "/bin/busybox";
+
+/// Applies the clean policy and verifies the tree.
+pub(crate) async fn clean(ctx: &BuildContext, sandbox: &Sandbox) -> Result<(), StepError> {
+    let recipe = &ctx.recipe()?.recipe;
+    if recipe.os != OsKind::Linux {
+        return Err(StepError::NonRetryable(
+            "local builds bake Linux images only (os: windows needs the AWS backend)".into(),
+        ));
+    }
+    let script = clean_script(&recipe.clean, recipe.os);
+    let stage = Stage::create(&sandbox.root, "clean")?;
+    let result = async {
+        let path = stage.write("clean.sh", script.as_bytes(), 0o700)?;
+        let argv = if sandbox.has_shell() {
+            vec!["/bin/sh".to_string(), path]
+        } else {
+            // No shell in the tree: bring a static busybox for the run, so
+            // the script still runs chrooted (its applets are built in).
+            let content = fs::read(HOST_BUSYBOX).map_err(|e| {
+                StepError::NonRetryable(format!(
+                    "the image has no /bin/sh and the host's {HOST_BUSYBOX} (busybox-static) cannot be read to clean it: {e}"
+                ))
+            })?;
+            let busybox = stage.write("busybox", &content, 0o755)?;
+            vec![busybox, "sh".to_string(), path]
+        };
+        sandbox.run("clean", &argv).await
+    }
+    .await;
+    stage.remove()?;
+    let result = result?;
+    let _ = ctx
+        .note(format!(
+            "clean: exit {}\n{}",
+            result.status,
+            result.tail_text()
+        ))
+        .await;
+    if result.status != 0 {
+        return Err(StepError::BuildFailed(format!(
+            "clean script failed with exit code {}: {}",
+            result.status,
+            result.short_tail(5)
+        )));
+    }
+    let root = sandbox.root.clone();
+    let policy = recipe.clean.clone();
+    let leftovers = blocking(move || Ok(verify_tree(&root, &policy))).await?;
+    if !leftovers.is_empty() {
+        let list: Vec<String> = leftovers.iter().map(|l| l.to_string()).collect();
+        return Err(StepError::BuildFailed(format!(
+            "clean left {} item(s) the policy removes: {}",
+            leftovers.len(),
+            list.join("; ")
+        )));
+    }
+    tracing::info!(build = %ctx.build_id, "clean policy applied and verified");
+    Ok(())
+}

@@ -1,0 +1,184 @@
+//! File system helpers for working on a root filesystem tree from the host
+//! without ever letting a path inside the tree resolve onto the host.
+
+use std::fs;
+use std::io;
+use std::path::{Component, Path, PathBuf};
+
+use crate::pipeline::StepError;
+
+/// Most symlinks followed while resolving one path (as the kernel allows).
+const MAX_LINKS: usize = 40;
+
+/// A `NonRetryable` error about `what` (a path or an action) from an I/O error.
+pub(crate) fn io_error(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -> StepError {
+    move |e| StepError::NonRetryable(format!("{what}: {e}"))
+}
+
+/// Resolves `path` (absolute inside the image) to a host path below `root`
+/// the way a process chrooted into `root` would see it: absolute symlinks
+/// restart at `root`, `..` never climbs above it. The last component is
+/// followed only when `follow_last` is set. Components that do not exist
+/// are kept as they are (so the result can be created).
+pub(crate) fn resolve_in_root(root: &Path, path: &Path, follow_last: bool) -> io::Result<PathBuf> {
+    let mut pending: Vec<PathBuf> = components(path);
+    pending.reverse();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop() {
+        if part.as_os_str() == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let is_last = pending.is_empty();
+        let host = root.join(&candidate);
+        match fs::symlink_metadata(&host) {
+            Ok(meta) if meta.file_type().is_symlink() && (follow_last || !is_last) => {
+                links += 1;
+                if links > MAX_LINKS {
+                    return Err(io::Error::other(format!(
+                        "too many levels of symbolic links resolving {}",
+                        path.display()
+                    )));
+                }
+                let target = fs::read_link(&host)?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                let mut more = components(&target);
+                more.reverse();
+                pending.extend(more);
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// The normal and `..` components of a path, as single-component paths.
+fn components(path: &Path) -> Vec<PathBuf> {
+    path.components()
+        .filter_map(|c| match c {
+            Component::Normal(n) => Some(PathBuf::from(n)),
+            Component::ParentDir => Some(PathBuf::from("..")),
+            Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+        })
+        .collect()
+}
+
+/// Whether `path` is a directory itself (not a symlink to one).
+pub(crate) fn is_real_dir(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
+}
+
+/// Makes sure `root/<name>` is a real directory (creating it with `mode`
+/// when missing). A symlink or another kind of file there is an error: the
+/// caller would otherwise act on wherever it points.
+pub(crate) fn ensure_real_dir(root: &Path, name: &str, mode: u32) -> Result<PathBuf, StepError> {
+    use std::os::unix::fs::PermissionsExt;
+    let path = root.join(name);
+    match fs::symlink_metadata(&path) {
+        Ok(m) if m.is_dir() => Ok(path),
+        Ok(m) if m.file_type().is_symlink() => Err(StepError::BuildFailed(format!(
+            "/{name} in the image is a symlink; refusing to use it as a mount point"
+        ))),
+        Ok(_) => Err(StepError::BuildFailed(format!(
+            "/{name} in the image is not a directory"
+        ))),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            fs::create_dir(&path).map_err(io_error(path.display()))?;
+            fs::set_permissions(&path, fs::Permissions::from_mode(mode))
+                .map_err(io_error(path.display()))?;
+            Ok(path)
+        }
+        Err(e) => Err(io_error(path.display())(e)),
+    }
+}
+
+/// Removes a file, symlink or directory tree (never following symlinks);
+/// a missing path is fine.
+pub(crate) fn remove_path(path: &Path) -> io::Result<()> {
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+/// Whether `path` lies below `dir` (lexically; both absolute, no `..`).
+pub(crate) fn is_below(path: &Path, dir: &Path) -> bool {
+    let (p, d) = (components(path), components(dir));
+    !p.iter().any(|c| c.as_os_str() == "..") && p.len() > d.len() && p[..d.len()] == d[..]
+}
+
+/// Runs blocking work on the blocking thread pool.
+pub(crate) async fn blocking<T, F>(work: F) -> Result<T, StepError>
+where
+    F: FnOnce() -> Result<T, StepError> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::task::spawn_blocking(work)
+        .await
+        .map_err(|e| StepError::Retryable(format!("background task failed: {e}")))?
+}
+
+/// Quotes a string for POSIX sh.
+pub(crate) fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::symlink;
+
+    #[test]
+    fn absolute_links_stay_inside_the_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        fs::create_dir_all(root.join("real/etc")).unwrap();
+        symlink("/real/etc", root.join("etc")).unwrap();
+        symlink("/", root.join("up")).unwrap();
+        symlink("../../../../..", root.join("real/escape")).unwrap();
+        assert_eq!(
+            resolve_in_root(root, Path::new("/etc/passwd"), true).unwrap(),
+            root.join("real/etc/passwd")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/up/up/etc"), true).unwrap(),
+            root.join("real/etc")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/real/escape/tmp/x"), true).unwrap(),
+            root.join("tmp/x")
+        );
+        assert_eq!(
+            resolve_in_root(root, Path::new("/etc"), false).unwrap(),
+            root.join("etc")
+        );
+    }
+
+    #[test]
+    fn link_loops_are_an_error() {
+        let dir = tempfile::tempdir().unwrap();
+        symlink("/b", dir.path().join("a")).unwrap();
+        symlink("/a", dir.path().join("b")).unwrap();
+        let err = resolve_in_root(dir.path(), Path::new("/a/x"), true).unwrap_err();
+        assert!(err.to_string().contains("too many levels"), "{err}");
+    }
+
+    #[test]
+    fn below_is_lexical_and_strict() {
+        assert!(is_below(Path::new("/w/work/b1"), Path::new("/w/work")));
+        assert!(!is_below(Path::new("/w/work"), Path::new("/w/work")));
+        assert!(!is_below(Path::new("/w/work/../x"), Path::new("/w/work")));
+        assert!(!is_below(Path::new("/w/other/b1"), Path::new("/w/work")));
+    }
+
+    #[test]
+    fn quoting_survives_single_quotes() {
+        assert_eq!(sh_quote("it's"), r#"'it'\''s'"#);
+    }
+}

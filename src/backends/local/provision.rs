@@ -1,0 +1,415 @@
+//! The provision step of a local build: each provisioner (and then each
+//! test command) in the sandbox; file uploads copied into the tree without
+//! leaving it.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use crate::pipeline::{BuildContext, StepError};
+use crate::recipe::{LoadedRecipe, Provisioner, ShellProvisioner, ShellSource};
+
+use super::chroot::{RunResult, Sandbox, Stage};
+use super::fsutil::{blocking, io_error, remove_path, resolve_in_root, sh_quote};
+
+/// Runs the provisioners not run yet (a retried step skips the ones that
+/// finished: `state/provisioned` counts them), then the test commands.
+pub(crate) async fn provision(
+    ctx: &BuildContext,
+    sandbox: &Sandbox,
+    state_dir: &Path,
+) -> Result<(), StepError> {
+    let loaded = ctx.recipe()?;
+    let recipe = &loaded.recipe;
+    let done_file = state_dir.join("provisioned");
+    let done: usize = fs::read_to_string(&done_file)
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+        .unwrap_or(0);
+    for (index, provisioner) in recipe.provisioners.iter().enumerate().skip(done) {
+        let label = format!("provisioners[{index}] ({})", describe(provisioner));
+        tracing::info!(build = %ctx.build_id, provisioner = %label, "running");
+        let started = std::time::Instant::now();
+        let outcome = run_one(ctx, loaded, sandbox, index, provisioner, &label).await?;
+        if let Some(result) = &outcome {
+            let _ = ctx
+                .note(format!(
+                    "{label}: exit {}\n{}",
+                    result.status,
+                    result.tail_text()
+                ))
+                .await;
+            if result.status != 0 {
+                return Err(StepError::BuildFailed(format!(
+                    "{label} failed with exit code {}: {}",
+                    result.status,
+                    result.short_tail(5)
+                )));
+            }
+        }
+        tracing::info!(
+            build = %ctx.build_id,
+            provisioner = %label,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "done"
+        );
+        fs::write(&done_file, (index + 1).to_string()).map_err(io_error(done_file.display()))?;
+    }
+    for (index, command) in recipe.test.iter().enumerate() {
+        let label = format!("test[{index}] `{command}`");
+        if !sandbox.has_shell() {
+            return Err(StepError::BuildFailed(format!(
+                "{label}: the image has no /bin/sh to run it"
+            )));
+        }
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.clone()];
+        let result = sandbox.run(&label, &argv).await?;
+        let _ = ctx
+            .note(format!(
+                "{label}: exit {}\n{}",
+                result.status,
+                result.tail_text()
+            ))
+            .await;
+        if result.status != 0 {
+            return Err(StepError::BuildFailed(format!(
+                "{label} failed with exit code {}: {}",
+                result.status,
+                result.short_tail(5)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// What a provisioner does, for messages: `shell inline`,
+/// `shell script scripts/setup.sh`, `file files/motd -> /etc/motd`, ...
+pub(crate) fn describe(p: &Provisioner) -> String {
+    match p {
+        Provisioner::Shell(s) => match &s.source {
+            ShellSource::Inline(_) => "shell inline".to_string(),
+            ShellSource::Script(path) => format!("shell script {path}"),
+        },
+        Provisioner::File(f) => format!("file {} -> {}", f.source, f.destination),
+        Provisioner::Salt(s) => format!("salt state tree {}", s.state_tree),
+        Provisioner::Ansible(a) => format!("ansible playbook {}", a.playbook),
+    }
+}
+
+/// Runs one provisioner; `None` when nothing ran in the sandbox (a file
+/// upload).
+async fn run_one(
+    ctx: &BuildContext,
+    loaded: &LoadedRecipe,
+    sandbox: &Sandbox,
+    index: usize,
+    provisioner: &Provisioner,
+    label: &str,
+) -> Result<Option<RunResult>, StepError> {
+    let root = sandbox.root.clone();
+    match provisioner {
+        Provisioner::Shell(shell) => {
+            if !sandbox.has_shell() {
+                return Err(StepError::BuildFailed(format!(
+                    "{label}: the image has no /bin/sh"
+                )));
+            }
+            let stage = Stage::create(&root, &format!("p{index}"))?;
+            let result = match shell_argv(loaded, shell, &stage) {
+                Ok(argv) => sandbox.run(label, &argv).await,
+                Err(e) => Err(e),
+            };
+            stage.remove()?;
+            result.map(Some)
+        }
+        Provisioner::File(file) => {
+            let source = loaded.resolve(&file.source);
+            let destination = file.destination.clone();
+            let mode = parse_mode(file.mode.as_deref(), label)?;
+            let copied = blocking(move || copy_into(&root, &source, &destination, mode)).await?;
+            let _ = ctx.note(format!("{label}: copied {copied} file(s)")).await;
+            tracing::info!(build = %ctx.build_id, provisioner = %label, copied, "uploaded");
+            Ok(None)
+        }
+        Provisioner::Salt(salt) => {
+            require_tool(sandbox, "salt-call", "Salt", label)?;
+            let stage = Stage::create(&root, &format!("p{index}"))?;
+            let states = stage.image_path("states");
+            let source = loaded.resolve(&salt.state_tree);
+            let (r, s) = (root.clone(), states.clone());
+            let copied = blocking(move || copy_into(&r, &source, &s, None)).await;
+            let result = match copied {
+                Ok(_) => {
+                    let mut argv: Vec<String> = [
+                        "salt-call",
+                        "--local",
+                        "--retcode-passthrough",
+                        "--file-root",
+                        &states,
+                        "state.apply",
+                    ]
+                    .iter()
+                    .map(|s| s.to_string())
+                    .collect();
+                    if !salt.states.is_empty() {
+                        argv.push(salt.states.join(","));
+                    }
+                    if !salt.pillar.is_empty() {
+                        argv.push(format!("pillar={}", json(&salt.pillar)?));
+                    }
+                    sandbox.run(label, &argv).await
+                }
+                Err(e) => Err(e),
+            };
+            stage.remove()?;
+            result.map(Some)
+        }
+        Provisioner::Ansible(ansible) => {
+            require_tool(sandbox, "ansible-playbook", "Ansible", label)?;
+            let stage = Stage::create(&root, &format!("p{index}"))?;
+            let playbook = Path::new(&ansible.playbook);
+            let dir = loaded.resolve(
+                &playbook
+                    .parent()
+                    .map(|p| p.display().to_string())
+                    .filter(|p| !p.is_empty())
+                    .unwrap_or_else(|| ".".into()),
+            );
+            let file_name = playbook
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            let target = stage.image_path("playbook");
+            let (r, t) = (root.clone(), target.clone());
+            let copied = blocking(move || copy_into(&r, &dir, &t, None)).await;
+            let result = match copied {
+                Ok(_) => {
+                    let mut argv: Vec<String> = vec![
+                        "ansible-playbook".into(),
+                        "-c".into(),
+                        "local".into(),
+                        "-i".into(),
+                        "localhost,".into(),
+                        format!("{target}/{file_name}"),
+                    ];
+                    if !ansible.extra_vars.is_empty() {
+                        argv.push("--extra-vars".into());
+                        argv.push(json(&ansible.extra_vars)?);
+                    }
+                    sandbox.run(label, &argv).await
+                }
+                Err(e) => Err(e),
+            };
+            stage.remove()?;
+            result.map(Some)
+        }
+    }
+}
+
+/// A build failure unless `tool` is in the image.
+fn require_tool(
+    sandbox: &Sandbox,
+    tool: &str,
+    product: &str,
+    label: &str,
+) -> Result<(), StepError> {
+    if sandbox.has_tool(tool) {
+        Ok(())
+    } else {
+        Err(StepError::BuildFailed(format!(
+            "{label}: {tool} is not in the image; install {product} in the base or in an earlier provisioner"
+        )))
+    }
+}
+
+/// A value as compact JSON.
+fn json<T: serde::Serialize>(value: &T) -> Result<String, StepError> {
+    serde_json::to_string(value).map_err(|e| StepError::NonRetryable(e.to_string()))
+}
+
+/// An octal mode from the recipe.
+fn parse_mode(mode: Option<&str>, label: &str) -> Result<Option<u32>, StepError> {
+    mode.map(|m| {
+        u32::from_str_radix(m, 8)
+            .map_err(|_| StepError::NonRetryable(format!("{label}: invalid mode {m:?}")))
+    })
+    .transpose()
+}
+
+/// The command running a shell provisioner: its script (inline commands
+/// with `set -e`, or the script file) written into the stage, with the
+/// provisioner's environment exported.
+fn shell_argv(
+    loaded: &LoadedRecipe,
+    shell: &ShellProvisioner,
+    stage: &Stage,
+) -> Result<Vec<String>, StepError> {
+    let exports: String = shell
+        .env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
+        .collect();
+    match &shell.source {
+        ShellSource::Inline(lines) => {
+            let script = format!("set -e\n{exports}{}\n", lines.join("\n"));
+            let path = stage.write("inline.sh", script.as_bytes(), 0o700)?;
+            Ok(vec!["/bin/sh".into(), path])
+        }
+        ShellSource::Script(written) => {
+            let source = loaded.resolve(written);
+            let content = fs::read(&source).map_err(io_error(source.display()))?;
+            let name = Path::new(written)
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "script".into());
+            let path = stage.write(&name, &content, 0o755)?;
+            // A script with a `#!` line runs with its interpreter; others with sh.
+            let run = if content.starts_with(b"#!") {
+                "exec \"$0\""
+            } else {
+                "exec /bin/sh \"$0\""
+            };
+            Ok(vec![
+                "/bin/sh".into(),
+                "-c".into(),
+                format!("{exports}{run}"),
+                path,
+            ])
+        }
+    }
+}
+
+/// Copies `source` (a file, or a directory recursively) to `destination`
+/// inside the tree at `root`, resolving every path as the chrooted image
+/// would, so links in the tree never lead onto the host. A file goes to
+/// `destination`, or into it when it ends in `/` or is a directory; a
+/// directory's contents go into `destination`. `mode` applies to every
+/// file copied (default: the source's mode). Returns the number of files.
+pub(crate) fn copy_into(
+    root: &Path,
+    source: &Path,
+    destination: &str,
+    mode: Option<u32>,
+) -> Result<usize, StepError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::metadata(source).map_err(io_error(source.display()))?;
+    let dest = PathBuf::from(destination);
+    if meta.is_file() {
+        let mut target = resolve_in_root(root, &dest, true).map_err(io_error(destination))?;
+        if destination.ends_with('/') || target.is_dir() {
+            let name = source.file_name().unwrap_or_default();
+            target =
+                resolve_in_root(root, &dest.join(name), true).map_err(io_error(destination))?;
+        }
+        copy_file(
+            source,
+            &target,
+            mode.unwrap_or(meta.permissions().mode() & 0o7777),
+        )?;
+        return Ok(1);
+    }
+    let mut count = 0;
+    for entry in walkdir::WalkDir::new(source)
+        .follow_links(false)
+        .sort_by_file_name()
+    {
+        let entry =
+            entry.map_err(|e| StepError::NonRetryable(format!("{}: {e}", source.display())))?;
+        let rel = entry.path().strip_prefix(source).unwrap_or(Path::new(""));
+        let in_image = dest.join(rel);
+        let ft = entry.file_type();
+        let target = resolve_in_root(root, &in_image, !ft.is_symlink())
+            .map_err(io_error(in_image.display()))?;
+        if ft.is_dir() {
+            if !target.is_dir() {
+                remove_path(&target).map_err(io_error(target.display()))?;
+                fs::create_dir_all(&target).map_err(io_error(target.display()))?;
+            }
+        } else if ft.is_symlink() {
+            let link = fs::read_link(entry.path()).map_err(io_error(entry.path().display()))?;
+            remove_path(&target).map_err(io_error(target.display()))?;
+            std::os::unix::fs::symlink(&link, &target).map_err(io_error(target.display()))?;
+        } else if ft.is_file() {
+            let source_mode = entry
+                .metadata()
+                .map(|m| m.permissions().mode() & 0o7777)
+                .unwrap_or(0o644);
+            copy_file(entry.path(), &target, mode.unwrap_or(source_mode))?;
+            count += 1;
+        }
+    }
+    Ok(count)
+}
+
+/// Copies one file to a resolved target, creating its directory.
+fn copy_file(source: &Path, target: &Path, mode: u32) -> Result<(), StepError> {
+    use std::os::unix::fs::PermissionsExt;
+    if let Some(parent) = target.parent() {
+        fs::create_dir_all(parent).map_err(io_error(parent.display()))?;
+    }
+    if fs::symlink_metadata(target).is_ok_and(|m| !m.is_file()) {
+        remove_path(target).map_err(io_error(target.display()))?;
+    }
+    fs::copy(source, target).map_err(io_error(format!(
+        "copying {} to {}",
+        source.display(),
+        target.display()
+    )))?;
+    fs::set_permissions(target, fs::Permissions::from_mode(mode))
+        .map_err(io_error(target.display()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::{symlink, PermissionsExt};
+
+    #[test]
+    fn uploads_follow_tree_links_inside_the_tree() {
+        let host = tempfile::tempdir().unwrap();
+        let root = host.path().join("root");
+        fs::create_dir_all(root.join("srv/etc")).unwrap();
+        // An absolute link that would point at the host's /etc outside a chroot.
+        symlink("/srv/etc", root.join("etc")).unwrap();
+        let src = host.path().join("motd");
+        fs::write(&src, "hello\n").unwrap();
+        assert_eq!(copy_into(&root, &src, "/etc/motd", Some(0o600)).unwrap(), 1);
+        let landed = root.join("srv/etc/motd");
+        assert_eq!(fs::read_to_string(&landed).unwrap(), "hello\n");
+        assert_eq!(
+            fs::metadata(&landed).unwrap().permissions().mode() & 0o777,
+            0o600
+        );
+        // Into an existing directory (trailing slash): keeps the file name.
+        assert_eq!(copy_into(&root, &src, "/opt/", None).unwrap(), 1);
+        assert!(root.join("opt/motd").is_file());
+    }
+
+    #[test]
+    fn directories_are_copied_recursively_with_links() {
+        let host = tempfile::tempdir().unwrap();
+        let root = host.path().join("root");
+        fs::create_dir_all(&root).unwrap();
+        let src = host.path().join("app");
+        fs::create_dir_all(src.join("bin")).unwrap();
+        fs::write(src.join("bin/run"), "#!/bin/sh\n").unwrap();
+        fs::write(src.join("README"), "x").unwrap();
+        symlink("bin/run", src.join("start")).unwrap();
+        assert_eq!(copy_into(&root, &src, "/opt/app", Some(0o750)).unwrap(), 2);
+        assert_eq!(
+            fs::read_to_string(root.join("opt/app/bin/run")).unwrap(),
+            "#!/bin/sh\n"
+        );
+        assert_eq!(
+            fs::metadata(root.join("opt/app/README"))
+                .unwrap()
+                .permissions()
+                .mode()
+                & 0o777,
+            0o750
+        );
+        assert_eq!(
+            fs::read_link(root.join("opt/app/start")).unwrap(),
+            PathBuf::from("bin/run")
+        );
+    }
+}

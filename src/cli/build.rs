@@ -1,0 +1,321 @@
+//! `bakehouse build RECIPE`: runs the pipeline state machine — locally (the
+//! local ASL runner, the local chroot backend, the embedded registry) or,
+//! with `--remote`, as a Step Functions execution it follows to the end.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::output::{self, Format};
+use super::{CliError, StoreArgs};
+use crate::asl::{EventKind, ExecutionStatus, HistoryEvent, SystemClock};
+use crate::build::{BuildRecord, BuildStatus};
+use crate::pipeline::io::{ExecutionInput, RecipeSpec, TriggerSpec};
+use crate::pipeline::{self, BuilderBackend, Pipeline, PipelineSettings};
+use crate::registry::{Trigger, TriggerKind};
+
+/// Arguments of `bakehouse build`.
+#[derive(Debug, Args)]
+pub struct BuildArgs {
+    /// The recipe file (YAML, JSON or a Packer template).
+    pub recipe: PathBuf,
+    /// Bake even if the bake key is already registered.
+    #[arg(long)]
+    pub force: bool,
+    /// Build id (default: recipe name, time and a random suffix).
+    #[arg(long)]
+    pub build_id: Option<String>,
+    /// Start a Step Functions execution instead of building here.
+    #[arg(long)]
+    pub remote: bool,
+    /// State machine ARN for --remote.
+    #[arg(long, env = "BAKEHOUSE_STATE_MACHINE_ARN")]
+    pub state_machine: Option<String>,
+    /// Where local builds keep work directories, images and scratch files.
+    #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
+    pub home: PathBuf,
+}
+
+/// A build id: recipe name, UTC time and a random suffix (a valid
+/// Step Functions execution name).
+pub fn new_build_id(recipe: &str) -> String {
+    let stamp = chrono::Utc::now().format("%Y%m%dT%H%M%SZ");
+    let suffix: String = (0..4)
+        .map(|_| fastrand::alphanumeric().to_ascii_lowercase())
+        .collect();
+    let mut id = format!("{recipe}-{stamp}-{suffix}");
+    id.truncate(80);
+    id
+}
+
+/// The execution input for a recipe file started from this machine.
+pub fn execution_input(
+    recipe: &Path,
+    force: bool,
+    build_id: &str,
+) -> Result<(String, ExecutionInput), CliError> {
+    let (loaded, bundle) =
+        pipeline::load_for_build(recipe).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut trigger = Trigger::of(TriggerKind::Cli);
+    trigger.actor = std::env::var("USER").ok();
+    Ok((
+        loaded.recipe.name.clone(),
+        ExecutionInput {
+            recipe: RecipeSpec::Inline(bundle.recipe),
+            files: bundle.files,
+            trigger: TriggerSpec::Full(trigger),
+            force,
+            build_id: Some(build_id.to_string()),
+        },
+    ))
+}
+
+const PIPELINE_STATES: [(&str, &str); 6] = [
+    ("Launch", "launch"),
+    ("Provision", "provision"),
+    ("Clean", "clean"),
+    ("Capture", "capture"),
+    ("Register", "register"),
+    ("Teardown", "teardown"),
+];
+
+/// Shows one line per pipeline step as the execution enters it.
+struct StepProgress {
+    bar: ProgressBar,
+    current: Mutex<Option<(String, Instant)>>,
+}
+
+impl StepProgress {
+    fn new() -> Arc<StepProgress> {
+        let bar = ProgressBar::new(PIPELINE_STATES.len() as u64);
+        bar.set_style(
+            ProgressStyle::with_template(
+                "{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        );
+        bar.enable_steady_tick(Duration::from_millis(120));
+        Arc::new(StepProgress {
+            bar,
+            current: Mutex::new(None),
+        })
+    }
+
+    fn state(&self, state: &str) {
+        let Some((_, step)) = PIPELINE_STATES.iter().find(|(s, _)| *s == state) else {
+            return;
+        };
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((prev, started)) = current.take() {
+            self.bar.println(format!(
+                "  ✓ {prev:<10} {:>7.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+            self.bar.inc(1);
+        }
+        self.bar.set_message(format!("{step} …"));
+        *current = Some((step.to_string(), Instant::now()));
+    }
+
+    fn finish(&self, ok: bool) {
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((prev, started)) = current.take() {
+            let mark = if ok { "✓" } else { "✗" };
+            self.bar.println(format!(
+                "  {mark} {prev:<10} {:>7.1} s",
+                started.elapsed().as_secs_f64()
+            ));
+        }
+        self.bar.finish_and_clear();
+    }
+
+    fn observe(&self, event: &HistoryEvent) {
+        match &event.kind {
+            EventKind::StateEntered { state, .. } => self.state(state),
+            EventKind::TaskRetried {
+                state,
+                error,
+                attempt,
+                ..
+            } => self.bar.println(format!(
+                "    retrying {state} (attempt {attempt}) after {error}"
+            )),
+            _ => {}
+        }
+    }
+}
+
+/// Runs a local build of `args.recipe` with `backend`.
+pub async fn run_local(
+    args: &BuildArgs,
+    store: &StoreArgs,
+    backend: Arc<dyn BuilderBackend>,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (name, _) = execution_input(&args.recipe, args.force, "probe")?;
+    let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
+    let (_, input) = execution_input(&args.recipe, args.force, &build_id)?;
+    let (registry, builds) = store.local_stores()?;
+    let settings = PipelineSettings {
+        scratch_dir: args.home.join("scratch"),
+        fail_at: None,
+    };
+    let pipeline = Pipeline::new(registry, builds.clone(), backend, settings);
+    tracing::info!(build = %build_id, recipe = %args.recipe.display(), "building locally");
+    let progress = StepProgress::new();
+    let observer = {
+        let progress = progress.clone();
+        Arc::new(move |e: &HistoryEvent| progress.observe(e))
+    };
+    let execution = pipeline::local::execute(
+        pipeline,
+        &input,
+        &build_id,
+        Arc::new(SystemClock),
+        Some(observer),
+    )
+    .await
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    progress.finish(execution.status == ExecutionStatus::Succeeded);
+    let history: Vec<serde_json::Value> = execution
+        .history
+        .iter()
+        .filter_map(|e| serde_json::to_value(e).ok())
+        .collect();
+    let transitions = execution.state_transitions;
+    let record = crate::build::update(builds.as_ref(), &build_id, |r| {
+        r.history = history.clone();
+        r.state_transitions = transitions;
+    })
+    .await
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    report(&record, store, format, out).await
+}
+
+/// Prints the outcome of a build and fails if it failed.
+async fn report(
+    record: &BuildRecord,
+    store: &StoreArgs,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    if format == Format::Json {
+        output::json(out, record)?;
+    } else if record.status == BuildStatus::Succeeded {
+        let version = record.version.clone().unwrap_or_default();
+        if record.cache_hit {
+            writeln!(
+                out,
+                "cache hit: bake key {} is registered as {version}; nothing was baked",
+                record.bake_key.as_deref().unwrap_or("-")
+            )?;
+        } else {
+            writeln!(out, "built {version} (build {})", record.id)?;
+        }
+        if let Some((name, v)) = version.split_once('@') {
+            let registry = store.registry().await?;
+            let package = registry.show(name, &v.parse()?).await?;
+            output::version_detail(out, &package)?;
+        }
+    }
+    match (&record.status, &record.failure) {
+        (BuildStatus::Succeeded, _) => Ok(()),
+        (_, Some(f)) => Err(CliError::Usage(format!(
+            "build {} failed at {}: {}: {}",
+            record.id, f.step, f.error, f.cause
+        ))),
+        (status, None) => Err(CliError::Usage(format!(
+            "build {} ended {status}",
+            record.id
+        ))),
+    }
+}
+
+/// Starts a Step Functions execution for `args.recipe` and follows its
+/// history until it ends; then reports the build record when `--table` is set.
+pub async fn run_remote(
+    args: &BuildArgs,
+    store: &StoreArgs,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let machine = args.state_machine.clone().ok_or_else(|| {
+        CliError::Usage(
+            "--remote needs --state-machine ARN (or BAKEHOUSE_STATE_MACHINE_ARN)".into(),
+        )
+    })?;
+    let (name, _) = execution_input(&args.recipe, args.force, "probe")?;
+    let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
+    let (_, input) = execution_input(&args.recipe, args.force, &build_id)?;
+    let config = crate::aws::from_env(None).await;
+    let sfn = aws_sdk_sfn::Client::new(&config);
+    let aws = |e: String| CliError::Usage(format!("Step Functions: {e}"));
+    let body = serde_json::to_string(&input)?;
+    let started = sfn
+        .start_execution()
+        .state_machine_arn(&machine)
+        .name(&build_id)
+        .input(body)
+        .send()
+        .await
+        .map_err(|e| aws(aws_sdk_sfn::error::DisplayErrorContext(e).to_string()))?;
+    let arn = started.execution_arn().to_string();
+    writeln!(out, "started {arn}")?;
+    let progress = StepProgress::new();
+    let mut seen = 0usize;
+    let status = loop {
+        let mut events = Vec::new();
+        let mut pages = sfn
+            .get_execution_history()
+            .execution_arn(&arn)
+            .into_paginator()
+            .items()
+            .send();
+        while let Some(event) = pages.next().await {
+            events.push(
+                event.map_err(|e| aws(aws_sdk_sfn::error::DisplayErrorContext(e).to_string()))?,
+            );
+        }
+        for event in events.iter().skip(seen) {
+            if let Some(name) = event.state_entered_event_details().map(|d| d.name()) {
+                progress.state(name);
+            }
+        }
+        seen = events.len();
+        let described = sfn
+            .describe_execution()
+            .execution_arn(&arn)
+            .send()
+            .await
+            .map_err(|e| aws(aws_sdk_sfn::error::DisplayErrorContext(e).to_string()))?;
+        let status = described.status().as_str().to_string();
+        if status != "RUNNING" {
+            break (
+                status,
+                described.error().map(str::to_string),
+                described.cause().map(str::to_string),
+            );
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    };
+    progress.finish(status.0 == "SUCCEEDED");
+    if store.table.is_some() {
+        if let Ok(Some(record)) = store.builds().await?.get(&build_id).await {
+            return report(&record, store, format, out).await;
+        }
+    }
+    writeln!(out, "execution {build_id} {}", status.0)?;
+    match status.0.as_str() {
+        "SUCCEEDED" => Ok(()),
+        other => Err(CliError::Usage(format!(
+            "execution {build_id} {other}: {} {}",
+            status.1.unwrap_or_default(),
+            status.2.unwrap_or_default()
+        ))),
+    }
+}
