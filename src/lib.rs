@@ -12,3 +12,4 @@ pub mod pipeline;
 pub mod recipe;
 pub mod registry;
 pub mod testing;
+pub mod triggers;
