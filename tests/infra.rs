@@ -118,7 +118,7 @@ fn every_placeholder_has_a_substitution_naming_a_template_function() {
     let res = resources(&t);
     let machines: Vec<(&String, &Value)> = res
         .iter()
-        .filter(|(_, r)| r["Type"] == Value::from("AWS::Serverless::StateMachine"))
+        .filter(|(_, r)| r["Type"] == "AWS::Serverless::StateMachine")
         .collect();
     assert_eq!(machines.len(), 1, "one state machine");
     let props = &machines[0].1["Properties"];
@@ -206,7 +206,7 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
     // One role per function, none shared.
     let roles: Vec<String> = res
         .values()
-        .filter(|r| r["Type"] == Value::from("AWS::Serverless::Function"))
+        .filter(|r| r["Type"] == "AWS::Serverless::Function")
         .map(|f| {
             untag(&f["Properties"]["Role"])
                 .as_str()

@@ -165,7 +165,7 @@ async fn reaper_terminates_finished_and_expired_builders_and_keeps_running_ones(
     want.sort();
     assert_eq!(kept, want);
     assert_eq!(report.expired_builds, ["b-expired"]);
-    assert_eq!(report.images_deregistered, [image.clone()]);
+    assert_eq!(report.images_deregistered, vec![image.clone()]);
     assert!(report.snapshots_deleted.contains(&snapshot), "{report:?}");
     assert!(report.errors.is_empty(), "{:?}", report.errors);
 
