@@ -14,3 +14,4 @@ pub mod pipeline;
 pub mod recipe;
 pub mod registry;
 pub mod testing;
+pub mod triggers;
