@@ -97,7 +97,9 @@ impl StepConfig {
     }
 }
 
-/// JSON logs for CloudWatch, level from `RUST_LOG` (default info).
+/// Sets up `tracing` for a Lambda function: JSON lines on stdout (which
+/// Lambda sends to CloudWatch Logs), level from `RUST_LOG` (default
+/// `info`), without ANSI colours or the time (CloudWatch adds it).
 pub fn init_tracing() {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
@@ -105,7 +107,9 @@ pub fn init_tracing() {
         .json()
         .with_env_filter(filter)
         .with_current_span(false)
+        .with_ansi(false)
         .without_time()
+        .with_target(false)
         .try_init();
 }
 

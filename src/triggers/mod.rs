@@ -16,18 +16,3 @@ pub mod reaper;
 pub mod schedules;
 pub mod webhook;
 
-/// Sets up `tracing` for a Lambda function: JSON lines on stdout (which
-/// Lambda sends to CloudWatch Logs), level from `RUST_LOG` (default
-/// `info`), without ANSI colours or the time (CloudWatch adds it).
-pub fn init_lambda_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .try_init();
-}

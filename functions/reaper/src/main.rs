@@ -7,7 +7,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bakehouse::triggers::init_lambda_tracing();
+    bakehouse::lambda::init_tracing();
     let settings = ReaperSettings::from_env()?;
     let table = std::env::var("BAKEHOUSE_TABLE").map_err(|_| "BAKEHOUSE_TABLE is not set")?;
     let sdk = bakehouse::aws::from_env(None).await;

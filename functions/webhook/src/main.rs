@@ -8,7 +8,7 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    bakehouse::triggers::init_lambda_tracing();
+    bakehouse::lambda::init_tracing();
     let settings = WebhookSettings::from_env()?;
     let sdk = bakehouse::aws::from_env(None).await;
     let webhook = Webhook::from_settings(&sdk, settings).await?;
