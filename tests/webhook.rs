@@ -415,11 +415,13 @@ async fn removing_a_recipe_deletes_its_schedule_and_stored_recipe() {
     assert_eq!(first.status, 200, "{}", first.body);
     assert!(env.schedule("web").await.is_some());
 
+    env.git.set_head(C3);
     let second = env
         .webhook
         .answer(&signed_github("push", &fixture("github-push-remove.json")))
         .await;
     assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body["stale"], false);
     assert_eq!(second.body["removed"], json!(["web"]));
     assert_eq!(env.schedule("web").await, None);
     assert!(env.store.get_recipe("web").await.expect("store").is_none());
@@ -438,6 +440,19 @@ async fn removing_a_recipe_deletes_its_schedule_and_stored_recipe() {
             format!("web-{short2}")
         ]
     );
+
+    // The first push redelivered now, with main at C3: it starts nothing
+    // new and brings back neither the stored web recipe nor its schedule.
+    let late = env
+        .webhook
+        .answer(&signed_github("push", &fixture("github-push.json")))
+        .await;
+    assert_eq!(late.status, 200, "{}", late.body);
+    assert_eq!(late.body["stale"], true);
+    assert_eq!(late.body["recipes"][1]["schedule"], "stale");
+    assert_eq!(env.executions().await, started);
+    assert_eq!(env.schedule("web").await, None);
+    assert!(env.store.get_recipe("web").await.expect("store").is_none());
 }
 
 #[tokio::test]

@@ -7,6 +7,10 @@
 //!   (3 entries a page, with `X-Next-Page`, to exercise pagination)
 //! - `GET /gitlab/projects/{id}/repository/files/{path}?ref={sha}`
 //!
+//! - `GET /github/repos/{owner}/{repo}/branches/main` and
+//!   `GET /gitlab/projects/{id}/repository/branches/main`: the head set by
+//!   [`GitServer::set_head`] (C2 at first)
+//!
 //! Commits map to directories of `tests/fixtures/webhook/repo`. A token, when
 //! set, must be sent (`Authorization: Bearer` or `PRIVATE-TOKEN`).
 
@@ -36,6 +40,7 @@ pub struct Seen {
 pub struct GitServer {
     pub base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    head: Arc<Mutex<String>>,
 }
 
 impl GitServer {
@@ -49,10 +54,12 @@ impl GitServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let head = Arc::new(Mutex::new(C2.to_string()));
         let state = Arc::new(State {
             commits,
             token: token.map(str::to_string),
             seen: seen.clone(),
+            head: head.clone(),
         });
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -60,7 +67,12 @@ impl GitServer {
                 std::thread::spawn(move || state.serve(stream));
             }
         });
-        GitServer { base, seen }
+        GitServer { base, seen, head }
+    }
+
+    /// Moves `main` to `commit`.
+    pub fn set_head(&self, commit: &str) {
+        *self.head.lock().expect("lock") = commit.to_string();
     }
 
     pub fn github_url(&self) -> String {
@@ -81,6 +93,7 @@ struct State {
     commits: BTreeMap<String, PathBuf>,
     token: Option<String>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    head: Arc<Mutex<String>>,
 }
 
 fn decode(s: &str) -> String {
@@ -182,6 +195,14 @@ impl State {
                 return not_found;
             }
             match parts[2] {
+                "branches" if parts[3] == "main" => {
+                    let head = self.head.lock().expect("lock").clone();
+                    (
+                        200,
+                        String::new(),
+                        json!({"name": "main", "commit": {"sha": head, "url": "https://api.github.com/x"}, "protected": true}),
+                    )
+                }
                 "git" => {
                     let Some(sha) = parts[3].strip_prefix("trees/") else {
                         return not_found;
@@ -233,6 +254,14 @@ impl State {
                 if headers.get("private-token") != Some(token) {
                     return (401, String::new(), json!({"message": "401 Unauthorized"}));
                 }
+            }
+            if rest == "branches/main" {
+                let head = self.head.lock().expect("lock").clone();
+                return (
+                    200,
+                    String::new(),
+                    json!({"name": "main", "merged": false, "protected": true, "default": true, "commit": {"id": head, "short_id": &head[..8], "title": "x"}}),
+                );
             }
             let Some(dir) = q.get("ref").and_then(|r| self.commits.get(r)) else {
                 return not_found;

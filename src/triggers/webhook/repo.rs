@@ -124,6 +124,9 @@ pub trait Repository: Send + Sync {
     /// The content of the file at `path` (for a link: its target) at
     /// `commit`, or `None` when there is no such file.
     async fn read(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, RepoError>;
+    /// The commit `branch` points at now, or `None` when there is no such
+    /// branch.
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>, RepoError>;
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -323,6 +326,16 @@ struct GitHubTreeEntry {
 }
 
 #[derive(Deserialize)]
+struct GitHubBranch {
+    commit: GitHubCommitRef,
+}
+
+#[derive(Deserialize)]
+struct GitHubCommitRef {
+    sha: String,
+}
+
+#[derive(Deserialize)]
 #[serde(untagged)]
 enum GitHubContents {
     Item(GitHubContent),
@@ -434,6 +447,19 @@ impl Repository for GitHubRepository {
             _ => Err(RepoError::NotAFile(path.to_string())),
         }
     }
+
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>, RepoError> {
+        let query = format!(
+            "/repos/{}/branches/{}",
+            encode_path(&self.project),
+            encode(branch)
+        );
+        Ok(self
+            .api
+            .get_json::<GitHubBranch>(&query)
+            .await?
+            .map(|(b, _)| b.commit.sha.to_ascii_lowercase()))
+    }
 }
 
 /// GitLab: `GET /projects/{id}/repository/tree?ref=&path=&recursive=true`
@@ -450,6 +476,16 @@ struct GitLabTreeEntry {
     kind: String,
     #[serde(default)]
     mode: String,
+}
+
+#[derive(Deserialize)]
+struct GitLabBranch {
+    commit: GitLabCommitRef,
+}
+
+#[derive(Deserialize)]
+struct GitLabCommitRef {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -519,6 +555,19 @@ impl Repository for GitLabRepository {
                 message: format!("unknown encoding {other:?}"),
             }),
         }
+    }
+
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>, RepoError> {
+        let query = format!(
+            "/projects/{}/repository/branches/{}",
+            encode(&self.project),
+            encode(branch)
+        );
+        Ok(self
+            .api
+            .get_json::<GitLabBranch>(&query)
+            .await?
+            .map(|(b, _)| b.commit.id.to_ascii_lowercase()))
     }
 }
 
