@@ -2,7 +2,10 @@
 //! repository through the GitHub and GitLab API shapes the webhook reads:
 //!
 //! - `GET /github/repos/{owner}/{repo}/git/trees/{sha}?recursive=1`
-//! - `GET /github/repos/{owner}/{repo}/contents/{path}?ref={sha}`
+//! - `GET /github/repos/{owner}/{repo}/contents/{path}?ref={sha}` (a link
+//!   is answered with the content of its target, as GitHub does)
+//! - `GET /github/repos/{owner}/{repo}/git/blobs/{sha}` (the tree's blob
+//!   ids here are the hex of `<commit dir>/<path>`)
 //! - `GET /gitlab/projects/{id}/repository/tree?ref=&path=&recursive=true&page=`
 //!   (3 entries a page, with `X-Next-Page`, to exercise pagination)
 //! - `GET /gitlab/projects/{id}/repository/files/{path}?ref={sha}`
@@ -56,6 +59,7 @@ impl GitServer {
         let seen = Arc::new(Mutex::new(Vec::new()));
         let head = Arc::new(Mutex::new(C2.to_string()));
         let state = Arc::new(State {
+            root: root.clone(),
             commits,
             token: token.map(str::to_string),
             seen: seen.clone(),
@@ -90,6 +94,7 @@ impl GitServer {
 }
 
 struct State {
+    root: PathBuf,
     commits: BTreeMap<String, PathBuf>,
     token: Option<String>,
     seen: Arc<Mutex<Vec<Seen>>>,
@@ -203,6 +208,26 @@ impl State {
                         json!({"name": "main", "commit": {"sha": head, "url": "https://api.github.com/x"}, "protected": true}),
                     )
                 }
+                "git" if parts[3].starts_with("blobs/") => {
+                    let id = parts[3].trim_start_matches("blobs/");
+                    let Some(rel) = hex::decode(id).ok().and_then(|b| String::from_utf8(b).ok())
+                    else {
+                        return not_found;
+                    };
+                    let full = self.root.join(rel);
+                    let bytes = match std::fs::read_link(&full) {
+                        Ok(target) => target.to_string_lossy().into_owned().into_bytes(),
+                        Err(_) => match std::fs::read(&full) {
+                            Ok(b) => b,
+                            Err(_) => return not_found,
+                        },
+                    };
+                    (
+                        200,
+                        String::new(),
+                        json!({"sha": id, "size": bytes.len(), "encoding": "base64", "content": wrapped_base64(&bytes)}),
+                    )
+                }
                 "git" => {
                     let Some(sha) = parts[3].strip_prefix("trees/") else {
                         return not_found;
@@ -214,7 +239,11 @@ impl State {
                     walk(dir, dir, &mut entries);
                     let tree: Vec<Value> = entries
                         .into_iter()
-                        .map(|(p, t, m)| json!({"path": p, "mode": m, "type": t, "sha": "0000000000000000000000000000000000000000", "url": "https://api.github.com/x"}))
+                        .map(|(p, t, m)| {
+                            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                            let id = hex::encode(format!("{name}/{p}"));
+                            json!({"path": p, "mode": m, "type": t, "sha": id, "url": "https://api.github.com/x"})
+                        })
                         .collect();
                     (
                         200,
@@ -302,8 +331,13 @@ impl State {
             } else if let Some(file) = rest.strip_prefix("files/") {
                 let file = decode(file);
                 let full = dir.join(&file);
-                match std::fs::read(&full) {
-                    Ok(bytes) if full.is_file() => (
+                // GitLab answers a link with its blob: the target path.
+                let content = match std::fs::read_link(&full) {
+                    Ok(target) => Ok(target.to_string_lossy().into_owned().into_bytes()),
+                    Err(_) => std::fs::read(&full),
+                };
+                match content {
+                    Ok(bytes) if full.exists() && !full.is_dir() => (
                         200,
                         String::new(),
                         json!({

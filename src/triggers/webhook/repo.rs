@@ -102,6 +102,8 @@ pub struct TreeEntry {
     pub path: String,
     /// What it is.
     pub kind: EntryKind,
+    /// The git object id, where the provider gives it.
+    pub id: Option<String>,
 }
 
 fn kind_of(kind: &str, mode: &str) -> EntryKind {
@@ -127,6 +129,14 @@ pub trait Repository: Send + Sync {
     /// The commit `branch` points at now, or `None` when there is no such
     /// branch.
     async fn branch_head(&self, branch: &str) -> Result<Option<String>, RepoError>;
+    /// The target of the symbolic link `entry` (listed at `commit`).
+    async fn read_link(&self, commit: &str, entry: &TreeEntry) -> Result<String, RepoError> {
+        let bytes = self
+            .read(commit, &entry.path)
+            .await?
+            .ok_or_else(|| RepoError::NotAFile(entry.path.clone()))?;
+        String::from_utf8(bytes).map_err(|_| RepoError::NotAFile(entry.path.clone()))
+    }
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -323,6 +333,15 @@ struct GitHubTreeEntry {
     mode: String,
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GitHubBlob {
+    content: String,
+    #[serde(default)]
+    encoding: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -384,6 +403,7 @@ impl GitHubRepository {
                 .map(|e| TreeEntry {
                     kind: kind_of(&e.kind, &e.mode),
                     path: e.path,
+                    id: e.sha,
                 })
                 .collect::<Vec<_>>(),
         );
@@ -460,6 +480,31 @@ impl Repository for GitHubRepository {
             .await?
             .map(|(b, _)| b.commit.sha.to_ascii_lowercase()))
     }
+
+    /// Through the blob (`GET /repos/{owner}/{repo}/git/blobs/{sha}`): the
+    /// contents API answers a link with the content of what it points to.
+    async fn read_link(&self, _commit: &str, entry: &TreeEntry) -> Result<String, RepoError> {
+        let sha = entry
+            .id
+            .as_deref()
+            .ok_or_else(|| RepoError::NotAFile(entry.path.clone()))?;
+        let query = format!(
+            "/repos/{}/git/blobs/{}",
+            encode_path(&self.project),
+            encode(sha)
+        );
+        let url = format!("{}{query}", self.api.base);
+        let (blob, _) = self
+            .api
+            .get_json::<GitHubBlob>(&query)
+            .await?
+            .ok_or_else(|| RepoError::NotAFile(entry.path.clone()))?;
+        let bytes = match blob.encoding.as_deref() {
+            Some("base64") | None => decode_base64(&url, &blob.content)?,
+            _ => blob.content.into_bytes(),
+        };
+        String::from_utf8(bytes).map_err(|_| RepoError::NotAFile(entry.path.clone()))
+    }
 }
 
 /// GitLab: `GET /projects/{id}/repository/tree?ref=&path=&recursive=true`
@@ -476,6 +521,8 @@ struct GitLabTreeEntry {
     kind: String,
     #[serde(default)]
     mode: String,
+    #[serde(default)]
+    id: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -518,6 +565,7 @@ impl Repository for GitLabRepository {
             out.extend(entries.into_iter().map(|e| TreeEntry {
                 kind: kind_of(&e.kind, &e.mode),
                 path: e.path,
+                id: e.id,
             }));
             let next = headers
                 .get("x-next-page")
