@@ -58,6 +58,16 @@ fn the_inline_example_is_a_valid_recipe() {
 }
 
 #[test]
+fn the_schedule_input_is_valid() {
+    let input: Value =
+        serde_json::from_str(&bakehouse::triggers::schedules::schedule_input("web")).expect("json");
+    assert!(validator().is_valid(&input), "{input}");
+    let parsed: ExecutionInput = serde_json::from_value(input).expect("execution input");
+    assert!(matches!(&parsed.recipe, RecipeSpec::Name(n) if n == "web"));
+    assert_eq!(parsed.trigger.to_trigger().kind, TriggerKind::Schedule);
+}
+
+#[test]
 fn bad_inputs_are_refused() {
     let v = validator();
     let bad = [

@@ -226,6 +226,7 @@ impl Env {
             .collect()
     }
 
+    /// The input of an execution, checked against the documented schema.
     async fn input_of(&self, arn: &str) -> ExecutionInput {
         let out = self
             .sfn
@@ -234,7 +235,25 @@ impl Env {
             .send()
             .await
             .expect("describe execution");
-        serde_json::from_str(out.input.as_deref().unwrap_or_default()).expect("execution input")
+        let input: Value =
+            serde_json::from_str(out.input.as_deref().unwrap_or_default()).expect("json");
+        let schema_path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/statemachines/input.schema.json"
+        );
+        let schema: Value =
+            serde_json::from_str(&std::fs::read_to_string(schema_path).expect("schema"))
+                .expect("schema json");
+        let validator = jsonschema::draft202012::new(&schema).expect("schema compiles");
+        let errors: Vec<String> = validator
+            .iter_errors(&input)
+            .map(|e| e.to_string())
+            .collect();
+        assert!(
+            errors.is_empty(),
+            "input does not match the schema: {errors:?}"
+        );
+        serde_json::from_value(input).expect("execution input")
     }
 
     /// (expression, target input, role) of a recipe's schedule, if any.
@@ -296,7 +315,10 @@ async fn github_push_starts_exactly_the_affected_recipes() {
     assert_eq!(recipes, [("api", "none"), ("web", "created")]);
     assert_eq!(
         answer.body["recipes"][1]["because"],
-        json!(["recipes/files/web/index.html"])
+        json!([
+            "recipes/files/web/home.html",
+            "recipes/files/web/index.html"
+        ])
     );
     assert_eq!(answer.body["invalid"][0]["path"], "recipes/broken.yaml");
     assert!(answer.body["invalid"][0]["reason"]
@@ -320,6 +342,9 @@ async fn github_push_starts_exactly_the_affected_recipes() {
         b"<h1>v2</h1>\n"
     );
     assert!(input.files["scripts/web-setup.sh"].executable);
+    let link = &input.files["files/web/home.html"];
+    assert_eq!(link.link.as_deref(), Some("index.html"));
+    assert_eq!(link.content, "");
     let TriggerSpec::Full(trigger) = &input.trigger else {
         panic!("trigger kind only")
     };
@@ -415,11 +440,13 @@ async fn removing_a_recipe_deletes_its_schedule_and_stored_recipe() {
     assert_eq!(first.status, 200, "{}", first.body);
     assert!(env.schedule("web").await.is_some());
 
+    env.git.set_head(C3);
     let second = env
         .webhook
         .answer(&signed_github("push", &fixture("github-push-remove.json")))
         .await;
     assert_eq!(second.status, 200, "{}", second.body);
+    assert_eq!(second.body["stale"], false);
     assert_eq!(second.body["removed"], json!(["web"]));
     assert_eq!(env.schedule("web").await, None);
     assert!(env.store.get_recipe("web").await.expect("store").is_none());
@@ -438,6 +465,19 @@ async fn removing_a_recipe_deletes_its_schedule_and_stored_recipe() {
             format!("web-{short2}")
         ]
     );
+
+    // The first push redelivered now, with main at C3: it starts nothing
+    // new and brings back neither the stored web recipe nor its schedule.
+    let late = env
+        .webhook
+        .answer(&signed_github("push", &fixture("github-push.json")))
+        .await;
+    assert_eq!(late.status, 200, "{}", late.body);
+    assert_eq!(late.body["stale"], true);
+    assert_eq!(late.body["recipes"][1]["schedule"], "stale");
+    assert_eq!(env.executions().await, started);
+    assert_eq!(env.schedule("web").await, None);
+    assert!(env.store.get_recipe("web").await.expect("store").is_none());
 }
 
 #[tokio::test]
@@ -538,6 +578,12 @@ async fn gitlab_push_starts_the_affected_recipes() {
     );
     assert_eq!(trigger.actor.as_deref(), Some("jsmith"));
     assert!(!input.files["scripts/api.sh"].executable);
+    let web = env.input_of(&started[&format!("web-{short}")]).await;
+    assert_eq!(
+        web.files["files/web/home.html"].link.as_deref(),
+        Some("index.html")
+    );
+    assert!(web.files["scripts/web-setup.sh"].executable);
     assert_eq!(
         env.schedule("web").await.map(|s| s.0).as_deref(),
         Some("cron(0 4 ? * MON *)")

@@ -2,10 +2,17 @@
 //! repository through the GitHub and GitLab API shapes the webhook reads:
 //!
 //! - `GET /github/repos/{owner}/{repo}/git/trees/{sha}?recursive=1`
-//! - `GET /github/repos/{owner}/{repo}/contents/{path}?ref={sha}`
+//! - `GET /github/repos/{owner}/{repo}/contents/{path}?ref={sha}` (a link
+//!   is answered with the content of its target, as GitHub does)
+//! - `GET /github/repos/{owner}/{repo}/git/blobs/{sha}` (the tree's blob
+//!   ids here are the hex of `<commit dir>/<path>`)
 //! - `GET /gitlab/projects/{id}/repository/tree?ref=&path=&recursive=true&page=`
 //!   (3 entries a page, with `X-Next-Page`, to exercise pagination)
 //! - `GET /gitlab/projects/{id}/repository/files/{path}?ref={sha}`
+//!
+//! - `GET /github/repos/{owner}/{repo}/branches/main` and
+//!   `GET /gitlab/projects/{id}/repository/branches/main`: the head set by
+//!   [`GitServer::set_head`] (C2 at first)
 //!
 //! Commits map to directories of `tests/fixtures/webhook/repo`. A token, when
 //! set, must be sent (`Authorization: Bearer` or `PRIVATE-TOKEN`).
@@ -36,6 +43,7 @@ pub struct Seen {
 pub struct GitServer {
     pub base: String,
     seen: Arc<Mutex<Vec<Seen>>>,
+    head: Arc<Mutex<String>>,
 }
 
 impl GitServer {
@@ -49,10 +57,13 @@ impl GitServer {
         let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
         let base = format!("http://{}", listener.local_addr().expect("addr"));
         let seen = Arc::new(Mutex::new(Vec::new()));
+        let head = Arc::new(Mutex::new(C2.to_string()));
         let state = Arc::new(State {
+            root: root.clone(),
             commits,
             token: token.map(str::to_string),
             seen: seen.clone(),
+            head: head.clone(),
         });
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
@@ -60,7 +71,12 @@ impl GitServer {
                 std::thread::spawn(move || state.serve(stream));
             }
         });
-        GitServer { base, seen }
+        GitServer { base, seen, head }
+    }
+
+    /// Moves `main` to `commit`.
+    pub fn set_head(&self, commit: &str) {
+        *self.head.lock().expect("lock") = commit.to_string();
     }
 
     pub fn github_url(&self) -> String {
@@ -78,9 +94,11 @@ impl GitServer {
 }
 
 struct State {
+    root: PathBuf,
     commits: BTreeMap<String, PathBuf>,
     token: Option<String>,
     seen: Arc<Mutex<Vec<Seen>>>,
+    head: Arc<Mutex<String>>,
 }
 
 fn decode(s: &str) -> String {
@@ -182,6 +200,34 @@ impl State {
                 return not_found;
             }
             match parts[2] {
+                "branches" if parts[3] == "main" => {
+                    let head = self.head.lock().expect("lock").clone();
+                    (
+                        200,
+                        String::new(),
+                        json!({"name": "main", "commit": {"sha": head, "url": "https://api.github.com/x"}, "protected": true}),
+                    )
+                }
+                "git" if parts[3].starts_with("blobs/") => {
+                    let id = parts[3].trim_start_matches("blobs/");
+                    let Some(rel) = hex::decode(id).ok().and_then(|b| String::from_utf8(b).ok())
+                    else {
+                        return not_found;
+                    };
+                    let full = self.root.join(rel);
+                    let bytes = match std::fs::read_link(&full) {
+                        Ok(target) => target.to_string_lossy().into_owned().into_bytes(),
+                        Err(_) => match std::fs::read(&full) {
+                            Ok(b) => b,
+                            Err(_) => return not_found,
+                        },
+                    };
+                    (
+                        200,
+                        String::new(),
+                        json!({"sha": id, "size": bytes.len(), "encoding": "base64", "content": wrapped_base64(&bytes)}),
+                    )
+                }
                 "git" => {
                     let Some(sha) = parts[3].strip_prefix("trees/") else {
                         return not_found;
@@ -193,7 +239,11 @@ impl State {
                     walk(dir, dir, &mut entries);
                     let tree: Vec<Value> = entries
                         .into_iter()
-                        .map(|(p, t, m)| json!({"path": p, "mode": m, "type": t, "sha": "0000000000000000000000000000000000000000", "url": "https://api.github.com/x"}))
+                        .map(|(p, t, m)| {
+                            let name = dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+                            let id = hex::encode(format!("{name}/{p}"));
+                            json!({"path": p, "mode": m, "type": t, "sha": id, "url": "https://api.github.com/x"})
+                        })
                         .collect();
                     (
                         200,
@@ -234,6 +284,14 @@ impl State {
                     return (401, String::new(), json!({"message": "401 Unauthorized"}));
                 }
             }
+            if rest == "branches/main" {
+                let head = self.head.lock().expect("lock").clone();
+                return (
+                    200,
+                    String::new(),
+                    json!({"name": "main", "merged": false, "protected": true, "default": true, "commit": {"id": head, "short_id": &head[..8], "title": "x"}}),
+                );
+            }
             let Some(dir) = q.get("ref").and_then(|r| self.commits.get(r)) else {
                 return not_found;
             };
@@ -273,8 +331,13 @@ impl State {
             } else if let Some(file) = rest.strip_prefix("files/") {
                 let file = decode(file);
                 let full = dir.join(&file);
-                match std::fs::read(&full) {
-                    Ok(bytes) if full.is_file() => (
+                // GitLab answers a link with its blob: the target path.
+                let content = match std::fs::read_link(&full) {
+                    Ok(target) => Ok(target.to_string_lossy().into_owned().into_bytes()),
+                    Err(_) => std::fs::read(&full),
+                };
+                match content {
+                    Ok(bytes) if full.exists() && !full.is_dir() => (
                         200,
                         String::new(),
                         json!({

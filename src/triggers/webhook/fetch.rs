@@ -83,7 +83,7 @@ pub async fn fetch_recipe(
     // One listing per parent directory of each input covers it whether it
     // is a file or a directory.
     let mut trees: BTreeMap<String, Vec<TreeEntry>> = BTreeMap::new();
-    let mut wanted: BTreeMap<String, EntryKind> = BTreeMap::new();
+    let mut wanted: BTreeMap<String, TreeEntry> = BTreeMap::new();
     for r in referenced {
         let dir = parent(r).to_string();
         if !trees
@@ -95,7 +95,7 @@ pub async fn fetch_recipe(
         }
         for tree in trees.values() {
             for e in entries_for(tree, r) {
-                wanted.insert(e.path.clone(), e.kind);
+                wanted.insert(e.path.clone(), e.clone());
             }
         }
         if wanted.len() > MAX_RECIPE_FILES {
@@ -106,17 +106,16 @@ pub async fn fetch_recipe(
     }
     // Regular files first, links last, so no file is written through a link.
     let mut links = Vec::new();
-    for (path, kind) in &wanted {
+    for (path, entry) in &wanted {
         let target = local(root, path)?;
-        let content = repo
-            .read(commit, path)
-            .await?
-            .ok_or_else(|| FetchError::Invalid(format!("{path} is listed but cannot be read")))?;
-        match kind {
-            EntryKind::Link => links.push((target, content)),
+        match entry.kind {
+            EntryKind::Link => links.push((target, repo.read_link(commit, entry).await?)),
             EntryKind::File { executable } => {
+                let content = repo.read(commit, path).await?.ok_or_else(|| {
+                    FetchError::Invalid(format!("{path} is listed but cannot be read"))
+                })?;
                 write(&target, &content)?;
-                if *executable {
+                if executable {
                     use std::os::unix::fs::PermissionsExt;
                     std::fs::set_permissions(&target, std::fs::Permissions::from_mode(0o755))
                         .map_err(io(&target))?;
@@ -125,10 +124,7 @@ pub async fn fetch_recipe(
             EntryKind::Dir | EntryKind::Other => {}
         }
     }
-    for (target, content) in links {
-        let link = String::from_utf8(content).map_err(|_| {
-            FetchError::Invalid(format!("{}: link target is not UTF-8", target.display()))
-        })?;
+    for (target, link) in links {
         if let Some(dir) = target.parent() {
             std::fs::create_dir_all(dir).map_err(io(dir))?;
         }
@@ -160,6 +156,7 @@ mod tests {
         TreeEntry {
             path: path.into(),
             kind,
+            id: None,
         }
     }
 

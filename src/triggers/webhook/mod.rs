@@ -18,6 +18,11 @@
 //! 4. for recipe files removed (or renamed to another recipe name), deletes
 //!    the schedule and the stored recipe of the name they had before.
 //!
+//! Stored recipes and schedules follow the branch: when the branch has
+//! moved past the pushed commit (a redelivery of an old push, or deliveries
+//! handled out of order), the push still starts its builds but changes
+//! neither (the report says `stale`).
+//!
 //! Invalid recipes are reported in the answer and skipped; failures to read
 //! the repository or to reach AWS answer 5xx so the provider can redeliver.
 
@@ -209,7 +214,8 @@ pub struct RecipeOutcome {
     pub outcome: String,
     /// The execution ARN.
     pub execution_arn: String,
-    /// `created`, `updated`, `unchanged`, `deleted` or `none`.
+    /// `created`, `updated`, `unchanged`, `deleted`, `none`, or `stale`
+    /// (the branch has moved on: neither stored nor scheduled).
     pub schedule: String,
 }
 
@@ -235,6 +241,9 @@ pub struct PushReport {
     pub skipped: Vec<Skipped>,
     /// Names of recipes removed: schedule and stored recipe deleted.
     pub removed: Vec<String>,
+    /// The branch has moved past this commit: builds started, stored
+    /// recipes and schedules left as the newer push made them.
+    pub stale: bool,
     /// Failures (the answer is then 500, so the provider may redeliver).
     pub errors: Vec<String>,
 }
@@ -443,6 +452,15 @@ impl Webhook {
             return Ok(report);
         }
         let repo = self.api.repository(&push.api_project);
+        let head = repo.branch_head(&self.settings.screen.branch).await?;
+        report.stale = head.as_deref().is_some_and(|h| h != push.after);
+        if report.stale {
+            tracing::warn!(
+                commit = %push.after,
+                head = head.as_deref().unwrap_or("-"),
+                "the branch has moved on: stored recipes and schedules are left as they are"
+            );
+        }
         let docs = self.recipe_docs(repo.as_ref(), &push.after).await?;
         let mut names: BTreeMap<String, Vec<String>> = BTreeMap::new();
         for doc in &docs {
@@ -474,8 +492,10 @@ impl Webhook {
                 tracing::warn!(path = %scratch.display(), error = %e, "scratch not removed");
             }
         }
-        self.removals(repo.as_ref(), push, &docs, &names, &mut report)
-            .await;
+        if !report.stale {
+            self.removals(repo.as_ref(), push, &docs, &names, &mut report)
+                .await;
+        }
         tracing::info!(
             commit = %push.after,
             built = report.recipes.len(),
@@ -593,8 +613,9 @@ impl Webhook {
                 return;
             }
         };
+        let stale = report.stale;
         match self
-            .build(push, &doc.path, because, &loaded.recipe, bundle)
+            .build(push, &doc.path, because, &loaded.recipe, bundle, stale)
             .await
         {
             Ok(outcome) => report.recipes.push(outcome),
@@ -613,20 +634,25 @@ impl Webhook {
         because: Vec<String>,
         recipe: &Recipe,
         bundle: crate::build::RecipeBundle,
+        stale: bool,
     ) -> Result<RecipeOutcome, WebhookError> {
         let name = recipe.name.clone();
-        self.store.put_recipe(&name, &bundle).await?;
-        let schedule = match recipe.eventbridge_schedule() {
-            Some(expression) => match self.schedules.put(&name, &expression).await? {
-                ScheduleChange::Created => "created",
-                ScheduleChange::Updated => "updated",
-                ScheduleChange::Unchanged => "unchanged",
-            },
-            None => {
-                if self.schedules.delete(&name).await? {
-                    "deleted"
-                } else {
-                    "none"
+        let schedule = if stale {
+            "stale"
+        } else {
+            self.store.put_recipe(&name, &bundle).await?;
+            match recipe.eventbridge_schedule() {
+                Some(expression) => match self.schedules.put(&name, &expression).await? {
+                    ScheduleChange::Created => "created",
+                    ScheduleChange::Updated => "updated",
+                    ScheduleChange::Unchanged => "unchanged",
+                },
+                None => {
+                    if self.schedules.delete(&name).await? {
+                        "deleted"
+                    } else {
+                        "none"
+                    }
                 }
             }
         };

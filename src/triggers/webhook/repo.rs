@@ -102,6 +102,8 @@ pub struct TreeEntry {
     pub path: String,
     /// What it is.
     pub kind: EntryKind,
+    /// The git object id, where the provider gives it.
+    pub id: Option<String>,
 }
 
 fn kind_of(kind: &str, mode: &str) -> EntryKind {
@@ -124,6 +126,17 @@ pub trait Repository: Send + Sync {
     /// The content of the file at `path` (for a link: its target) at
     /// `commit`, or `None` when there is no such file.
     async fn read(&self, commit: &str, path: &str) -> Result<Option<Vec<u8>>, RepoError>;
+    /// The commit `branch` points at now, or `None` when there is no such
+    /// branch.
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>, RepoError>;
+    /// The target of the symbolic link `entry` (listed at `commit`).
+    async fn read_link(&self, commit: &str, entry: &TreeEntry) -> Result<String, RepoError> {
+        let bytes = self
+            .read(commit, &entry.path)
+            .await?
+            .ok_or_else(|| RepoError::NotAFile(entry.path.clone()))?;
+        String::from_utf8(bytes).map_err(|_| RepoError::NotAFile(entry.path.clone()))
+    }
 }
 
 type HttpsClient = Client<HttpsConnector<HttpConnector>, Empty<Bytes>>;
@@ -320,6 +333,25 @@ struct GitHubTreeEntry {
     mode: String,
     #[serde(rename = "type")]
     kind: String,
+    #[serde(default)]
+    sha: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GitHubBlob {
+    content: String,
+    #[serde(default)]
+    encoding: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GitHubBranch {
+    commit: GitHubCommitRef,
+}
+
+#[derive(Deserialize)]
+struct GitHubCommitRef {
+    sha: String,
 }
 
 #[derive(Deserialize)]
@@ -371,6 +403,7 @@ impl GitHubRepository {
                 .map(|e| TreeEntry {
                     kind: kind_of(&e.kind, &e.mode),
                     path: e.path,
+                    id: e.sha,
                 })
                 .collect::<Vec<_>>(),
         );
@@ -434,6 +467,44 @@ impl Repository for GitHubRepository {
             _ => Err(RepoError::NotAFile(path.to_string())),
         }
     }
+
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>, RepoError> {
+        let query = format!(
+            "/repos/{}/branches/{}",
+            encode_path(&self.project),
+            encode(branch)
+        );
+        Ok(self
+            .api
+            .get_json::<GitHubBranch>(&query)
+            .await?
+            .map(|(b, _)| b.commit.sha.to_ascii_lowercase()))
+    }
+
+    /// Through the blob (`GET /repos/{owner}/{repo}/git/blobs/{sha}`): the
+    /// contents API answers a link with the content of what it points to.
+    async fn read_link(&self, _commit: &str, entry: &TreeEntry) -> Result<String, RepoError> {
+        let sha = entry
+            .id
+            .as_deref()
+            .ok_or_else(|| RepoError::NotAFile(entry.path.clone()))?;
+        let query = format!(
+            "/repos/{}/git/blobs/{}",
+            encode_path(&self.project),
+            encode(sha)
+        );
+        let url = format!("{}{query}", self.api.base);
+        let (blob, _) = self
+            .api
+            .get_json::<GitHubBlob>(&query)
+            .await?
+            .ok_or_else(|| RepoError::NotAFile(entry.path.clone()))?;
+        let bytes = match blob.encoding.as_deref() {
+            Some("base64") | None => decode_base64(&url, &blob.content)?,
+            _ => blob.content.into_bytes(),
+        };
+        String::from_utf8(bytes).map_err(|_| RepoError::NotAFile(entry.path.clone()))
+    }
 }
 
 /// GitLab: `GET /projects/{id}/repository/tree?ref=&path=&recursive=true`
@@ -450,6 +521,18 @@ struct GitLabTreeEntry {
     kind: String,
     #[serde(default)]
     mode: String,
+    #[serde(default)]
+    id: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct GitLabBranch {
+    commit: GitLabCommitRef,
+}
+
+#[derive(Deserialize)]
+struct GitLabCommitRef {
+    id: String,
 }
 
 #[derive(Deserialize)]
@@ -482,6 +565,7 @@ impl Repository for GitLabRepository {
             out.extend(entries.into_iter().map(|e| TreeEntry {
                 kind: kind_of(&e.kind, &e.mode),
                 path: e.path,
+                id: e.id,
             }));
             let next = headers
                 .get("x-next-page")
@@ -519,6 +603,19 @@ impl Repository for GitLabRepository {
                 message: format!("unknown encoding {other:?}"),
             }),
         }
+    }
+
+    async fn branch_head(&self, branch: &str) -> Result<Option<String>, RepoError> {
+        let query = format!(
+            "/projects/{}/repository/branches/{}",
+            encode(&self.project),
+            encode(branch)
+        );
+        Ok(self
+            .api
+            .get_json::<GitLabBranch>(&query)
+            .await?
+            .map(|(b, _)| b.commit.id.to_ascii_lowercase()))
     }
 }
 
