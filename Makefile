@@ -84,8 +84,10 @@ package: setup
 	cargo lambda build --release --output-format zip $(addprefix -p ,$(FUNCTIONS))
 	scripts/check-glibc.sh 2.34 $(foreach f,$(FUNCTIONS),target/lambda/$(f)/bootstrap)
 
-deploy: package
-	cd infra && sam deploy --config-file samconfig.toml
+## deploy: needs an AWS account and the SAM CLI (pip install aws-sam-cli);
+## sam build runs cargo lambda for every function. Not run in tests.
+deploy: setup
+	cd infra && sam build --config-file samconfig.toml && sam deploy --config-file samconfig.toml
 
 clean:
 	rm -rf target .bakehouse node_modules $(VENV)

@@ -15,4 +15,3 @@ pub mod execution;
 pub mod reaper;
 pub mod schedules;
 pub mod webhook;
-
