@@ -28,7 +28,7 @@ use crate::build::{
 };
 
 /// The tag every builder instance carries; its value is the build id.
-pub const BUILD_TAG: &str = "bakehouse:build";
+pub use crate::backends::ec2::TAG_BUILD as BUILD_TAG;
 
 /// Time limit of a build whose recipe sets none, in minutes (the state
 /// machine's own timeout is 4 hours).
