@@ -323,13 +323,20 @@ impl Scanner<'_> {
             }
             b'"' => self.string().map(|_| ()),
             _ => {
+                let start = self.pos;
                 while self
                     .peek()
                     .is_some_and(|b| !matches!(b, b',' | b'}' | b']') && !b.is_ascii_whitespace())
                 {
                     self.pos += 1;
                 }
-                Ok(())
+                // A value that is nothing (`[}`) is malformed; stopping here
+                // also keeps every loop above moving forward.
+                if self.pos == start {
+                    Err(())
+                } else {
+                    Ok(())
+                }
             }
         }
     }

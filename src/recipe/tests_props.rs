@@ -77,3 +77,21 @@ proptest! {
         let _ = parse(&text, Format::Json, origin);
     }
 }
+
+proptest! {
+    // JSON punctuation only, so that malformed nesting (`[}`, `{"a":]`) is
+    // generated often rather than by luck.
+    #[test]
+    fn locate_ends_on_malformed_json(text in "[\\[\\]{}\",: a0]{0,40}", field in "(a|\\[0\\]|\\.){0,6}") {
+        let _ = locate(&text, Format::Json, &field);
+        let _ = locate(&text, Format::Yaml, &field);
+    }
+}
+
+#[test]
+fn a_value_that_is_nothing_ends_the_json_scan() {
+    // `[}` once made the array loop spin forever without consuming input.
+    assert_eq!(locate("[}", Format::Json, "[0]"), Some((1, 2)));
+    assert_eq!(locate("{\"a\": [}", Format::Json, "a[0]"), Some((1, 8)));
+    assert_eq!(locate("{\"a\": }", Format::Json, "a.b"), Some((1, 2)));
+}
