@@ -35,19 +35,13 @@ pub fn check_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
-/// A version literal: dotted non-negative numbers (`1`, `2.0`, `1.10.3`).
+/// A version literal: dotted non-negative numbers (`1`, `2.0`, `1.10.3`),
+/// exactly as the registry parses it.
 pub fn check_version(version: &str) -> Result<(), String> {
-    let ok = !version.is_empty()
-        && version.split('.').all(|part| {
-            !part.is_empty() && part.len() <= 9 && part.bytes().all(|b| b.is_ascii_digit())
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid version {version:?}: use dotted numbers such as \"2.0\" or \"1.10.3\""
-        ))
-    }
+    version
+        .parse::<crate::registry::Version>()
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// An AWS region name such as `eu-west-1`, `us-gov-west-1`, `cn-north-1`.
@@ -184,28 +178,20 @@ impl RegistryRef {
     pub fn is_wildcard(&self) -> bool {
         self.version
             .as_deref()
-            .is_some_and(|v| v.split('.').any(|p| p == "x" || p == "X" || p == "*"))
+            .is_some_and(|v| v.split('.').any(|p| p == "x" || p == "*"))
     }
 }
 
 /// A version literal, or a literal prefix ending in a wildcard part
-/// (`x`, `X` or `*`): `1.x`, `1.2.x`.
+/// (`1.x`, `1.2.x`), exactly as the registry resolves it.
 pub fn check_version_pattern(pattern: &str) -> Result<(), String> {
-    let parts: Vec<&str> = pattern.split('.').collect();
-    let last = parts.len().saturating_sub(1);
-    let ok = !pattern.is_empty()
-        && parts.iter().enumerate().all(|(i, p)| {
-            let wild = matches!(*p, "x" | "X" | "*");
-            (wild && i == last)
-                || (!p.is_empty() && p.len() <= 9 && p.bytes().all(|b| b.is_ascii_digit()))
-        });
-    if ok {
-        Ok(())
-    } else {
-        Err(format!(
-            "invalid version {pattern:?}: use a literal (\"1.2\") or a wildcard (\"1.x\", \"1.2.x\")"
-        ))
+    if pattern.is_empty() {
+        return Err("invalid version \"\": nothing after `@`; use a literal (\"1.2\") or a wildcard (\"1.x\")".into());
     }
+    pattern
+        .parse::<crate::registry::VersionPattern>()
+        .map(drop)
+        .map_err(|e| e.to_string())
 }
 
 /// The kinds of local base a `base.path` can name.

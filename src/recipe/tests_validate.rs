@@ -40,7 +40,7 @@ fn every_problem_of_a_recipe_is_reported_at_once() {
         shown,
         vec![
             "many-problems.yaml:2:1: name: invalid name \"Many_Problems\": names are lowercase letters, digits, '.', '_' and '-', starting with a letter or digit",
-            "many-problems.yaml:3:11: version.version: invalid version \"1..2\": use dotted numbers such as \"2.0\" or \"1.10.3\"",
+            "many-problems.yaml:3:11: version.version: invalid version \"1..2\": part 2 is empty",
             "many-problems.yaml:5:3: base.registry: registry reference \"@1.x\": expected `name` or `name@version` (e.g. \"debian-base@1.x\")",
             "many-problems.yaml:7:3: builder.instance_type: \"large\" does not look like an EC2 instance type (such as \"t3.small\")",
             "many-problems.yaml:8:3: builder.volume_size_gb: volume size 0 GiB must be between 1 and 16384",
@@ -190,6 +190,10 @@ fn registry_references_parse() {
         .expect("literal")
         .is_wildcard());
     assert!(check_version_pattern("1.x.2").is_err());
+    assert!(check_version_pattern("").is_err());
+    // What the registry would refuse at resolve time is refused here.
+    assert!(check_version_pattern("1.X").is_err());
+    assert_eq!(check_version_pattern("1.*"), Ok(()));
 }
 
 #[test]
@@ -301,11 +305,24 @@ fn bad_schedules() {
 
 #[test]
 fn bad_exact_versions() {
-    for v in ["1..2", "a.b", "", "-1", "1.", ".1", "1.2a"] {
+    for (v, why) in [
+        ("1..2", "part 2 is empty"),
+        ("a.b", "part 1 (\"a\") is not a non-negative number"),
+        (
+            "",
+            "a version is one or more numbers separated by dots, e.g. 1.2",
+        ),
+        ("-1", "part 1 (\"-1\") is not a non-negative number"),
+        ("1.", "part 2 is empty"),
+        (".1", "part 1 is empty"),
+        ("1.2a", "part 2 (\"2a\") is not a non-negative number"),
+    ] {
         let got = problems_with(&format!("version: {{version: \"{v}\"}}\n"));
         assert_eq!(
             got,
-            vec![format!("recipe.yaml:4:11: version.version: invalid version \"{v}\": use dotted numbers such as \"2.0\" or \"1.10.3\"")],
+            vec![format!(
+                "recipe.yaml:4:11: version.version: invalid version \"{v}\": {why}"
+            )],
             "{v}"
         );
     }
