@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 STAMP_DEB := .bakehouse/.debian-packages
-DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils bc
+DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils
 CARGO     ?= cargo
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -70,12 +70,18 @@ demo: setup $(DEMO_BASE)
 	$(BAKEHOUSE) build recipes/demo.yaml
 	$(BAKEHOUSE) image resolve demo --provider local
 
-## bench: registry (10,000 versions in moto) and local bake vs cache hit.
-## Prints figures and ratios measured in one run.
-bench: setup $(DEMO_BASE)
+## bench: figures and ratios measured in one run: registry (10,000 versions
+## in moto), local bake vs virt-customize and the cache hit, Lambda zip sizes
+## and init times.
+STAMP_VC := .bakehouse/.virt-customize
+$(STAMP_VC): | $(STAMP_DEB)
+	scripts/install-virt-customize.sh
+	touch $@
+
+bench: setup $(STAMP_VC) package
 	$(CARGO) bench --bench registry
-	$(CARGO) build --quiet --bin bakehouse
-	scripts/bench-local.sh
+	$(CARGO) bench --bench local_bake
+	$(CARGO) bench --bench lambda_init
 
 ## package: every function with cargo lambda (x86_64, provided.al2023) into
 ## target/lambda/NAME/bootstrap.zip, then a glibc check (<= 2.34).

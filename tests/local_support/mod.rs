@@ -154,10 +154,15 @@ impl Harness {
     /// (`statemachines/pipeline.asl.json` on the local ASL runner, each Task
     /// mapped to its step handler).
     pub async fn build(&self, recipe: &Path, build_id: &str) -> Outcome {
-        let input = self.request(recipe, build_id);
+        self.execute(&self.request(recipe, build_id), build_id)
+            .await
+    }
+
+    /// Runs a build of a prepared execution input (see [`Harness::build`]).
+    pub async fn execute(&self, input: &ExecutionInput, build_id: &str) -> Outcome {
         let execution = local::execute(
             self.pipeline.clone(),
-            &input,
+            input,
             build_id,
             Arc::new(SystemClock),
             None,

@@ -1,0 +1,213 @@
+//! Local bake benchmark, measured in one run on one base image:
+//!
+//! - a bake of a fixed recipe (five shell steps on the busybox base of the
+//!   local build tests, given as an ext4 qcow2) through the pipeline state
+//!   machine with the local chroot backend: unpack the qcow2, run the steps,
+//!   clean and verify, capture a compressed qcow2 and a `.tar.zst` with
+//!   their sha256, register;
+//! - `virt-customize` (Debian `libguestfs-tools`, TCG: this machine has no
+//!   KVM) running the same five commands on a copy of the same qcow2, which
+//!   it modifies in place: no clean, no second artifact, no registry;
+//! - the cache-hit rebuild of the unchanged recipe (bake key registered:
+//!   nothing is launched).
+//!
+//! Needs root. Run with `make bench` (which installs libguestfs-tools) or
+//! `cargo bench --bench local_bake`.
+
+#[path = "../tests/local_support/mod.rs"]
+mod local_support;
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use local_support::{busybox_rootfs, run, Harness};
+
+/// Bakes and virt-customize runs measured (median reported).
+const SLOW_RUNS: usize = 3;
+/// Cache-hit rebuilds measured.
+const HIT_RUNS: usize = 9;
+
+/// The provisioning commands, one shell step each, run by both sides.
+const STEPS: [&str; 5] = [
+    "mkdir -p /opt/app/bin /opt/app/etc /var/lib/app && echo 'app:x:990:990::/nonexistent:/bin/false' >> /etc/passwd",
+    "printf 'listen=0.0.0.0:8080\\nworkers=4\\n' > /opt/app/etc/app.conf && chmod 0640 /opt/app/etc/app.conf",
+    "for i in $(seq 1 500); do echo \"record $i\"; done > /var/lib/app/seed.txt",
+    "sha256sum /var/lib/app/seed.txt > /var/lib/app/seed.sha256 && sha256sum -c /var/lib/app/seed.sha256",
+    "printf '#!/bin/sh\\nexec cat /opt/app/etc/app.conf\\n' > /opt/app/bin/app && chmod 0755 /opt/app/bin/app && /opt/app/bin/app",
+];
+
+fn median(mut times: Vec<Duration>) -> Duration {
+    times.sort();
+    times[times.len() / 2]
+}
+
+fn secs(d: Duration) -> f64 {
+    d.as_secs_f64()
+}
+
+/// The busybox base as an ext4 qcow2 that both tools accept: virt-customize
+/// needs `/etc/os-release` and an fstab root it can find (`LABEL=root`).
+fn base_image(h: &Harness) -> std::path::PathBuf {
+    let root = h.path("base-root");
+    busybox_rootfs(&root);
+    fs::write(
+        root.join("etc/os-release"),
+        "ID=busybox\nNAME=\"BusyBox\"\nVERSION_ID=1\nPRETTY_NAME=\"bakehouse bench base\"\n",
+    )
+    .unwrap();
+    fs::write(
+        root.join("etc/fstab"),
+        "LABEL=root / ext4 defaults 0 1\n/dev/vdb /mnt auto defaults,nofail,comment=cloudconfig 0 2\n",
+    )
+    .unwrap();
+    let raw = h.path("base.raw");
+    let qcow2 = h.path("base.qcow2");
+    run(Command::new("mke2fs")
+        .args(["-q", "-F", "-t", "ext4", "-L", "root", "-d"])
+        .arg(&root)
+        .arg(&raw)
+        .arg("96M"));
+    run(Command::new("qemu-img")
+        .args(["convert", "-q", "-c", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(&qcow2));
+    fs::remove_file(&raw).unwrap();
+    qcow2
+}
+
+fn recipe(h: &Harness, base: &Path) -> std::path::PathBuf {
+    let mut text = format!(
+        "name: bench-bake\nlabel: Bench bake\nos: linux\nbase:\n  path: {}\nprovisioners:\n",
+        base.display()
+    );
+    for step in STEPS {
+        let quoted = serde_json::to_string(step).unwrap();
+        text.push_str(&format!("  - type: shell\n    inline: [{quoted}]\n"));
+    }
+    h.write("recipe/bench.yaml", &text)
+}
+
+fn virt_customize(base: &Path, scratch: &Path) -> Duration {
+    let disk = scratch.join("virt-customize.qcow2");
+    let start = Instant::now();
+    fs::copy(base, &disk).unwrap();
+    let mut cmd = Command::new("virt-customize");
+    cmd.env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .args(["--quiet", "--no-network", "-a"])
+        .arg(&disk);
+    for step in STEPS {
+        cmd.args(["--run-command", step]);
+    }
+    run(&mut cmd);
+    let took = start.elapsed();
+    // The commands ran: the file the last step wrote is in the image.
+    let out = run(Command::new("virt-cat")
+        .env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+        .arg("-a")
+        .arg(&disk)
+        .arg("/opt/app/etc/app.conf"));
+    assert!(out.contains("workers=4"), "{out}");
+    fs::remove_file(&disk).unwrap();
+    took
+}
+
+fn main() {
+    // Step logs would drown the figures; RUST_LOG=info brings them back.
+    if std::env::var_os("RUST_LOG").is_none() {
+        std::env::set_var("RUST_LOG", "warn");
+    }
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(bench());
+}
+
+async fn bench() {
+    if Command::new("virt-customize")
+        .arg("--version")
+        .output()
+        .is_err()
+    {
+        eprintln!("virt-customize is missing: `make bench` installs libguestfs-tools");
+        std::process::exit(2);
+    }
+    let h = Harness::new(None);
+    let base = base_image(&h);
+    let recipe = recipe(&h, &base);
+
+    let mut bakes = Vec::new();
+    let mut steps: Vec<(String, Duration)> = Vec::new();
+    for i in 0..SLOW_RUNS {
+        let id = format!("bench-bake-{i}");
+        let mut input = h.request(&recipe, &id);
+        // The first bake registers the recipe's bake key; the later ones are
+        // forced (a forced bake registers under its own key).
+        input.force = i > 0;
+        let start = Instant::now();
+        let out = h.execute(&input, &id).await;
+        bakes.push(start.elapsed());
+        assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+        assert_eq!(out.launch["cache_hit"], false);
+        steps = out
+            .record
+            .steps
+            .iter()
+            .filter_map(|s| {
+                let end = s.finished_at?;
+                Some((s.step.to_string(), (end - s.started_at).to_std().ok()?))
+            })
+            .collect();
+    }
+
+    let mut hits = Vec::new();
+    for i in 0..HIT_RUNS {
+        let id = format!("bench-hit-{i}");
+        let start = Instant::now();
+        let out = h.build(&recipe, &id).await;
+        hits.push(start.elapsed());
+        assert_eq!(out.launch["cache_hit"], true, "a rebuild is a cache hit");
+    }
+
+    let scratch = h.path("scratch-vc");
+    fs::create_dir_all(&scratch).unwrap();
+    let virt: Vec<Duration> = (0..SLOW_RUNS)
+        .map(|_| virt_customize(&base, &scratch))
+        .collect();
+
+    let (bake, hit, virt) = (median(bakes), median(hits), median(virt));
+    println!(
+        "local bake: busybox base ({} KiB qcow2), {} shell steps",
+        fs::metadata(&base).unwrap().len() / 1024,
+        STEPS.len()
+    );
+    println!(
+        "  {:<46} {:>9.2} s",
+        "bakehouse build (median of 3)",
+        secs(bake)
+    );
+    for (step, took) in &steps {
+        println!("    {:<44} {:>9.2} s", step, secs(*took));
+    }
+    println!(
+        "  {:<46} {:>9.2} s",
+        "virt-customize, same commands (median of 3)",
+        secs(virt)
+    );
+    println!(
+        "  {:<46} {:>9.1} x",
+        "ratio virt-customize / bakehouse",
+        secs(virt) / secs(bake)
+    );
+    println!(
+        "  {:<46} {:>9.3} s",
+        "cache-hit rebuild (median of 9)",
+        secs(hit)
+    );
+    println!(
+        "  {:<46} {:>9.0} x",
+        "ratio bake / cache hit",
+        secs(bake) / secs(hit)
+    );
+}
