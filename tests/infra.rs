@@ -4,7 +4,7 @@
 //! one `DynamoStore::create_table` makes.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 
 use bakehouse::pipeline::local::function_placeholders;
@@ -330,5 +330,23 @@ async fn the_template_table_is_the_one_create_table_makes() {
         .collect();
     let made: TableShape = (attrs, keys(table.key_schema()), gsis);
     assert_eq!(template_table(), made);
-    assert!(Path::new(&root().join("infra/samconfig.toml")).exists());
+}
+
+#[test]
+fn samconfig_sets_and_documents_every_template_parameter() {
+    let config = std::fs::read_to_string(root().join("infra/samconfig.toml")).unwrap();
+    let t = template();
+    let params = t["Parameters"].as_mapping().expect("Parameters");
+    assert!(!params.is_empty());
+    for name in params.keys() {
+        let name = name.as_str().unwrap();
+        assert!(
+            config.contains(&format!("\"{name}=")),
+            "samconfig.toml parameter_overrides lacks {name}"
+        );
+        assert!(
+            config.contains(&format!("#   {name} ")),
+            "samconfig.toml does not document {name}"
+        );
+    }
 }
