@@ -453,6 +453,28 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
             .filter_map(|l| l.user_id())
             .collect();
         assert_eq!(users, [ACCOUNT], "{region}");
+        // Its snapshots too, so the account can copy the image.
+        let snapshots: Vec<String> = image
+            .block_device_mappings()
+            .iter()
+            .filter_map(|m| m.ebs().and_then(|e| e.snapshot_id()).map(str::to_string))
+            .collect();
+        assert!(!snapshots.is_empty(), "{region}");
+        for snap in &snapshots {
+            let perms = ec2
+                .describe_snapshot_attribute()
+                .snapshot_id(snap)
+                .attribute(aws_sdk_ec2::types::SnapshotAttributeName::CreateVolumePermission)
+                .send()
+                .await
+                .unwrap();
+            let users: Vec<&str> = perms
+                .create_volume_permissions()
+                .iter()
+                .filter_map(|p| p.user_id())
+                .collect();
+            assert_eq!(users, [ACCOUNT], "{region} {snap}");
+        }
         assert_eq!(
             env.build_images(region, "web-1", "web").await.len(),
             1,

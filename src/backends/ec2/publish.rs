@@ -1,8 +1,12 @@
 //! Publishing captured images: their snapshots recorded and tagged, launch
-//! permissions for the publish accounts in every region, everything marked
-//! to be kept when the build succeeds.
+//! permissions on the images and create-volume permissions on their
+//! snapshots for the publish accounts in every region, everything marked to
+//! be kept when the build succeeds.
 
-use aws_sdk_ec2::types::{Image, LaunchPermission, LaunchPermissionModifications, Tag};
+use aws_sdk_ec2::types::{
+    Image, LaunchPermission, LaunchPermissionModifications, OperationType, SnapshotAttributeName,
+    Tag,
+};
 use futures::future::join_all;
 
 use crate::build::ResourceKind;
@@ -92,7 +96,31 @@ impl Ec2Backend {
             }))
             .await;
             sharing.into_iter().collect::<Result<Vec<_>, _>>()?;
-            tracing::info!(build = %ctx.build_id, accounts = ?accounts, "images shared");
+            // The accounts also get create-volume permission on the
+            // snapshots, so they can copy the image into their own account.
+            let snapshot_sharing = join_all(snapshots.iter().flat_map(|(region, snaps)| {
+                snaps.iter().map(move |snap| async move {
+                    self.ec2(region)
+                        .modify_snapshot_attribute()
+                        .snapshot_id(snap)
+                        .attribute(SnapshotAttributeName::CreateVolumePermission)
+                        .operation_type(OperationType::Add)
+                        .set_user_ids(Some(accounts.to_vec()))
+                        .send()
+                        .await
+                        .map_err(|e| {
+                            aws(
+                                format!("ModifySnapshotAttribute (share {snap} in {region})"),
+                                e,
+                            )
+                        })
+                })
+            }))
+            .await;
+            snapshot_sharing
+                .into_iter()
+                .collect::<Result<Vec<_>, _>>()?;
+            tracing::info!(build = %ctx.build_id, accounts = ?accounts, "images and snapshots shared");
         }
         Ok(())
     }
