@@ -144,39 +144,33 @@ impl Schedules {
             .build()
             .map_err(|e| service_err(&name, e))?;
         let description = format!("bakehouse: rebuild recipe {recipe}");
-        if existing.is_some() {
-            self.client
-                .update_schedule()
-                .name(&name)
-                .group_name(&self.settings.group)
-                .schedule_expression(expression)
-                .schedule_expression_timezone(&self.settings.timezone)
-                .flexible_time_window(window)
-                .target(target)
-                .state(ScheduleState::Enabled)
-                .description(description)
-                .send()
-                .await
-                .map_err(|e| service_err(&name, e))?;
-            tracing::info!(schedule = %name, expression, "schedule updated");
-            Ok(ScheduleChange::Updated)
-        } else {
-            self.client
-                .create_schedule()
-                .name(&name)
-                .group_name(&self.settings.group)
-                .schedule_expression(expression)
-                .schedule_expression_timezone(&self.settings.timezone)
-                .flexible_time_window(window)
-                .target(target)
-                .state(ScheduleState::Enabled)
-                .description(description)
-                .send()
-                .await
-                .map_err(|e| service_err(&name, e))?;
-            tracing::info!(schedule = %name, expression, "schedule created");
-            Ok(ScheduleChange::Created)
+        // CreateSchedule and UpdateSchedule take the same fields but are
+        // different builder types.
+        macro_rules! send {
+            ($request:expr) => {
+                $request
+                    .name(&name)
+                    .group_name(&self.settings.group)
+                    .schedule_expression(expression)
+                    .schedule_expression_timezone(&self.settings.timezone)
+                    .flexible_time_window(window)
+                    .target(target)
+                    .state(ScheduleState::Enabled)
+                    .description(description)
+                    .send()
+                    .await
+                    .map_err(|e| service_err(&name, e))
+            };
         }
+        let change = if existing.is_some() {
+            send!(self.client.update_schedule())?;
+            ScheduleChange::Updated
+        } else {
+            send!(self.client.create_schedule())?;
+            ScheduleChange::Created
+        };
+        tracing::info!(schedule = %name, expression, ?change, "schedule written");
+        Ok(change)
     }
 
     /// Deletes the schedule of `recipe`; returns whether there was one.
