@@ -79,6 +79,29 @@ proptest! {
 }
 
 proptest! {
+    // Packer's template language: actions, pipes, quotes and the functions,
+    // mixed at random.
+    #[test]
+    fn packer_render_never_panics(
+        text in "(\\{\\{|\\}\\}|-| |\\||\"|`|\\\\|\\(|user|env|isotime|timestamp|clean_resource_name|lower|upper|replace_all|build_name|template_dir|`x`|\"y\"|a|\n){0,40}",
+    ) {
+        let vars: std::collections::BTreeMap<String, String> =
+            [("a".to_string(), "A b".to_string())].into();
+        let env = std::collections::BTreeMap::new();
+        for (allow_env, volatile_empty) in [(false, false), (true, true)] {
+            let ctx = super::packer_template::TemplateContext {
+                vars: &vars,
+                env: &env,
+                now: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
+                template_dir: "/t",
+                build_name: "b",
+                allow_env,
+                volatile_empty,
+            };
+            let _ = super::packer_template::render(&text, &ctx);
+        }
+    }
+
     // JSON punctuation only, so that malformed nesting (`[}`, `{"a":]`) is
     // generated often rather than by luck.
     #[test]
