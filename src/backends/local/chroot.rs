@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
 
-use crate::pipeline::StepError;
+use crate::pipeline::{BuildContext, StepError};
 
 use super::fsutil::{ensure_real_dir, io_error, is_real_dir, remove_path, resolve_in_root};
 
@@ -89,6 +89,26 @@ impl RunResult {
     /// The last `n` lines as one line, for error messages.
     pub fn short_tail(&self, n: usize) -> String {
         self.tail[self.tail.len().saturating_sub(n)..].join(" | ")
+    }
+
+    /// Keeps the output tail as a note of the build and fails the build,
+    /// naming what ran (`label`), if it exited non-zero.
+    pub async fn record(&self, ctx: &BuildContext, label: &str) -> Result<(), StepError> {
+        let _ = ctx
+            .note(format!(
+                "{label}: exit {}\n{}",
+                self.status,
+                self.tail_text()
+            ))
+            .await;
+        if self.status != 0 {
+            return Err(StepError::BuildFailed(format!(
+                "{label} failed with exit code {}: {}",
+                self.status,
+                self.short_tail(5)
+            )));
+        }
+        Ok(())
     }
 }
 

@@ -43,21 +43,7 @@ pub(crate) async fn clean(ctx: &BuildContext, sandbox: &Sandbox) -> Result<(), S
     }
     .await;
     stage.remove()?;
-    let result = result?;
-    let _ = ctx
-        .note(format!(
-            "clean: exit {}\n{}",
-            result.status,
-            result.tail_text()
-        ))
-        .await;
-    if result.status != 0 {
-        return Err(StepError::BuildFailed(format!(
-            "clean script failed with exit code {}: {}",
-            result.status,
-            result.short_tail(5)
-        )));
-    }
+    result?.record(ctx, "clean script").await?;
     let root = sandbox.root.clone();
     let policy = recipe.clean.clone();
     let leftovers = blocking(move || Ok(verify_tree(&root, &policy))).await?;

@@ -31,7 +31,7 @@ pub(crate) async fn provision(
         let started = std::time::Instant::now();
         let outcome = run_one(ctx, loaded, sandbox, index, provisioner, &label).await?;
         if let Some(result) = &outcome {
-            record_outcome(ctx, &label, result).await?;
+            result.record(ctx, &label).await?;
         }
         tracing::info!(
             build = %ctx.build_id,
@@ -50,7 +50,7 @@ pub(crate) async fn provision(
         }
         let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.clone()];
         let result = sandbox.run(&label, &argv).await?;
-        record_outcome(ctx, &label, &result).await?;
+        result.record(ctx, &label).await?;
     }
     Ok(())
 }
@@ -71,30 +71,6 @@ pub(crate) fn describe(p: &Provisioner) -> String {
 
 /// Runs one provisioner; `None` when nothing ran in the sandbox (a file
 /// upload).
-/// Keeps a run's output tail as a note and fails the build, naming the
-/// provisioner or test, if it exited non-zero.
-async fn record_outcome(
-    ctx: &BuildContext,
-    label: &str,
-    result: &RunResult,
-) -> Result<(), StepError> {
-    let _ = ctx
-        .note(format!(
-            "{label}: exit {}\n{}",
-            result.status,
-            result.tail_text()
-        ))
-        .await;
-    if result.status != 0 {
-        return Err(StepError::BuildFailed(format!(
-            "{label} failed with exit code {}: {}",
-            result.status,
-            result.short_tail(5)
-        )));
-    }
-    Ok(())
-}
-
 async fn run_one(
     ctx: &BuildContext,
     loaded: &LoadedRecipe,
