@@ -89,24 +89,28 @@ fn recipe(h: &Harness, base: &Path) -> std::path::PathBuf {
     h.write("recipe/bench.yaml", &text)
 }
 
+/// A libguestfs tool, with the appliance run by qemu directly under TCG
+/// (this machine has no KVM).
+fn libguestfs(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("LIBGUESTFS_BACKEND", "direct")
+        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg");
+    cmd
+}
+
 fn virt_customize(base: &Path, scratch: &Path) -> Duration {
     let disk = scratch.join("virt-customize.qcow2");
     let start = Instant::now();
     fs::copy(base, &disk).unwrap();
-    let mut cmd = Command::new("virt-customize");
-    cmd.env("LIBGUESTFS_BACKEND", "direct")
-        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
-        .args(["--quiet", "--no-network", "-a"])
-        .arg(&disk);
+    let mut cmd = libguestfs("virt-customize");
+    cmd.args(["--quiet", "--no-network", "-a"]).arg(&disk);
     for step in STEPS {
         cmd.args(["--run-command", step]);
     }
     run(&mut cmd);
     let took = start.elapsed();
     // The commands ran: the file the last step wrote is in the image.
-    let out = run(Command::new("virt-cat")
-        .env("LIBGUESTFS_BACKEND", "direct")
-        .env("LIBGUESTFS_BACKEND_SETTINGS", "force_tcg")
+    let out = run(libguestfs("virt-cat")
         .arg("-a")
         .arg(&disk)
         .arg("/opt/app/etc/app.conf"));

@@ -16,6 +16,19 @@ fn repo(path: &str) -> String {
     format!("{}/{path}", env!("CARGO_MANIFEST_DIR"))
 }
 
+async fn executions(
+    sfn: &aws_sdk_sfn::Client,
+    machine: &str,
+) -> Vec<aws_sdk_sfn::types::ExecutionListItem> {
+    sfn.list_executions()
+        .state_machine_arn(machine)
+        .send()
+        .await
+        .unwrap()
+        .executions()
+        .to_vec()
+}
+
 #[tokio::test]
 async fn remote_build_starts_one_execution_with_the_documented_input_and_follows_it() {
     let moto = moto().await.unwrap();
@@ -56,13 +69,7 @@ async fn remote_build_starts_one_execution_with_the_documented_input_and_follows
     // The execution appears under the build id, running.
     let started = Instant::now();
     let execution = loop {
-        let listed = sfn
-            .list_executions()
-            .state_machine_arn(&machine)
-            .send()
-            .await
-            .unwrap();
-        if let Some(e) = listed.executions().first() {
+        if let Some(e) = executions(&sfn, &machine).await.first() {
             break e.clone();
         }
         assert!(
@@ -125,11 +132,9 @@ async fn remote_build_starts_one_execution_with_the_documented_input_and_follows
         stderr.contains(&format!("execution {BUILD_ID} ABORTED")),
         "{stderr}"
     );
-    let listed = sfn
-        .list_executions()
-        .state_machine_arn(&machine)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(listed.executions().len(), 1, "one execution, not more");
+    assert_eq!(
+        executions(&sfn, &machine).await.len(),
+        1,
+        "one execution, not more"
+    );
 }
