@@ -79,3 +79,111 @@ fn unknown_fields_and_wrong_types_are_named() {
         "{out}"
     );
 }
+
+/// Every kind of recipe mistake stops `build` before anything happens: the
+/// message names file, line, field and what is wrong, and the registry, the
+/// build records and the work area are left exactly as they were.
+#[test]
+fn broken_recipes_are_refused_by_build_and_store_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+            .current_dir(d)
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.success(), text)
+    };
+    std::fs::create_dir_all(d.join(".bakehouse/images")).unwrap();
+    std::fs::write(d.join(".bakehouse/images/a.qcow2"), b"a").unwrap();
+    std::fs::write(d.join("base.tar"), b"").unwrap();
+    let (ok, text) = run(&["image", "add", "--name", "keep", "a.qcow2"]);
+    assert!(ok, "{text}");
+    let state = || {
+        let images = run(&["--json", "image", "list"]);
+        let builds = run(&["--json", "builds", "list"]);
+        let mut files: Vec<String> = walkdir(&d.join(".bakehouse"));
+        files.sort();
+        (images, builds, files)
+    };
+    let before = state();
+    assert!(
+        before.0 .0 && before.0 .1.contains("keep"),
+        "{:?}",
+        before.0
+    );
+    assert!(before.1 .0, "{:?}", before.1);
+
+    let head = "name: broken\nbase: {path: base.tar}\n";
+    let cases = [
+        (
+            "unknown-field.yaml",
+            format!("{head}provisioner: []\n"),
+            "unknown-field.yaml:3:1: provisioner: unknown field `provisioner`",
+        ),
+        (
+            "wrong-type.yaml",
+            format!("{head}builder: {{volume_size_gb: big}}\n"),
+            "wrong-type.yaml:3:27: builder.volume_size_gb: invalid type: string \"big\"",
+        ),
+        (
+            "missing-script.yaml",
+            format!("{head}provisioners:\n  - type: shell\n    script: scripts/gone.sh\n"),
+            "missing-script.yaml:5:5: provisioners[0].script: file scripts/gone.sh does not exist",
+        ),
+        (
+            "bad-cron.yaml",
+            format!("{head}schedule: \"cron(0 4 * * MON *)\"\n"),
+            "bad-cron.yaml:3:1: schedule: cron(0 4 * * MON *): one of day-of-month or day-of-week must be `?`",
+        ),
+        (
+            "bad-version-policy.yaml",
+            format!("{head}version: {{bump: huge}}\n"),
+            "bad-version-policy.yaml:3:17: version.bump: unknown variant `huge`",
+        ),
+        (
+            "bad-version.yaml",
+            format!("{head}version: {{version: \"1.x.3\"}}\n"),
+            "bad-version.yaml:3:11: version.version: invalid version \"1.x.3\"",
+        ),
+        (
+            "truncated.json",
+            "{\"name\": \"broken\", \"base\": ".to_string(),
+            "truncated.json:1:",
+        ),
+    ];
+    for (file, text, expected) in &cases {
+        std::fs::write(d.join(file), text).unwrap();
+        for command in ["validate", "build"] {
+            let (ok, out) = run(&[command, file]);
+            assert!(!ok, "{command} {file} succeeded:\n{out}");
+            assert!(
+                out.contains(expected),
+                "{command} {file}: expected {expected:?} in\n{out}"
+            );
+        }
+    }
+    assert_eq!(state(), before, "registry, builds and work area unchanged");
+}
+
+/// Every path under `root`, relative to it.
+fn walkdir(root: &std::path::Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            out.push(path.strip_prefix(root).unwrap().display().to_string());
+            if path.is_dir() {
+                stack.push(path);
+            }
+        }
+    }
+    out
+}
