@@ -304,9 +304,17 @@ async fn poll(p: &Pipeline, step: Step, mut out: Value) -> Result<Value, StepErr
     panic!("{step} never finished: {out}");
 }
 
-/// Runs a whole build through the state machine definition.
+/// Runs a whole build through the state machine definition, as an
+/// execution named by the request's `build_id`.
 async fn run(p: &Pipeline, request: Value) -> Run {
     let name = request["build_id"].as_str().unwrap().to_string();
+    run_as(p, request, &name).await
+}
+
+/// Runs a whole build as the execution `name` (the build id when the
+/// request has none, as with a schedule's input).
+async fn run_as(p: &Pipeline, request: Value, name: &str) -> Run {
+    let name = name.to_string();
     let input: ExecutionInput = serde_json::from_value(request).unwrap();
     let clock = Arc::new(VirtualClock::new(chrono::Utc::now()));
     let execution = bakehouse::pipeline::local::execute(p.clone(), &input, &name, clock, None)
@@ -927,6 +935,64 @@ async fn unchanged_recipe_is_a_cache_hit_that_launches_nothing() {
     let third = run(&p, request("cache-3", changed)).await;
     assert_eq!(third.teardown["version"], json!("web@1.1"));
     assert!(!env.record("cache-3").await.cache_hit);
+}
+
+/// A schedule starts the state machine with only `{"recipe": NAME,
+/// "trigger": "schedule"}`: launch builds the recipe as stored at its last
+/// push, and an unchanged bake key makes the rebuild a cache hit. Before any
+/// push stored it, the build fails at launch with a record that says why.
+#[tokio::test]
+async fn scheduled_rebuild_uses_the_stored_recipe_and_is_a_cache_hit() {
+    let env = env().await;
+    let p = env.pipeline(None);
+    let scheduled = || json!({"recipe": "web", "trigger": "schedule"});
+
+    let early = run_as(&p, scheduled(), "sched-0").await;
+    match &early.error {
+        Some(StepError::NonRetryable(cause)) => {
+            assert!(cause.contains("recipe \"web\" is not stored"), "{cause}")
+        }
+        other => panic!("expected a NonRetryable launch failure, got {other:?}"),
+    }
+    let record = env.record("sched-0").await;
+    assert_eq!(record.status, BuildStatus::Failed);
+    let failure = record.failure.expect("failure recorded");
+    assert_eq!(failure.step, "launch");
+    assert!(failure.cause.contains("not stored"), "{failure:?}");
+    assert_eq!(env.live_instances(HOME, None).await, Vec::<String>::new());
+
+    // What a push stores: the recipe document and its files.
+    let pushed = request("push-1", web_recipe());
+    let bundle = serde_json::from_value::<ExecutionInput>(pushed.clone())
+        .unwrap()
+        .inline_bundle()
+        .unwrap();
+    env.builds.put_recipe("web", &bundle).await.unwrap();
+
+    let first = run_as(&p, scheduled(), "sched-1").await;
+    assert!(first.error.is_none(), "{:?}", first.error);
+    assert_eq!(first.teardown["version"], json!("web@1.0"));
+    let built = env.record("sched-1").await;
+    assert_eq!(
+        built.trigger.kind,
+        bakehouse::registry::TriggerKind::Schedule
+    );
+    assert_eq!(built.bundle, bundle, "built from the stored recipe");
+    assert!(!built.cache_hit);
+    let instances = env.all_instances(HOME).await;
+
+    let again = run_as(&p, scheduled(), "sched-2").await;
+    assert!(again.error.is_none(), "{:?}", again.error);
+    assert_eq!(again.teardown["version"], json!("web@1.0"));
+    let hit = env.record("sched-2").await;
+    assert!(hit.cache_hit);
+    assert_eq!(hit.bake_key, built.bake_key);
+    assert_eq!(
+        env.all_instances(HOME).await,
+        instances,
+        "no instance launched"
+    );
+    assert_eq!(env.registry.list(Some("web")).await.unwrap().len(), 1);
 }
 
 #[tokio::test]
