@@ -6,7 +6,7 @@
 //!
 //! Every function reads its typed config and builds its SDK clients in that
 //! window; the webhook also reads its secret from SSM Parameter Store, here
-//! a moto server on loopback. Targets: each zip under 8 MB, init under 20 ms.
+//! a moto server on loopback. Targets: each zip under 8 MiB, init under 20 ms.
 //!
 //! Run with `make bench` (which runs `make package` first), or
 //! `cargo bench --bench lambda_init` after `make package`.
@@ -135,7 +135,7 @@ fn main() {
     println!("Lambda packages (target/lambda/NAME/bootstrap.zip), init = spawn to first GET .../invocation/next, median of {RUNS}");
     println!(
         "  {:<10} {:>10} {:>10} {:>10} {:>10}",
-        "function", "zip MB", "init ms", "min ms", "max ms"
+        "function", "zip MiB", "init ms", "min ms", "max ms"
     );
     let mut worst_zip = 0;
     let mut worst_init = Duration::ZERO;
@@ -197,7 +197,7 @@ fn main() {
         worst_init = worst_init.max(median);
     }
     println!(
-        "  largest zip {:.2} MB (target < {} MB: {}); slowest median init {:.2} ms (target < {} ms: {})",
+        "  largest zip {:.2} MiB (target < {} MiB: {}); slowest median init {:.2} ms (target < {} ms: {})",
         worst_zip as f64 / 1_048_576.0,
         MAX_ZIP / 1_048_576,
         if worst_zip < MAX_ZIP { "met" } else { "MISSED" },

@@ -138,3 +138,111 @@ async fn remote_build_starts_one_execution_with_the_documented_input_and_follows
         "one execution, not more"
     );
 }
+
+/// `bakehouse --table T builds list|show` read the build records the
+/// pipeline writes to the DynamoDB table: newest first, with status, version,
+/// failure and steps; an unknown id is a clear error.
+#[tokio::test]
+async fn builds_list_and_show_read_the_records_from_the_table() {
+    use bakehouse::build::{
+        BuildRecord, BuildStatus, BuildStore, DynamoBuildStore, Failure, RecipeBundle, Step,
+    };
+    use bakehouse::registry::{DynamoStore, Trigger, TriggerKind};
+
+    let moto = moto().await.unwrap();
+    let sdk = moto.sdk_config("us-east-1").await;
+    DynamoStore::new(&sdk, "builds-table")
+        .create_table()
+        .await
+        .unwrap();
+    let store = DynamoBuildStore::new(aws_sdk_dynamodb::Client::new(&sdk), "builds-table");
+    let record = |id: &str, minutes_ago: i64, trigger: TriggerKind| {
+        let mut r = BuildRecord::new(
+            id,
+            "web",
+            RecipeBundle {
+                recipe: serde_json::json!({"name": "web", "base": {"image": "ami-12c6146b"}}),
+                files: Default::default(),
+            },
+            Trigger::of(trigger),
+            false,
+        );
+        r.created_at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
+        r.step_invoked(Step::Launch);
+        r.step_finished(Step::Launch);
+        r
+    };
+    let mut good = record("web-push-1", 30, TriggerKind::Push);
+    good.status = BuildStatus::Succeeded;
+    good.version = Some("web@1.4".into());
+    store.create(&good).await.unwrap();
+    let mut bad = record("web-sched-2", 5, TriggerKind::Schedule);
+    bad.step_invoked(Step::Provision);
+    bad.status = BuildStatus::Failed;
+    bad.failure = Some(Failure {
+        step: "provision".into(),
+        error: "BuildFailed".into(),
+        cause: "shell step 1: exit 3".into(),
+    });
+    store.create(&bad).await.unwrap();
+
+    let endpoint = moto.server().endpoint();
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+            .args(["--table", "builds-table"])
+            .args(args)
+            .env("AWS_ENDPOINT_URL", &endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "testing")
+            .env("AWS_SECRET_ACCESS_KEY", "testing")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+
+    let (ok, out, err) = cli(&["--json", "builds", "list"]);
+    assert!(ok, "{err}");
+    let list: Vec<Value> = serde_json::from_str(&out).unwrap();
+    let ids: Vec<&str> = list.iter().filter_map(|r| r["id"].as_str()).collect();
+    assert_eq!(ids, ["web-sched-2", "web-push-1"], "newest first");
+
+    let (ok, out, err) = cli(&["builds", "list"]);
+    assert!(ok, "{err}");
+    let rows: Vec<&str> = out.lines().filter(|l| l.contains("web-")).collect();
+    assert_eq!(rows.len(), 2, "{out}");
+    assert!(
+        rows[0].contains("schedule") && rows[0].contains("FAILED"),
+        "{out}"
+    );
+    assert!(
+        rows[1].contains("push") && rows[1].contains("SUCCEEDED") && rows[1].contains("web@1.4"),
+        "{out}"
+    );
+
+    let (ok, out, err) = cli(&["builds", "show", "web-sched-2"]);
+    assert!(ok, "{err}");
+    assert!(
+        out.contains("build web-sched-2 — recipe web — FAILED"),
+        "{out}"
+    );
+    assert!(
+        out.contains("failed at provision: BuildFailed: shell step 1: exit 3"),
+        "{out}"
+    );
+    assert!(out.contains("launch") && out.contains("provision"), "{out}");
+
+    let (ok, out, err) = cli(&["--json", "builds", "show", "web-push-1"]);
+    assert!(ok, "{err}");
+    let shown: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(shown["version"], "web@1.4");
+
+    let (ok, _, err) = cli(&["builds", "show", "nope"]);
+    assert!(!ok);
+    assert!(err.contains("no build nope"), "{err}");
+}
