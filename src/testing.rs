@@ -136,6 +136,18 @@ impl MotoGuard {
     pub async fn sdk_config(&self, region: &str) -> aws_config::SdkConfig {
         crate::aws::for_endpoint(&self.server.endpoint(), region).await
     }
+
+    /// The standard AWS environment for a child process (the CLI under test)
+    /// that talks to the server in `region` with test credentials.
+    pub fn process_env(&self, region: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_ENDPOINT_URL", self.server.endpoint()),
+            ("AWS_REGION", region.to_string()),
+            ("AWS_ACCESS_KEY_ID", "testing".to_string()),
+            ("AWS_SECRET_ACCESS_KEY", "testing".to_string()),
+            ("AWS_EC2_METADATA_DISABLED", "true".to_string()),
+        ]
+    }
 }
 
 /// Waits for exclusive use of the shared server (starting it on first use)

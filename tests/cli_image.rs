@@ -328,13 +328,8 @@ async fn ec2_images_are_found_in_every_configured_region() {
     let west = create_ami(&guard, "eu-west-1", "web-golden-west").await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_path_buf();
-    let env = vec![
-        ("AWS_ENDPOINT_URL", guard.server().endpoint()),
-        ("AWS_ACCESS_KEY_ID", "test".to_string()),
-        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
-        ("AWS_REGION", "us-east-1".to_string()),
-        ("BAKEHOUSE_TABLE", "registry".to_string()),
-    ];
+    let mut env = guard.process_env("us-east-1");
+    env.push(("BAKEHOUSE_TABLE", "registry".to_string()));
     let run = move |args: Vec<String>| {
         let env = env.clone();
         let d = d.clone();

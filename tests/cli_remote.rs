@@ -46,7 +46,7 @@ async fn remote_build_starts_one_execution_with_the_documented_input_and_follows
         .state_machine_arn()
         .to_string();
 
-    let endpoint = moto.server().endpoint();
+    let env = moto.process_env("us-east-1");
     let cli = {
         let machine = machine.clone();
         std::thread::spawn(move || {
@@ -55,11 +55,7 @@ async fn remote_build_starts_one_execution_with_the_documented_input_and_follows
                 .args(["--build-id", BUILD_ID])
                 .arg(repo("recipes/web-aws.yaml"))
                 .env_remove("BAKEHOUSE_TABLE")
-                .env("AWS_ENDPOINT_URL", endpoint)
-                .env("AWS_REGION", "us-east-1")
-                .env("AWS_ACCESS_KEY_ID", "testing")
-                .env("AWS_SECRET_ACCESS_KEY", "testing")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
+                .envs(env)
                 .env("USER", "alice")
                 .output()
                 .unwrap()
@@ -186,16 +182,12 @@ async fn builds_list_and_show_read_the_records_from_the_table() {
     });
     store.create(&bad).await.unwrap();
 
-    let endpoint = moto.server().endpoint();
+    let env = moto.process_env("us-east-1");
     let cli = |args: &[&str]| {
         let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
             .args(["--table", "builds-table"])
             .args(args)
-            .env("AWS_ENDPOINT_URL", &endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "testing")
-            .env("AWS_SECRET_ACCESS_KEY", "testing")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(env.clone())
             .env_remove("AWS_PROFILE")
             .output()
             .unwrap();
