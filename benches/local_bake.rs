@@ -188,7 +188,7 @@ async fn bench() {
     );
     println!(
         "  {:<46} {:>9.2} s",
-        "bakehouse build (median of 3)",
+        format!("bakehouse build (median of {SLOW_RUNS})"),
         secs(bake)
     );
     for (step, took) in &steps {
@@ -196,7 +196,7 @@ async fn bench() {
     }
     println!(
         "  {:<46} {:>9.2} s",
-        "virt-customize, same commands (median of 3)",
+        format!("virt-customize, same commands (median of {SLOW_RUNS})"),
         secs(virt)
     );
     println!(
@@ -206,7 +206,7 @@ async fn bench() {
     );
     println!(
         "  {:<46} {:>9.3} s",
-        "cache-hit rebuild (median of 9)",
+        format!("cache-hit rebuild (median of {HIT_RUNS})"),
         secs(hit)
     );
     println!(

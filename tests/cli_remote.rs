@@ -3,6 +3,8 @@
 //! the state machine (its executions stay RUNNING), so the test stops the
 //! execution itself once it exists and checks what the CLI sent and reported.
 
+mod support;
+
 use std::process::Command;
 use std::time::{Duration, Instant};
 
@@ -140,10 +142,8 @@ async fn remote_build_starts_one_execution_with_the_documented_input_and_follows
 /// failure and steps; an unknown id is a clear error.
 #[tokio::test]
 async fn builds_list_and_show_read_the_records_from_the_table() {
-    use bakehouse::build::{
-        BuildRecord, BuildStatus, BuildStore, DynamoBuildStore, Failure, RecipeBundle, Step,
-    };
-    use bakehouse::registry::{DynamoStore, Trigger, TriggerKind};
+    use bakehouse::build::{BuildStatus, BuildStore, DynamoBuildStore, Failure, Step};
+    use bakehouse::registry::{DynamoStore, TriggerKind};
 
     let moto = moto().await.unwrap();
     let sdk = moto.sdk_config("us-east-1").await;
@@ -153,17 +153,8 @@ async fn builds_list_and_show_read_the_records_from_the_table() {
         .unwrap();
     let store = DynamoBuildStore::new(aws_sdk_dynamodb::Client::new(&sdk), "builds-table");
     let record = |id: &str, minutes_ago: i64, trigger: TriggerKind| {
-        let mut r = BuildRecord::new(
-            id,
-            "web",
-            RecipeBundle {
-                recipe: serde_json::json!({"name": "web", "base": {"image": "ami-12c6146b"}}),
-                files: Default::default(),
-            },
-            Trigger::of(trigger),
-            false,
-        );
-        r.created_at = chrono::Utc::now() - chrono::Duration::minutes(minutes_ago);
+        let recipe = serde_json::json!({"name": "web", "base": {"image": "ami-12c6146b"}});
+        let mut r = support::build_record(id, recipe, trigger, minutes_ago);
         r.step_invoked(Step::Launch);
         r.step_finished(Step::Launch);
         r

@@ -108,9 +108,7 @@ fn broken_recipes_are_refused_by_build_and_store_nothing() {
     let state = || {
         let images = run(&["--json", "image", "list"]);
         let builds = run(&["--json", "builds", "list"]);
-        let mut files: Vec<String> = walkdir(&d.join(".bakehouse"));
-        files.sort();
-        (images, builds, files)
+        (images, builds, tree(&d.join(".bakehouse")))
     };
     let before = state();
     assert!(
@@ -172,18 +170,15 @@ fn broken_recipes_are_refused_by_build_and_store_nothing() {
     assert_eq!(state(), before, "registry, builds and work area unchanged");
 }
 
-/// Every path under `root`, relative to it.
-fn walkdir(root: &std::path::Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(dir) = stack.pop() {
-        for entry in std::fs::read_dir(&dir).unwrap() {
-            let path = entry.unwrap().path();
-            out.push(path.strip_prefix(root).unwrap().display().to_string());
-            if path.is_dir() {
-                stack.push(path);
-            }
-        }
-    }
-    out
+/// Every path under `root`, relative to it, sorted.
+fn tree(root: &std::path::Path) -> Vec<String> {
+    walkdir::WalkDir::new(root)
+        .min_depth(1)
+        .sort_by_file_name()
+        .into_iter()
+        .map(|e| {
+            let e = e.unwrap();
+            e.path().strip_prefix(root).unwrap().display().to_string()
+        })
+        .collect()
 }

@@ -314,13 +314,12 @@ async fn run(p: &Pipeline, request: Value) -> Run {
 /// Runs a whole build as the execution `name` (the build id when the
 /// request has none, as with a schedule's input).
 async fn run_as(p: &Pipeline, request: Value, name: &str) -> Run {
-    let name = name.to_string();
     let input: ExecutionInput = serde_json::from_value(request).unwrap();
     let clock = Arc::new(VirtualClock::new(chrono::Utc::now()));
-    let execution = bakehouse::pipeline::local::execute(p.clone(), &input, &name, clock, None)
+    let execution = bakehouse::pipeline::local::execute(p.clone(), &input, name, clock, None)
         .await
         .unwrap();
-    let record = p.builds().get(&name).await.unwrap().unwrap();
+    let record = p.builds().get(name).await.unwrap().unwrap();
     let summary = json!({"build_id": record.id, "status": record.status.to_string(), "version": record.version});
     match &execution.status {
         ExecutionStatus::Succeeded => {
@@ -963,7 +962,7 @@ async fn scheduled_rebuild_uses_the_stored_recipe_and_is_a_cache_hit() {
 
     // What a push stores: the recipe document and its files.
     let pushed = request("push-1", web_recipe());
-    let bundle = serde_json::from_value::<ExecutionInput>(pushed.clone())
+    let bundle = serde_json::from_value::<ExecutionInput>(pushed)
         .unwrap()
         .inline_bundle()
         .unwrap();

@@ -1,18 +1,19 @@
 //! The reaper against moto: builders of finished or expired builds are
 //! terminated, those of running builds kept, failed builds' images removed.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use aws_sdk_ec2::types::{InstanceStateName, ResourceType, Tag, TagSpecification};
-use bakehouse::build::{
-    BuildRecord, BuildStatus, BuildStore, DynamoBuildStore, RecipeBundle, ResourceKind,
-};
-use bakehouse::registry::{DynamoStore, Trigger, TriggerKind};
+use bakehouse::build::{BuildRecord, BuildStatus, BuildStore, DynamoBuildStore, ResourceKind};
+use bakehouse::registry::{DynamoStore, TriggerKind};
 use bakehouse::testing::moto;
 use bakehouse::triggers::reaper::{Reaper, ReaperSettings, Reason, BUILD_TAG};
 use chrono::{Duration, Utc};
 use serde_json::json;
+use support::build_record;
 
 const REGION: &str = "us-east-1";
 const AMI: &str = "ami-12c6146b";
@@ -36,18 +37,8 @@ fn record(id: &str, status: BuildStatus, minutes_ago: i64, limit: Option<u32>) -
     if let Some(l) = limit {
         recipe["builder"] = json!({"time_limit_minutes": l});
     }
-    let mut r = BuildRecord::new(
-        id,
-        id,
-        RecipeBundle {
-            recipe,
-            files: Default::default(),
-        },
-        Trigger::of(TriggerKind::Console),
-        false,
-    );
+    let mut r = build_record(id, recipe, TriggerKind::Console, minutes_ago);
     r.status = status;
-    r.created_at = Utc::now() - Duration::minutes(minutes_ago);
     r
 }
 
