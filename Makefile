@@ -7,7 +7,7 @@ PY        := $(VENV)/bin/python
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 STAMP_DEB := .bakehouse/.debian-packages
-DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils
+DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap
 CARGO     ?= cargo
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

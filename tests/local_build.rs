@@ -181,7 +181,7 @@ async fn end_to_end_busybox_build_is_provisioned_cleaned_captured_and_registered
     assert_eq!(resolved.package.build_id.as_deref(), Some("e2e-1"));
 
     // The work dir is gone; the outputs are kept; the ledger says so.
-    assert!(!h.backend.work_dir("e2e-1").exists());
+    assert!(!h.backend.work_dir("e2e-1").unwrap().exists());
     assert_eq!(h.work_dirs(), Vec::<String>::new());
     let work: Vec<_> = out.record.resources_of(ResourceKind::WorkDir).collect();
     assert_eq!(work.len(), 1);
@@ -304,7 +304,7 @@ provisioners:
     );
 
     // Teardown ran: no work dir, no output, nothing mounted, nothing registered.
-    assert!(!h.backend.work_dir("fail-1").exists());
+    assert!(!h.backend.work_dir("fail-1").unwrap().exists());
     assert_eq!(h.work_dirs(), Vec::<String>::new());
     assert!(!h.path("images/failing").exists());
     assert!(
@@ -403,17 +403,18 @@ provisioners:
         fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
         host_name
     );
-    // PID: the provisioner's shell is PID 1 of its own namespace.
-    assert_eq!(read("probe-pid"), "1\n");
+    // PID: its own namespace, whose PID 1 is bubblewrap's reaper and PID 2
+    // the provisioner's shell.
+    assert_eq!(read("probe-pid"), "2\n");
     assert!(
-        read("probe-pid1").starts_with("/bin/sh /run/bakehouse-p0/inline.sh"),
+        read("probe-pid1").starts_with("bwrap "),
         "{}",
         read("probe-pid1")
     );
-    // Only the sandbox's processes are visible (sh, ps, wc).
+    // Only the sandbox's processes are visible (bwrap, sh, ps, wc).
     let processes: usize = read("probe-processes").trim().parse().unwrap();
     assert!(
-        (2..=4).contains(&processes),
+        (3..=5).contains(&processes),
         "{processes} processes visible"
     );
     // Network: only the loopback interface.
@@ -554,7 +555,7 @@ async fn building_the_same_recipe_again_is_a_cache_hit() {
     // Nothing was made for the second build: no ledger entry, no work
     // dir, no images.
     assert_eq!(second.record.resources, Vec::new());
-    assert!(!h.backend.work_dir("cache-2").exists());
+    assert!(!h.backend.work_dir("cache-2").unwrap().exists());
     assert!(!h.path("images/cached/cache-2").exists());
     assert_eq!(names_of(&h.path("images/cached")), ["cache-1"]);
     assert_eq!(h.registry.list(Some("cached")).await.unwrap().len(), 1);
@@ -719,7 +720,7 @@ async fn steps_are_idempotent_when_retried() {
     )
     .await
     .unwrap();
-    let root = h.backend.work_dir("retry-1").join("root");
+    let root = h.backend.work_dir("retry-1").unwrap().join("root");
     fs::write(root.join("sentinel"), "kept").unwrap();
     // A retried launch keeps the complete unpack ...
     p.invoke(
@@ -730,7 +731,13 @@ async fn steps_are_idempotent_when_retried() {
     .unwrap();
     assert_eq!(fs::read_to_string(root.join("sentinel")).unwrap(), "kept");
     // ... and redoes a partial one (no completion marker).
-    fs::remove_file(h.backend.work_dir("retry-1").join("state/unpacked")).unwrap();
+    fs::remove_file(
+        h.backend
+            .work_dir("retry-1")
+            .unwrap()
+            .join("state/unpacked"),
+    )
+    .unwrap();
     p.invoke(Step::Launch, id.clone()).await.unwrap();
     assert!(!root.join("sentinel").exists());
     assert!(root.join("bin/busybox").is_file());
@@ -766,7 +773,7 @@ async fn steps_are_idempotent_when_retried() {
         assert_eq!(out["status"], "SUCCEEDED");
         assert_eq!(out["version"], "retried@1.0");
     }
-    assert!(!h.backend.work_dir("retry-1").exists());
+    assert!(!h.backend.work_dir("retry-1").unwrap().exists());
     assert!(qcow2.is_file());
 }
 

@@ -3,12 +3,14 @@
 //! Kept in the registry's DynamoDB table (or the embedded SQLite file).
 
 mod dynamo;
+mod id;
 mod record;
 mod sqlite;
 
 use async_trait::async_trait;
 
 pub use dynamo::DynamoBuildStore;
+pub use id::{check_build_id, InvalidBuildId, MAX_BUILD_ID_LEN};
 pub use record::{
     BuildRecord, BuildStatus, BundledFile, Failure, RecipeBundle, Resource, ResourceKind, Step,
     StepRecord,

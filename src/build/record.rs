@@ -116,6 +116,8 @@ pub enum ResourceKind {
     WorkDir,
     /// A local output file (disk image, archive).
     File,
+    /// The control group of a local build's sandbox.
+    Cgroup,
 }
 
 /// One resource in a build's ledger. Recorded (with `id` unset) before it

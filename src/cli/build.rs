@@ -26,8 +26,9 @@ pub struct BuildArgs {
     /// Bake even if the bake key is already registered.
     #[arg(long)]
     pub force: bool,
-    /// Build id (default: recipe name, time and a random suffix).
-    #[arg(long)]
+    /// Build id (default: recipe name, time and a random suffix): a letter
+    /// or digit, then letters, digits, '.', '_', '-'; at most 80 bytes.
+    #[arg(long, value_parser = parse_build_id)]
     pub build_id: Option<String>,
     /// Start a Step Functions execution instead of building here.
     #[arg(long)]
@@ -38,6 +39,13 @@ pub struct BuildArgs {
     /// Where local builds keep work directories, images and scratch files.
     #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
     pub home: PathBuf,
+}
+
+/// Checks a `--build-id` before anything is touched.
+fn parse_build_id(text: &str) -> Result<String, String> {
+    crate::build::check_build_id(text)
+        .map(|()| text.to_string())
+        .map_err(|e| e.reason)
 }
 
 /// A build id: recipe name, UTC time and a random suffix (a valid

@@ -12,4 +12,4 @@ mod steps;
 
 pub use backend::{BuildContext, BuilderBackend, Progress, ResolvedBase};
 pub use error::StepError;
-pub use steps::{load_for_build, sanitize, Pipeline, PipelineSettings};
+pub use steps::{build_path_component, load_for_build, Pipeline, PipelineSettings};

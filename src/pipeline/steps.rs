@@ -98,11 +98,12 @@ impl Pipeline {
         }
     }
 
-    fn scratch(&self, build_id: &str, step: Step) -> PathBuf {
-        self.settings
+    fn scratch(&self, build_id: &str, step: Step) -> Result<PathBuf, StepError> {
+        Ok(self
+            .settings
             .scratch_dir
-            .join(sanitize(build_id))
-            .join(format!("recipe-{step}"))
+            .join(build_path_component(build_id)?)
+            .join(format!("recipe-{step}")))
     }
 
     async fn record(&self, build_id: &str) -> Result<BuildRecord, StepError> {
@@ -118,9 +119,10 @@ impl Pipeline {
         step: Step,
         polls: u32,
     ) -> Result<BuildContext, StepError> {
+        build_path_component(build_id)?;
         let record =
             crate::build::update(self.builds.as_ref(), build_id, |r| r.step_invoked(step)).await?;
-        let recipe = bundle::materialize(&record.bundle, &self.scratch(build_id, step))?;
+        let recipe = bundle::materialize(&record.bundle, &self.scratch(build_id, step)?)?;
         Ok(BuildContext {
             build_id: build_id.to_string(),
             recipe: Some(recipe),
@@ -161,6 +163,7 @@ impl Pipeline {
             .build_id
             .clone()
             .unwrap_or_else(|| input.execution.clone());
+        build_path_component(&build_id)?;
         let bundle = self.bundle_for(&input.request).await?;
         let name = bundle::bundle_name(&bundle).unwrap_or_else(|| "<unnamed>".into());
         let record = BuildRecord::new(
@@ -333,6 +336,8 @@ impl Pipeline {
             .or_else(|| text(state.pointer("/request/build_id")))
             .or_else(|| text(state.pointer("/execution")))
             .ok_or_else(|| StepError::NonRetryable("teardown: no build id in the state".into()))?;
+        // Nothing is looked up, written or removed for an id outside the grammar.
+        build_path_component(&build_id)?;
         let error = state.get("error").map(|e| {
             (
                 text(e.get("Error")).unwrap_or_else(|| "States.TaskFailed".into()),
@@ -369,8 +374,10 @@ impl Pipeline {
         };
         record.step_invoked(Step::Teardown);
         self.builds.save(&mut record).await?;
-        let recipe =
-            bundle::materialize(&record.bundle, &self.scratch(&build_id, Step::Teardown)).ok();
+        let recipe = self
+            .scratch(&build_id, Step::Teardown)
+            .and_then(|dir| bundle::materialize(&record.bundle, &dir))
+            .ok();
         let ctx = BuildContext {
             build_id: build_id.clone(),
             recipe,
@@ -411,7 +418,7 @@ impl Pipeline {
                 }
             })
             .await?;
-        let _ = std::fs::remove_dir_all(self.settings.scratch_dir.join(sanitize(&build_id)));
+        let _ = std::fs::remove_dir_all(self.settings.scratch_dir.join(&build_id));
         outcome?;
         tracing::info!(build = %build_id, status = %record.status, "teardown done");
         Ok(TeardownOutput {
@@ -438,17 +445,11 @@ impl Pipeline {
     }
 }
 
-/// A build id as a safe single path component.
-pub fn sanitize(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.') {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
+/// A build id checked against its grammar
+/// ([`crate::build::check_build_id`]), ready to be one path component.
+pub fn build_path_component(build_id: &str) -> Result<&str, StepError> {
+    crate::build::check_build_id(build_id).map_err(|e| StepError::NonRetryable(e.to_string()))?;
+    Ok(build_id)
 }
 
 /// Loads a recipe file for a build started from this machine: validated and

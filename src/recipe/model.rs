@@ -183,6 +183,17 @@ pub struct BuilderSettings {
     /// Local builds: give provisioners network access (default false).
     #[serde(default)]
     pub network: bool,
+    /// Local builds: memory limit of the sandbox in MiB (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory_mb: Option<u32>,
+    /// Local builds: most processes and threads in the sandbox at once
+    /// (default 4096).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_max: Option<u32>,
+    /// Local builds: CPU time the sandbox may use, in whole cores (default:
+    /// no limit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpus: Option<u32>,
     /// Extra tags on the builder instance and its volumes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,

@@ -312,6 +312,9 @@ impl Converter<'_> {
             ),
             time_limit_minutes: None,
             network: false,
+            memory_mb: None,
+            pids_max: None,
+            cpus: None,
             tags: self.render_map(&format!("{B}.run_tags"), &b.run_tags),
         }
     }

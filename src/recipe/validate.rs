@@ -169,6 +169,18 @@ fn check_builder(c: &mut Checker, recipe: &Recipe) {
             );
         }
     }
+    for (field, value, range) in [
+        ("builder.memory_mb", b.memory_mb, 64..=1_048_576),
+        ("builder.pids_max", b.pids_max, 16..=1_000_000),
+        ("builder.cpus", b.cpus, 1..=1024),
+    ] {
+        if let Some(v) = value.filter(|v| !range.contains(v)) {
+            c.report(
+                field,
+                format!("{v} must be between {} and {}", range.start(), range.end()),
+            );
+        }
+    }
     if b.kms_key_id.as_deref().is_some_and(|k| k.trim().is_empty()) {
         c.report("builder.kms_key_id", "KMS key id must not be empty");
     }

@@ -508,3 +508,30 @@ pub fn assert_cleaned(tree: &Path) {
         "keep me\n"
     );
 }
+
+/// The Debian bookworm minbase base (`make` target of the demo, made once
+/// with mmdebstrap from Debian packages and cached in the clone's
+/// `.bakehouse/bases/`): a real distribution with perl, apt and dpkg.
+pub fn debian_base() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let rel = ".bakehouse/bases/bookworm-minbase.tar.zst";
+        if !top.join(rel).is_file() {
+            run(Command::new("make").arg("-s").arg("-C").arg(top).arg(rel));
+        }
+        top.join(rel)
+    })
+    .clone()
+}
+
+/// The notes a build recorded (provisioner output tails among them), as
+/// one text.
+pub fn notes(record: &BuildRecord) -> String {
+    record
+        .steps
+        .iter()
+        .flat_map(|s| s.notes.iter().cloned())
+        .collect::<Vec<_>>()
+        .join("\n")
+}

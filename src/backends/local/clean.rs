@@ -8,8 +8,8 @@ use std::fs;
 use crate::pipeline::{BuildContext, StepError};
 use crate::recipe::{clean_script, verify_tree, OsKind};
 
-use super::chroot::{Sandbox, Stage};
 use super::fsutil::blocking;
+use super::sandbox::{Sandbox, Stage};
 
 /// Where busybox is on the host, for trees without a shell of their own.
 const HOST_BUSYBOX: &str = "/bin/busybox";

@@ -72,8 +72,8 @@ pub(crate) fn is_real_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
-/// Makes sure `root/<name>` is a real directory (creating it with `mode`
-/// when missing). A symlink or another kind of file there is an error: the
+/// Makes sure `root/<name>` is a real directory (creating it with `mode`,
+/// owned by root of the sandbox, when missing). A symlink or another kind of file there is an error: the
 /// caller would otherwise act on wherever it points.
 pub(crate) fn ensure_real_dir(root: &Path, name: &str, mode: u32) -> Result<PathBuf, StepError> {
     use std::os::unix::fs::PermissionsExt;
@@ -90,6 +90,7 @@ pub(crate) fn ensure_real_dir(root: &Path, name: &str, mode: u32) -> Result<Path
             fs::create_dir(&path).map_err(io_error(path.display()))?;
             fs::set_permissions(&path, fs::Permissions::from_mode(mode))
                 .map_err(io_error(path.display()))?;
+            super::idmap::give_to_sandbox(&path).map_err(io_error(path.display()))?;
             Ok(path)
         }
         Err(e) => Err(io_error(path.display())(e)),
@@ -107,10 +108,35 @@ pub(crate) fn remove_path(path: &Path) -> io::Result<()> {
     }
 }
 
-/// Whether `path` lies below `dir` (lexically; both absolute, no `..`).
-pub(crate) fn is_below(path: &Path, dir: &Path) -> bool {
-    let (p, d) = (components(path), components(dir));
-    !p.iter().any(|c| c.as_os_str() == "..") && p.len() > d.len() && p[..d.len()] == d[..]
+/// Removes `path` (as [`remove_path`], never following its last
+/// component) only when it lies strictly below `dir` once both are made
+/// canonical; anything else is refused with an error naming both. A path
+/// whose parent does not exist is already gone.
+pub(crate) fn remove_below(path: &Path, dir: &Path) -> io::Result<()> {
+    let refuse = || {
+        io::Error::new(
+            io::ErrorKind::PermissionDenied,
+            format!(
+                "refusing to remove {}: not below {}",
+                path.display(),
+                dir.display()
+            ),
+        )
+    };
+    let (Some(parent), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(refuse());
+    };
+    let parent = match parent.canonicalize() {
+        Ok(p) => p,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    let dir = dir.canonicalize().map_err(|_| refuse())?;
+    let real = parent.join(name);
+    if real == dir || !real.starts_with(&dir) {
+        return Err(refuse());
+    }
+    remove_path(&real)
 }
 
 /// Runs blocking work on the blocking thread pool.
@@ -170,11 +196,34 @@ mod tests {
     }
 
     #[test]
-    fn below_is_lexical_and_strict() {
-        assert!(is_below(Path::new("/w/work/b1"), Path::new("/w/work")));
-        assert!(!is_below(Path::new("/w/work"), Path::new("/w/work")));
-        assert!(!is_below(Path::new("/w/work/../x"), Path::new("/w/work")));
-        assert!(!is_below(Path::new("/w/other/b1"), Path::new("/w/work")));
+    fn removal_is_confined_below_the_canonical_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = dir.path().join("work");
+        fs::create_dir_all(work.join("b1/root")).unwrap();
+        fs::create_dir_all(dir.path().join("keep")).unwrap();
+        symlink(dir.path().join("keep"), work.join("link")).unwrap();
+        for bad in [
+            work.clone(),
+            work.join(".."),
+            work.join("."),
+            work.join("b1/../.."),
+            work.join("link/x"),
+            dir.path().join("keep"),
+        ] {
+            let err = remove_below(&bad, &work).unwrap_err();
+            assert!(
+                err.to_string().contains("refusing"),
+                "{}: {err}",
+                bad.display()
+            );
+        }
+        assert!(dir.path().join("keep").is_dir() && work.is_dir());
+        // the link itself is below: removed, not followed
+        remove_below(&work.join("link"), &work).unwrap();
+        assert!(dir.path().join("keep").is_dir());
+        remove_below(&work.join("b1"), &work).unwrap();
+        assert!(!work.join("b1").exists());
+        remove_below(&work.join("gone/x"), &work).unwrap();
     }
 
     #[test]

@@ -25,12 +25,16 @@
 
 mod base;
 mod capture;
-mod chroot;
+mod cgroup;
 mod clean;
 mod digest;
 mod disk;
 mod fsutil;
+mod idmap;
+mod lines;
 mod provision;
+mod sandbox;
+mod seccomp;
 mod tools;
 
 use std::fs;
@@ -40,14 +44,18 @@ use std::time::{Duration, Instant};
 use async_trait::async_trait;
 
 use crate::build::ResourceKind;
-use crate::pipeline::{sanitize, BuildContext, BuilderBackend, Progress, ResolvedBase, StepError};
+use crate::pipeline::{
+    build_path_component, BuildContext, BuilderBackend, Progress, ResolvedBase, StepError,
+};
 use crate::recipe::{LoadedRecipe, LocalBaseKind};
 use crate::registry::{Artifact, Provider, Registry};
 
-pub use chroot::SANDBOX_HOSTNAME;
+pub use sandbox::SANDBOX_HOSTNAME;
 
-use chroot::Sandbox;
-use fsutil::{blocking, io_error, is_below, remove_path};
+use cgroup::{BuildCgroup, Limits};
+use fsutil::{blocking, io_error, remove_below};
+use idmap::Shift;
+use sandbox::Sandbox;
 
 /// Where the local backend works and writes its images.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -92,22 +100,29 @@ impl LocalBackend {
         &self.settings
     }
 
-    /// The work directory of a build.
-    pub fn work_dir(&self, build_id: &str) -> PathBuf {
-        self.settings.work_root.join(sanitize(build_id))
+    /// The work directory of a build; an id outside the build id grammar
+    /// is refused before any path is formed.
+    pub fn work_dir(&self, build_id: &str) -> Result<PathBuf, StepError> {
+        Ok(self
+            .settings
+            .work_root
+            .join(build_path_component(build_id)?))
     }
 
-    /// The directory a build's images are written to.
-    pub fn output_dir(&self, recipe_name: &str, build_id: &str) -> PathBuf {
-        self.settings
+    /// The directory a build's images are written to (recipe names follow
+    /// the registry's name grammar, build ids theirs).
+    pub fn output_dir(&self, recipe_name: &str, build_id: &str) -> Result<PathBuf, StepError> {
+        crate::registry::validate_name("name", recipe_name)?;
+        Ok(self
+            .settings
             .images_dir
-            .join(sanitize(recipe_name))
-            .join(sanitize(build_id))
+            .join(recipe_name)
+            .join(build_path_component(build_id)?))
     }
 
     /// The sandbox over a build's unpacked tree.
     fn sandbox(&self, ctx: &BuildContext, network: bool) -> Result<Sandbox, StepError> {
-        let work = self.work_dir(&ctx.build_id);
+        let work = self.work_dir(&ctx.build_id)?;
         let root = work.join("root");
         let unpacked = fs::read_to_string(work.join("state/unpacked")).ok();
         if unpacked.is_none() || !root.is_dir() {
@@ -117,13 +132,41 @@ impl LocalBackend {
                 root.display()
             )));
         }
-        let limit = ctx.recipe()?.recipe.builder.time_limit_minutes;
+        let builder = &ctx.recipe()?.recipe.builder;
+        let cgroup = BuildCgroup::of_build(build_path_component(&ctx.build_id)?);
+        let limits = Limits {
+            memory_mb: builder.memory_mb.unwrap_or(cgroup::DEFAULT_MEMORY_MB),
+            pids_max: builder.pids_max.unwrap_or(cgroup::DEFAULT_PIDS_MAX),
+            cpus: builder.cpus,
+        };
+        // Again on every step: a retried step may follow a `builds gc`.
+        cgroup
+            .create(&limits)
+            .map_err(|e| StepError::NonRetryable(format!("build {}: cgroup: {e}", ctx.build_id)))?;
         Ok(Sandbox {
             root,
             build_id: ctx.build_id.clone(),
             network,
-            timeout: limit.map(|m| Duration::from_secs(u64::from(m) * 60)),
+            deadline: Self::time_left(ctx)?.map(|left| Instant::now() + left),
+            cgroup,
         })
+    }
+
+    /// Time left before `builder.time_limit_minutes` (counted from the
+    /// build's start) runs out; `None` without a limit. A build already past
+    /// it fails, naming the step it was about to run.
+    fn time_left(ctx: &BuildContext) -> Result<Option<Duration>, StepError> {
+        let Some(minutes) = ctx.recipe()?.recipe.builder.time_limit_minutes else {
+            return Ok(None);
+        };
+        let deadline = ctx.record.created_at + chrono::Duration::minutes(i64::from(minutes));
+        match (deadline - chrono::Utc::now()).to_std() {
+            Ok(left) if !left.is_zero() => Ok(Some(left)),
+            _ => Err(StepError::BuildFailed(format!(
+                "{}: the build ran out of its time ({minutes} min, builder.time_limit_minutes)",
+                ctx.step
+            ))),
+        }
     }
 
     /// The recipe's name.
@@ -138,14 +181,15 @@ impl LocalBackend {
         recipe: &LoadedRecipe,
         base_id: &str,
     ) -> Result<(), StepError> {
-        let work = self.work_dir(&ctx.build_id);
+        let work = self.work_dir(&ctx.build_id)?;
         let source = self.base_source(recipe, base_id)?;
         let cache = self.digest_cache();
         let expected = base_id.to_string();
         let build = ctx.build_id.clone();
+        let work_root = self.settings.work_root.clone();
         blocking(move || {
             let started = Instant::now();
-            remove_path(&work).map_err(io_error(work.display()))?;
+            remove_below(&work, &work_root).map_err(io_error(work.display()))?;
             let (root, state, scratch) = (work.join("root"), work.join("state"), work.join("scratch"));
             for dir in [&root, &state, &scratch] {
                 fs::create_dir_all(dir).map_err(io_error(dir.display()))?;
@@ -169,6 +213,10 @@ impl LocalBackend {
                     )));
                 }
             }
+            // Root of the sandbox owns the tree; only host root can reach it.
+            idmap::shift_tree(&root, Shift::In).map_err(io_error(root.display()))?;
+            fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(io_error(work.display()))?;
             let marker = state.join("unpacked");
             fs::write(&marker, &expected).map_err(io_error(marker.display()))?;
             tracing::info!(
@@ -192,22 +240,29 @@ impl LocalBackend {
         path: &Path,
         allowed: &Path,
     ) -> Result<(), StepError> {
-        if !is_below(path, allowed) {
-            tracing::warn!(build = %ctx.build_id, path = %path.display(), "ledger path outside {}: not removed", allowed.display());
-            return Ok(());
-        }
-        let owned = path.to_path_buf();
-        blocking(move || {
-            remove_path(&owned).map_err(io_error(owned.display()))?;
+        let (owned, dir) = (path.to_path_buf(), allowed.to_path_buf());
+        let removed = blocking(move || {
+            let mut paths = vec![owned.clone()];
             if kind == ResourceKind::File {
-                for extra in [capture::sidecar(&owned), capture::partial(&owned)] {
-                    remove_path(&extra).map_err(io_error(extra.display()))?;
+                paths.extend([capture::sidecar(&owned), capture::partial(&owned)]);
+            }
+            for path in paths {
+                match remove_below(&path, &dir) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                        tracing::warn!(path = %path.display(), "ledger path not removed: {e}");
+                        return Ok(false);
+                    }
+                    Err(e) => return Err(io_error(path.display())(e)),
                 }
             }
-            Ok(())
+            Ok(true)
         })
         .await?;
-        ctx.deleted(kind, name).await
+        if removed {
+            ctx.deleted(kind, name).await?;
+        }
+        Ok(())
     }
 }
 
@@ -230,9 +285,11 @@ impl BuilderBackend for LocalBackend {
         let base_id = ctx.record.base_id.clone().ok_or_else(|| {
             StepError::NonRetryable(format!("build {}: base not resolved", ctx.build_id))
         })?;
-        let work = self.work_dir(&ctx.build_id);
+        let work = self.work_dir(&ctx.build_id)?;
         let name = work.display().to_string();
         ctx.plan(ResourceKind::WorkDir, &name, None).await?;
+        let cgroup = BuildCgroup::of_build(&ctx.build_id).name();
+        ctx.plan(ResourceKind::Cgroup, &cgroup, None).await?;
         let marker = work.join("state/unpacked");
         let done =
             fs::read_to_string(&marker).is_ok_and(|m| m == base_id) && work.join("root").is_dir();
@@ -242,13 +299,15 @@ impl BuilderBackend for LocalBackend {
             self.unpack_base(ctx, recipe, &base_id).await?;
         }
         ctx.created(ResourceKind::WorkDir, &name, &name).await?;
+        // The group itself is made (again) by every step that runs commands.
+        ctx.created(ResourceKind::Cgroup, &cgroup, &cgroup).await?;
         Ok(Progress::Done(()))
     }
 
     async fn provision(&self, ctx: &BuildContext) -> Result<Progress, StepError> {
         let network = ctx.recipe()?.recipe.builder.network;
         let sandbox = self.sandbox(ctx, network)?;
-        let state = self.work_dir(&ctx.build_id).join("state");
+        let state = self.work_dir(&ctx.build_id)?.join("state");
         let started = Instant::now();
         provision::provision(ctx, &sandbox, &state).await?;
         tracing::info!(build = %ctx.build_id, elapsed_ms = started.elapsed().as_millis() as u64, "provisioned");
@@ -266,8 +325,8 @@ impl BuilderBackend for LocalBackend {
     async fn capture(&self, ctx: &BuildContext) -> Result<Progress<Vec<Artifact>>, StepError> {
         let sandbox = self.sandbox(ctx, false)?;
         let name = Self::recipe_name(ctx)?;
-        let out_dir = self.output_dir(&name, &ctx.build_id);
-        let file_base = sanitize(&name);
+        let out_dir = self.output_dir(&name, &ctx.build_id)?;
+        let file_base = name.clone();
         let qcow2 = out_dir.join(format!("{file_base}.qcow2"));
         let tar_zst = out_dir.join(format!("{file_base}.tar.zst"));
         for path in [&qcow2, &tar_zst] {
@@ -275,7 +334,7 @@ impl BuilderBackend for LocalBackend {
             ctx.plan(ResourceKind::File, &key, None).await?;
             ctx.keep_on_success(ResourceKind::File, &key).await?;
         }
-        let raw = self.work_dir(&ctx.build_id).join("scratch/capture.raw");
+        let raw = self.work_dir(&ctx.build_id)?.join("scratch/capture.raw");
         let (q, t, root, label) = (
             qcow2.clone(),
             tar_zst.clone(),
@@ -284,6 +343,8 @@ impl BuilderBackend for LocalBackend {
         );
         let build = ctx.build_id.clone();
         let digests = blocking(move || {
+            // The image keeps its own ids (see idmap).
+            idmap::shift_tree(&root, Shift::Out).map_err(io_error(root.display()))?;
             fs::create_dir_all(&out_dir).map_err(io_error(out_dir.display()))?;
             let started = Instant::now();
             let qd = match capture::complete(&q) {
@@ -327,10 +388,20 @@ impl BuilderBackend for LocalBackend {
 
     async fn teardown(&self, ctx: &BuildContext, succeeded: bool) -> Result<(), StepError> {
         let record = ctx.current().await?;
-        let work = self.work_dir(&ctx.build_id);
+        let work = self.work_dir(&ctx.build_id)?;
         for res in record.resources.iter().filter(|r| !r.deleted) {
             let path = PathBuf::from(res.id.clone().unwrap_or_else(|| res.name.clone()));
             match res.kind {
+                ResourceKind::Cgroup => {
+                    let cgroup = BuildCgroup::of_build(&ctx.build_id);
+                    blocking(move || {
+                        cgroup
+                            .remove()
+                            .map_err(io_error("removing the build's cgroup"))
+                    })
+                    .await?;
+                    ctx.deleted(res.kind, &res.name).await?;
+                }
                 ResourceKind::WorkDir => {
                     self.remove_resource(ctx, res.kind, &res.name, &path, &self.settings.work_root)
                         .await?
@@ -353,9 +424,18 @@ impl BuilderBackend for LocalBackend {
                 _ => {}
             }
         }
-        // Also whatever a launch that died before its ledger entry left.
-        let leftover = work.clone();
-        blocking(move || remove_path(&leftover).map_err(io_error(leftover.display()))).await?;
+        // Also whatever a launch that died before its ledger entry left:
+        // first every process of the build, then its files.
+        let cgroup = BuildCgroup::of_build(&ctx.build_id);
+        blocking(move || {
+            cgroup
+                .remove()
+                .map_err(io_error("removing the build's cgroup"))
+        })
+        .await?;
+        let (leftover, root) = (work.clone(), self.settings.work_root.clone());
+        blocking(move || remove_below(&leftover, &root).map_err(io_error(leftover.display())))
+            .await?;
         tracing::info!(build = %ctx.build_id, succeeded, "local teardown done");
         Ok(())
     }

@@ -8,8 +8,9 @@ use std::path::{Path, PathBuf};
 use crate::pipeline::{BuildContext, StepError};
 use crate::recipe::{LoadedRecipe, Provisioner, ShellProvisioner, ShellSource};
 
-use super::chroot::{RunResult, Sandbox, Stage};
 use super::fsutil::{blocking, io_error, remove_path, resolve_in_root, sh_quote};
+use super::idmap::{self, Shift};
+use super::sandbox::{RunResult, Sandbox, Stage};
 
 /// Runs the provisioners not run yet (a retried step skips the ones that
 /// finished: `state/provisioned` counts them), then the test commands.
@@ -279,6 +280,7 @@ pub(crate) fn copy_into(
             &target,
             mode.unwrap_or(meta.permissions().mode() & 0o7777),
         )?;
+        hand_over(root, &target)?;
         return Ok(1);
     }
     let mut count = 0;
@@ -311,7 +313,22 @@ pub(crate) fn copy_into(
             count += 1;
         }
     }
+    let top = resolve_in_root(root, &dest, true).map_err(io_error(destination))?;
+    hand_over(root, &top)?;
     Ok(count)
+}
+
+/// Gives what the host just wrote at `target` (a file or a tree) and the
+/// directories it may have created above it to root of the sandbox (see
+/// [`super::idmap`]); entries the image already had keep their owners.
+fn hand_over(root: &Path, target: &Path) -> Result<(), StepError> {
+    idmap::shift_tree(target, Shift::In).map_err(io_error(target.display()))?;
+    let mut dir = target.parent();
+    while let Some(d) = dir.filter(|d| d.starts_with(root) && *d != root) {
+        idmap::shift_one(d, Shift::In).map_err(io_error(d.display()))?;
+        dir = d.parent();
+    }
+    Ok(())
 }
 
 /// Copies one file to a resolved target, creating its directory.
