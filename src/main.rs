@@ -18,9 +18,10 @@ async fn main() -> std::process::ExitCode {
     match bakehouse::cli::run(cli, &mut stdout).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
+            let code = e.exit_code();
             let e = anyhow::Error::from(e);
             eprintln!("error: {e:#}");
-            std::process::ExitCode::FAILURE
+            std::process::ExitCode::from(code)
         }
     }
 }

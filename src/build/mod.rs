@@ -4,6 +4,7 @@
 
 mod dynamo;
 mod id;
+mod owner;
 mod record;
 mod sqlite;
 
@@ -11,6 +12,7 @@ use async_trait::async_trait;
 
 pub use dynamo::DynamoBuildStore;
 pub use id::{check_build_id, InvalidBuildId, MAX_BUILD_ID_LEN};
+pub use owner::Owner;
 pub use record::{
     BuildRecord, BuildStatus, BundledFile, Failure, RecipeBundle, Resource, ResourceKind, Step,
     StepRecord,

@@ -71,6 +71,9 @@ pub enum BuildStatus {
     Succeeded,
     /// A step failed; torn down.
     Failed,
+    /// Stopped by a signal (or found with its process gone by
+    /// `builds gc`); torn down.
+    Cancelled,
 }
 
 impl fmt::Display for BuildStatus {
@@ -79,6 +82,7 @@ impl fmt::Display for BuildStatus {
             BuildStatus::Running => "RUNNING",
             BuildStatus::Succeeded => "SUCCEEDED",
             BuildStatus::Failed => "FAILED",
+            BuildStatus::Cancelled => "CANCELLED",
         })
     }
 }
@@ -236,6 +240,9 @@ pub struct BuildRecord {
     /// Optimistic-concurrency revision.
     #[serde(default)]
     pub revision: u64,
+    /// The process running a local build (absent for builds in AWS).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<super::Owner>,
 }
 
 impl BuildRecord {
@@ -269,6 +276,7 @@ impl BuildRecord {
             created_at: now,
             updated_at: now,
             revision: 0,
+            owner: None,
         }
     }
 

@@ -13,10 +13,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::output::{self, Format};
 use super::{CliError, StoreArgs};
 use crate::asl::{EventKind, ExecutionStatus, HistoryEvent, SystemClock};
+use crate::backends::local::{LocalBackend, LocalSettings};
 use crate::build::{BuildRecord, BuildStatus};
 use crate::pipeline::io::{ExecutionInput, RecipeSpec, TriggerSpec};
-use crate::pipeline::{self, BuilderBackend, Pipeline, PipelineSettings};
+use crate::pipeline::{self, Pipeline, PipelineSettings};
 use crate::registry::{Trigger, TriggerKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Arguments of `bakehouse build`.
 #[derive(Debug, Args)]
@@ -157,23 +159,91 @@ impl StepProgress {
     }
 }
 
-/// Runs a local build of `args.recipe` with `backend`.
+/// The local backend and pipeline over the embedded stores, with `home`
+/// for work directories, images and scratch files.
+pub(crate) fn local_pipeline(
+    store: &StoreArgs,
+    home: &Path,
+) -> Result<(Pipeline, LocalBackend), CliError> {
+    let backend = LocalBackend::new(LocalSettings {
+        work_root: home.join("work"),
+        images_dir: home.join("images"),
+    });
+    let (registry, builds) = store.local_stores()?;
+    let settings = PipelineSettings {
+        scratch_dir: home.join("scratch"),
+        fail_at: None,
+    };
+    let pipeline = Pipeline::new(registry, builds, Arc::new(backend.clone()), settings);
+    Ok((pipeline, backend))
+}
+
+/// Cleans what killed builds left: builds whose process is gone are torn
+/// down and marked `CANCELLED`, leftover work directories removed.
+pub(crate) async fn collect_garbage(
+    pipeline: &Pipeline,
+    backend: &LocalBackend,
+) -> Result<(Vec<pipeline::Collected>, Vec<String>), CliError> {
+    let usage = |e: pipeline::StepError| CliError::Usage(e.to_string());
+    let collected = pipeline.collect_abandoned().await.map_err(usage)?;
+    let swept = backend
+        .sweep_work_dirs(pipeline.builds().as_ref())
+        .await
+        .map_err(usage)?;
+    Ok((collected, swept))
+}
+
+/// The signals that stop a local build, and the exit status each gives.
+const STOP_SIGNALS: [(SignalKind, &str, u8); 2] = [
+    (SignalKind::interrupt(), "SIGINT", 130),
+    (SignalKind::terminate(), "SIGTERM", 143),
+];
+
+/// Waits for SIGINT or SIGTERM; the name and exit status of the first.
+async fn stop_signal(streams: &mut [(Signal, &'static str, u8)]) -> (&'static str, u8) {
+    let waits = streams.iter_mut().map(|(s, name, code)| {
+        let (name, code) = (*name, *code);
+        Box::pin(async move {
+            s.recv().await;
+            (name, code)
+        })
+    });
+    futures::future::select_all(waits).await.0
+}
+
+/// Runs a local build of `args.recipe` with `backend`. SIGINT or SIGTERM
+/// tears the build down and records it `CANCELLED` (exit 130 or 143); a
+/// second one stops at once, leaving the record accurate and the rest to
+/// `builds gc`. Builds abandoned by killed processes are collected first.
 pub async fn run_local(
     args: &BuildArgs,
     store: &StoreArgs,
-    backend: Arc<dyn BuilderBackend>,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let (name, _) = execution_input(&args.recipe, args.force, "probe")?;
     let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
     let (_, input) = execution_input(&args.recipe, args.force, &build_id)?;
-    let (registry, builds) = store.local_stores()?;
-    let settings = PipelineSettings {
-        scratch_dir: args.home.join("scratch"),
-        fail_at: None,
-    };
-    let pipeline = Pipeline::new(registry, builds.clone(), backend, settings);
+    let (pipeline, backend) = local_pipeline(store, &args.home)?;
+    let builds = pipeline.builds().clone();
+    collect_garbage(&pipeline, &backend).await?;
+    if let Some(existing) = builds
+        .get(&build_id)
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?
+    {
+        if let Some(owner) = pipeline::owned_by_another_live_process(&existing) {
+            return Err(CliError::Usage(format!(
+                "--build-id {build_id}: in use by running process {}",
+                owner.pid
+            )));
+        }
+    }
+    let mut signals = Vec::new();
+    for (kind, name, code) in STOP_SIGNALS {
+        let stream = signal(kind).map_err(|e| CliError::Usage(format!("{name}: {e}")))?;
+        signals.push((stream, name, code));
+    }
     tracing::info!(build = %build_id, recipe = %args.recipe.display(), "building locally");
     let progress = StepProgress::new();
     let observer = {
@@ -181,14 +251,34 @@ pub async fn run_local(
         Arc::new(move |e: &HistoryEvent| progress.observe(e))
     };
     let execution = pipeline::local::execute(
-        pipeline,
+        pipeline.clone(),
         &input,
         &build_id,
         Arc::new(SystemClock),
         Some(observer),
-    )
-    .await
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    );
+    let execution = tokio::select! {
+        execution = execution => execution.map_err(|e| CliError::Usage(e.to_string()))?,
+        (name, code) = stop_signal(&mut signals) => {
+            // The execution (and with it the running command, whose sandbox
+            // dies with it) is dropped here.
+            progress.finish(false);
+            tracing::warn!(build = %build_id, "{name}: tearing the build down (again to stop at once)");
+            let reason = format!("interrupted by {name}");
+            tokio::select! {
+                torn = pipeline.cancel(&build_id, &reason) => {
+                    if let Err(e) = torn {
+                        tracing::error!(build = %build_id, "teardown after {name}: {e}");
+                    }
+                }
+                (again, _) = stop_signal(&mut signals) => {
+                    tracing::warn!(build = %build_id, "{again}: stopping without teardown; `bakehouse builds gc` removes what is left");
+                    let _ = pipeline.mark_cancelled(&build_id, &reason).await;
+                }
+            }
+            return Err(CliError::Interrupted { signal: name, code });
+        }
+    };
     progress.finish(execution.status == ExecutionStatus::Succeeded);
     let history: Vec<serde_json::Value> = execution
         .history

@@ -23,6 +23,15 @@ pub enum BuildsCommand {
         /// Build id.
         id: String,
     },
+    /// Clean what killed local builds left: builds whose process is gone
+    /// are torn down (sandbox processes, cgroup, work directory, outputs)
+    /// and marked CANCELLED; leftover work directories are removed. Runs
+    /// before every local build too.
+    Gc {
+        /// Where local builds keep work directories and images.
+        #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
+        home: std::path::PathBuf,
+    },
 }
 
 fn duration(record: &BuildRecord) -> String {
@@ -45,6 +54,37 @@ fn table(header: &[&str]) -> Table {
     t
 }
 
+/// `builds gc`: see [`BuildsCommand::Gc`].
+async fn gc(
+    home: &std::path::Path,
+    store: &StoreArgs,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (pipeline, backend) = super::build::local_pipeline(store, home)?;
+    let (collected, swept) = super::build::collect_garbage(&pipeline, &backend).await?;
+    if format == Format::Json {
+        return output::json(
+            out,
+            &serde_json::json!({"cancelled": collected, "removed_work_dirs": swept}),
+        );
+    }
+    for c in &collected {
+        writeln!(
+            out,
+            "cancelled {} (process {} gone, in {})",
+            c.build_id, c.pid, c.step
+        )?;
+    }
+    for id in &swept {
+        writeln!(out, "removed the work directory of {id}")?;
+    }
+    if collected.is_empty() && swept.is_empty() {
+        writeln!(out, "nothing to collect")?;
+    }
+    Ok(())
+}
+
 /// Runs a builds subcommand.
 pub async fn run(
     cmd: BuildsCommand,
@@ -55,6 +95,7 @@ pub async fn run(
     let builds = store.builds().await?;
     let store_err = |e: crate::build::BuildStoreError| CliError::Usage(e.to_string());
     match cmd {
+        BuildsCommand::Gc { home } => gc(&home, store, format, out).await?,
         BuildsCommand::List { limit } => {
             let list = builds.list(limit).await.map_err(store_err)?;
             if format == Format::Json {

@@ -36,6 +36,25 @@ pub enum CliError {
     /// `validate` found problems (already printed).
     #[error("{0} problem(s) found; nothing was launched")]
     Invalid(usize),
+    /// A signal stopped a local build (which was torn down).
+    #[error("interrupted by {signal}: the build was cancelled")]
+    Interrupted {
+        /// The signal's name.
+        signal: &'static str,
+        /// The exit status it gives (128 + its number).
+        code: u8,
+    },
+}
+
+impl CliError {
+    /// The process exit status for this error: 128 + the signal for an
+    /// interrupted build, 1 otherwise.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Interrupted { code, .. } => *code,
+            _ => 1,
+        }
+    }
 }
 
 /// The `bakehouse` command.
@@ -143,14 +162,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Build(args) if args.remote => {
             build::run_remote(&args, &cli.store, format, out).await
         }
-        Command::Build(args) => {
-            let backend =
-                crate::backends::local::LocalBackend::new(crate::backends::local::LocalSettings {
-                    work_root: args.home.join("work"),
-                    images_dir: args.home.join("images"),
-                });
-            build::run_local(&args, &cli.store, Arc::new(backend), format, out).await
-        }
+        Command::Build(args) => build::run_local(&args, &cli.store, format, out).await,
     }
 }
 

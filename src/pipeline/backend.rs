@@ -134,6 +134,13 @@ pub trait BuilderBackend: Send + Sync {
     /// The provider of the artifacts this backend produces.
     fn provider(&self) -> Provider;
 
+    /// Whether builds run in this process (the local backend): their
+    /// records name it as owner, so a build whose process is gone can be
+    /// found ([`crate::build::Owner`]).
+    fn runs_in_process(&self) -> bool {
+        false
+    }
+
     /// Resolves the recipe's base (an image id, a filter, a registry
     /// reference, a local path) to a concrete id.
     async fn resolve_base(

@@ -5,11 +5,13 @@
 
 mod backend;
 pub mod bundle;
+mod cancel;
 mod error;
 pub mod io;
 pub mod local;
 mod steps;
 
 pub use backend::{BuildContext, BuilderBackend, Progress, ResolvedBase};
+pub use cancel::{owned_by_another_live_process, Collected, CANCELLED};
 pub use error::StepError;
 pub use steps::{build_path_component, load_for_build, Pipeline, PipelineSettings};

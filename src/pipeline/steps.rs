@@ -166,14 +166,24 @@ impl Pipeline {
         build_path_component(&build_id)?;
         let bundle = self.bundle_for(&input.request).await?;
         let name = bundle::bundle_name(&bundle).unwrap_or_else(|| "<unnamed>".into());
-        let record = BuildRecord::new(
+        let mut record = BuildRecord::new(
             &build_id,
             &name,
             bundle,
             input.request.trigger.to_trigger(),
             input.request.force,
         );
+        if self.backend.runs_in_process() {
+            record.owner = crate::build::Owner::current();
+        }
         if !self.builds.create(&record).await? {
+            let existing = self.record(&build_id).await?;
+            if let Some(owner) = super::owned_by_another_live_process(&existing) {
+                return Err(StepError::NonRetryable(format!(
+                    "build id {build_id} is in use by running process {}",
+                    owner.pid
+                )));
+            }
             tracing::info!(build = %build_id, "launch retried: build record exists");
         }
         self.launch_poll(StepInput { build_id, polls: 0 }).await
@@ -345,7 +355,15 @@ impl Pipeline {
             )
         });
         let mut record = match self.builds.get(&build_id).await? {
-            Some(r) => r,
+            Some(r) => {
+                if let Some(owner) = super::owned_by_another_live_process(&r) {
+                    return Err(StepError::NonRetryable(format!(
+                        "build {build_id} belongs to running process {}: not torn down",
+                        owner.pid
+                    )));
+                }
+                r
+            }
             None => {
                 // The build failed before its record existed (e.g. a broken
                 // recipe at launch): write one that says why.
@@ -399,7 +417,11 @@ impl Pipeline {
                 r.step_finished(Step::Teardown);
                 match (&error, &outcome) {
                     (Some((err, cause)), _) => {
-                        r.status = BuildStatus::Failed;
+                        r.status = if err == super::CANCELLED {
+                            BuildStatus::Cancelled
+                        } else {
+                            BuildStatus::Failed
+                        };
                         r.failure.get_or_insert(Failure {
                             step: failed_step.clone(),
                             error: err.clone(),

@@ -13,7 +13,7 @@ use crate::registry::{Lookup, Provider, Reference, Registry, RegistryError, Reso
 
 use super::digest::{cached_file_digest, tree_digest};
 use super::fsutil::{io_error, resolve_in_root};
-use super::{disk, tools, LocalBackend};
+use super::{tools, LocalBackend};
 
 /// A local base file or directory with its kind.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -39,6 +39,11 @@ impl BaseSource {
                 path.display()
             ))
         })?;
+        if kind == LocalBaseKind::Qcow2 {
+            super::qcow2::check_self_contained(&path).map_err(|problem| {
+                StepError::NonRetryable(format!("base {}: {problem}", path.display()))
+            })?;
+        }
         Ok(BaseSource { path, kind })
     }
 
@@ -175,9 +180,9 @@ fn query(lookup: Lookup, reference: &Reference) -> ResolveQuery {
     }
 }
 
-/// Unpacks `source` into the empty directory `root`; `scratch` is a
-/// directory for temporary files (a raw copy of a qcow2 image).
-pub(crate) fn unpack(source: &BaseSource, root: &Path, scratch: &Path) -> Result<(), StepError> {
+/// Unpacks a directory or archive `source` into the empty directory
+/// `root` (disk images go through [`super::disk::unpack_disk`]).
+pub(crate) fn unpack(source: &BaseSource, root: &Path) -> Result<(), StepError> {
     let what = format!("unpacking base {}", source.path.display());
     match source.kind {
         LocalBaseKind::Directory => copy_tree(&source.path, root),
@@ -198,7 +203,9 @@ pub(crate) fn unpack(source: &BaseSource, root: &Path, scratch: &Path) -> Result
             let decoder = zstd::stream::read::Decoder::new(file).map_err(io_error(&what))?;
             unpack_tar(decoder, root).map_err(io_error(&what))
         }
-        LocalBaseKind::Raw | LocalBaseKind::Qcow2 => disk::unpack_disk(source, root, scratch),
+        LocalBaseKind::Raw | LocalBaseKind::Qcow2 => Err(StepError::NonRetryable(format!(
+            "{what}: disk images are read in the tool sandbox (disk::unpack_disk)"
+        ))),
     }
 }
 

@@ -1,18 +1,29 @@
 //! Reading an ext4 disk image (raw or qcow2) into a directory without
-//! mounting it: `qemu-img convert -O raw`, `debugfs -R "rdump / DIR"`, and
-//! FIFOs and device nodes (which rdump skips) recreated from `debugfs`
-//! listings.
+//! mounting it, and without letting the image act on host paths: every
+//! tool that reads the untrusted image runs in the tool sandbox
+//! ([`Layout::tools`]: the same namespaces, uid map and seccomp filters as
+//! provisioners, the host's programs read-only, and only the base, the
+//! build's scratch directory and the output tree bound in). So
+//! `qemu-img convert -O raw` can open no backing file at a host path, and
+//! `debugfs -R "rdump / DIR"`, steered by a crafted image through
+//! symlinks, absolute paths or duplicate names, writes nowhere but the
+//! sandbox. FIFOs and device nodes, which rdump skips, are made afterwards
+//! from debugfs listings, each below its parent resolved inside the tree.
 
 use std::fmt::Write as _;
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
+use std::time::Instant;
 
 use crate::pipeline::StepError;
 use crate::recipe::LocalBaseKind;
 
 use super::base::BaseSource;
-use super::fsutil::io_error;
+use super::cgroup::BuildCgroup;
+use super::fsutil::{io_error, resolve_in_root};
+use super::idmap::give_to_sandbox;
+use super::sandbox::{run_sandboxed, Layout};
 use super::tools;
 
 /// File type bits of an inode mode.
@@ -23,6 +34,13 @@ const S_IFIFO: u32 = 0o010000;
 const S_IFCHR: u32 = 0o020000;
 /// A block device.
 const S_IFBLK: u32 = 0o060000;
+
+/// Where the base is inside the tool sandbox.
+const IN_BASE: &str = "/in/base";
+/// Where the build's scratch directory is inside the tool sandbox.
+const IN_WORK: &str = "/work";
+/// Where the output tree is inside the tool sandbox.
+const IN_OUT: &str = "/out";
 
 /// A special file found in the image's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,31 +55,129 @@ pub(crate) struct SpecialFile {
     pub gid: u32,
 }
 
-/// Unpacks an ext4 image into `root` (an empty directory).
-pub(crate) fn unpack_disk(
-    source: &BaseSource,
-    root: &Path,
-    scratch: &Path,
-) -> Result<(), StepError> {
-    let raw = match source.kind {
-        LocalBaseKind::Qcow2 => {
-            let raw = scratch.join("base.raw");
-            tools::run(
-                Command::new("qemu-img")
-                    .args(["convert", "-f", "qcow2", "-O", "raw"])
-                    .arg(&source.path)
-                    .arg(&raw),
-                "qemu-img convert",
-            )?;
-            Some(raw)
+/// Runs host tools over the base in the tool sandbox of a build.
+pub(crate) struct Tools<'a> {
+    /// The build's control group.
+    pub cgroup: &'a BuildCgroup,
+    /// When the build's time runs out.
+    pub deadline: Option<Instant>,
+    /// The build, for logs.
+    pub build_id: &'a str,
+    /// The base file.
+    pub base: &'a Path,
+    /// The build's scratch directory (`/work` inside).
+    pub scratch: &'a Path,
+    /// The output tree (`/out` inside).
+    pub root: &'a Path,
+}
+
+impl Tools<'_> {
+    /// Runs `script` with `sh -c`, its stdout and stderr sent to files in
+    /// the scratch directory; returns (stdout, stderr). A non-zero exit is
+    /// an error naming `label`.
+    async fn sh(&self, label: &str, script: &str) -> Result<(String, String), StepError> {
+        let layout = Layout::tools()
+            .file(self.base, IN_BASE)
+            .dir(self.scratch, IN_WORK, true)
+            .dir(self.root, IN_OUT, true);
+        let argv = [
+            "/bin/sh".to_string(),
+            "-c".to_string(),
+            format!("{script} >{IN_WORK}/.stdout 2>{IN_WORK}/.stderr"),
+        ];
+        let result = run_sandboxed(
+            &layout,
+            label,
+            &argv,
+            self.cgroup,
+            self.deadline,
+            self.build_id,
+        )
+        .await?;
+        let stdout = read_plain(&self.scratch.join(".stdout"))?;
+        let stderr = read_plain(&self.scratch.join(".stderr"))?;
+        if result.status != 0 {
+            return Err(StepError::NonRetryable(format!(
+                "{label} failed (exit {}): {}",
+                result.status,
+                tools::tail(&stderr, 10)
+            )));
         }
-        _ => None,
-    };
-    let image = raw.as_deref().unwrap_or(&source.path);
-    let result = read_image(image, root, scratch);
-    if let Some(raw) = &raw {
-        let _ = fs::remove_file(raw);
+        Ok((stdout, stderr))
     }
+
+    /// Runs one debugfs request over `image` (a path inside the sandbox)
+    /// read-only; returns stdout. debugfs exits 0 even when it fails, so
+    /// anything on stderr but its banner is an error.
+    async fn debugfs(&self, image: &str, request: &str) -> Result<String, StepError> {
+        let (stdout, stderr) = self
+            .sh(
+                "debugfs",
+                &format!("debugfs -R {} {image}", sh_word(request)),
+            )
+            .await?;
+        check_stderr(stderr.as_bytes(), request)?;
+        Ok(stdout)
+    }
+
+    /// Runs a debugfs command file over `image`; returns stdout.
+    async fn debugfs_file(&self, image: &str, commands: &str) -> Result<String, StepError> {
+        let file = self.scratch.join(".debugfs-commands");
+        fs::write(&file, commands).map_err(io_error(file.display()))?;
+        let out = self
+            .sh(
+                "debugfs",
+                &format!("debugfs -f {IN_WORK}/.debugfs-commands {image}"),
+            )
+            .await;
+        let _ = fs::remove_file(&file);
+        let (stdout, stderr) = out?;
+        check_stderr(stderr.as_bytes(), "command file")?;
+        Ok(stdout)
+    }
+}
+
+/// A file the sandbox wrote, read without following a link it may have
+/// put there instead.
+fn read_plain(path: &Path) -> Result<String, StepError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut file = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(io_error(path.display()))?;
+    let mut bytes = Vec::new();
+    file.read_to_end(&mut bytes)
+        .map_err(io_error(path.display()))?;
+    let _ = fs::remove_file(path);
+    Ok(String::from_utf8_lossy(&bytes).into_owned())
+}
+
+/// A word quoted for `sh`.
+fn sh_word(s: &str) -> String {
+    super::fsutil::sh_quote(s)
+}
+
+/// Unpacks an ext4 image into `root` (an empty directory).
+pub(crate) async fn unpack_disk(source: &BaseSource, tools: &Tools<'_>) -> Result<(), StepError> {
+    for dir in [tools.scratch, tools.root] {
+        give_to_sandbox(dir).map_err(io_error(dir.display()))?;
+    }
+    let image = match source.kind {
+        LocalBaseKind::Qcow2 => {
+            tools
+                .sh(
+                    "qemu-img convert",
+                    &format!("qemu-img convert -f qcow2 -O raw {IN_BASE} {IN_WORK}/base.raw"),
+                )
+                .await?;
+            format!("{IN_WORK}/base.raw")
+        }
+        _ => IN_BASE.to_string(),
+    };
+    let result = read_image(&image, tools).await;
+    let _ = fs::remove_file(tools.scratch.join("base.raw"));
     result.map_err(|e| match e {
         StepError::NonRetryable(m) => StepError::NonRetryable(format!(
             "base {} (an ext4 image is expected): {m}",
@@ -71,47 +187,19 @@ pub(crate) fn unpack_disk(
     })
 }
 
-/// Dumps the image into `root` and recreates its special files.
-fn read_image(image: &Path, root: &Path, scratch: &Path) -> Result<(), StepError> {
-    debugfs(
-        image,
-        &format!("rdump / {}", quote(&root.display().to_string())?),
-    )?;
+/// Dumps the image into the tree and recreates its special files.
+async fn read_image(image: &str, tools: &Tools<'_>) -> Result<(), StepError> {
+    tools.debugfs(image, &format!("rdump / {IN_OUT}")).await?;
+    let root = tools.root;
     let dirs = directories(root)?;
-    let specials = special_files(image, &dirs, scratch)?;
-    recreate(image, root, &specials, scratch)?;
+    let specials = special_files(image, &dirs, tools).await?;
+    recreate(image, root, &specials, tools).await?;
     // mke2fs's lost+found is file system metadata, not content.
     let lost = root.join("lost+found");
     if fs::read_dir(&lost).is_ok_and(|mut d| d.next().is_none()) {
         let _ = fs::remove_dir(&lost);
     }
     Ok(())
-}
-
-/// Runs one debugfs request (`-R`) read-only; returns stdout. debugfs
-/// exits 0 even when it fails, so anything on stderr but its banner is an
-/// error.
-fn debugfs(image: &Path, request: &str) -> Result<String, StepError> {
-    let output = tools::run(
-        Command::new("debugfs").arg("-R").arg(request).arg(image),
-        "debugfs",
-    )?;
-    check_stderr(&output.stderr, request)?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
-}
-
-/// Runs a debugfs command file (`-f`); returns stdout.
-fn debugfs_file(image: &Path, commands: &str, scratch: &Path) -> Result<String, StepError> {
-    let file = scratch.join(".bakehouse-debugfs-commands");
-    fs::write(&file, commands).map_err(io_error(file.display()))?;
-    let output = tools::run(
-        Command::new("debugfs").arg("-f").arg(&file).arg(image),
-        "debugfs",
-    );
-    let _ = fs::remove_file(&file);
-    let output = output?;
-    check_stderr(&output.stderr, "command file")?;
-    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// An error when debugfs printed anything but its banner.
@@ -165,10 +253,10 @@ fn directories(root: &Path) -> Result<Vec<String>, StepError> {
 }
 
 /// Lists `dirs` in the image and returns its FIFOs and device nodes.
-fn special_files(
-    image: &Path,
+async fn special_files(
+    image: &str,
     dirs: &[String],
-    scratch: &Path,
+    tools: &Tools<'_>,
 ) -> Result<Vec<SpecialFile>, StepError> {
     let mut commands = String::new();
     let mut listed = Vec::new();
@@ -184,7 +272,7 @@ fn special_files(
     if listed.is_empty() {
         return Ok(Vec::new());
     }
-    let output = debugfs_file(image, &commands, scratch)?;
+    let output = tools.debugfs_file(image, &commands).await?;
     Ok(parse_listings(&output, &listed))
 }
 
@@ -250,12 +338,14 @@ pub(crate) fn parse_device_numbers(output: &str) -> Vec<Option<(u32, u32)>> {
     out
 }
 
-/// Makes the FIFOs and device nodes debugfs listed.
-fn recreate(
-    image: &Path,
+/// Makes the FIFOs and device nodes debugfs listed, each in its parent
+/// directory resolved inside the tree (a link in the tree never leads the
+/// node onto the host).
+async fn recreate(
+    image: &str,
     root: &Path,
     specials: &[SpecialFile],
-    scratch: &Path,
+    tools: &Tools<'_>,
 ) -> Result<(), StepError> {
     if specials.is_empty() {
         return Ok(());
@@ -270,14 +360,23 @@ fn recreate(
         for d in &devices {
             let _ = writeln!(commands, "stat {}", quote(&d.path)?);
         }
-        numbers = parse_device_numbers(&debugfs_file(image, &commands, scratch)?);
+        numbers = parse_device_numbers(&tools.debugfs_file(image, &commands).await?);
     }
     let mut device_numbers = devices
         .iter()
         .zip(numbers)
         .map(|(d, n)| (d.path.clone(), n));
     for special in specials {
-        let host: PathBuf = root.join(special.path.trim_start_matches('/'));
+        let in_image = Path::new(&special.path);
+        let (Some(parent), Some(name)) = (in_image.parent(), in_image.file_name()) else {
+            continue;
+        };
+        let dir = resolve_in_root(root, parent, true).map_err(io_error(&special.path))?;
+        if !dir.starts_with(root) || !super::fsutil::is_real_dir(&dir) {
+            tracing::warn!(path = %special.path, "skipping a special file whose directory is not in the tree");
+            continue;
+        }
+        let host = dir.join(name);
         let mode = format!("{:o}", special.mode & 0o7777);
         let mut cmd = Command::new("mknod");
         cmd.arg("-m").arg(&mode).arg(&host);
@@ -301,7 +400,7 @@ fn recreate(
             }
         }
         if fs::symlink_metadata(&host).is_ok() {
-            fs::remove_file(&host).map_err(io_error(host.display()))?;
+            super::fsutil::remove_path(&host).map_err(io_error(host.display()))?;
         }
         tools::run(&mut cmd, "mknod")?;
         std::os::unix::fs::lchown(&host, Some(special.uid), Some(special.gid))

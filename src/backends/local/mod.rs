@@ -33,6 +33,7 @@ mod fsutil;
 mod idmap;
 mod lines;
 mod provision;
+mod qcow2;
 mod sandbox;
 mod seccomp;
 mod tools;
@@ -43,7 +44,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::build::ResourceKind;
+use crate::build::{BuildStatus, BuildStore, ResourceKind};
 use crate::pipeline::{
     build_path_component, BuildContext, BuilderBackend, Progress, ResolvedBase, StepError,
 };
@@ -120,6 +121,46 @@ impl LocalBackend {
             .join(build_path_component(build_id)?))
     }
 
+    /// Removes the work directories of this work root whose build is over
+    /// (its record is not `RUNNING`, or its owner is gone): what a killed
+    /// build left that no ledger entry covers. Directories with no record
+    /// and names outside the build id grammar are left alone. Returns the
+    /// ids removed.
+    pub async fn sweep_work_dirs(&self, builds: &dyn BuildStore) -> Result<Vec<String>, StepError> {
+        let root = self.settings.work_root.clone();
+        let names: Vec<String> = match fs::read_dir(&root) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .filter(|n| crate::build::check_build_id(n).is_ok())
+                .collect(),
+            Err(_) => return Ok(Vec::new()),
+        };
+        let mut removed = Vec::new();
+        for name in names {
+            let Some(record) = builds.get(&name).await? else {
+                continue;
+            };
+            let live = record.status == BuildStatus::Running
+                && record.owner.as_ref().is_none_or(|o| o.is_alive());
+            if live {
+                continue;
+            }
+            let (dir, base) = (root.join(&name), root.clone());
+            let cgroup = BuildCgroup::of_build(&name);
+            blocking(move || {
+                cgroup
+                    .remove()
+                    .map_err(io_error("removing a build's cgroup"))?;
+                remove_below(&dir, &base).map_err(io_error(dir.display()))
+            })
+            .await?;
+            tracing::info!(build = %name, "removed a leftover work directory");
+            removed.push(name);
+        }
+        Ok(removed)
+    }
+
     /// The sandbox over a build's unpacked tree.
     fn sandbox(&self, ctx: &BuildContext, network: bool) -> Result<Sandbox, StepError> {
         let work = self.work_dir(&ctx.build_id)?;
@@ -132,6 +173,19 @@ impl LocalBackend {
                 root.display()
             )));
         }
+        Ok(Sandbox {
+            root,
+            build_id: ctx.build_id.clone(),
+            network,
+            deadline: Self::time_left(ctx)?.map(|left| Instant::now() + left),
+            cgroup: self.cgroup(ctx)?,
+        })
+    }
+
+    /// The build's control group with the recipe's limits, made (again:
+    /// a retried step may follow a `builds gc`) by every step that runs
+    /// something in a sandbox.
+    fn cgroup(&self, ctx: &BuildContext) -> Result<BuildCgroup, StepError> {
         let builder = &ctx.recipe()?.recipe.builder;
         let cgroup = BuildCgroup::of_build(build_path_component(&ctx.build_id)?);
         let limits = Limits {
@@ -139,17 +193,10 @@ impl LocalBackend {
             pids_max: builder.pids_max.unwrap_or(cgroup::DEFAULT_PIDS_MAX),
             cpus: builder.cpus,
         };
-        // Again on every step: a retried step may follow a `builds gc`.
         cgroup
             .create(&limits)
             .map_err(|e| StepError::NonRetryable(format!("build {}: cgroup: {e}", ctx.build_id)))?;
-        Ok(Sandbox {
-            root,
-            build_id: ctx.build_id.clone(),
-            network,
-            deadline: Self::time_left(ctx)?.map(|left| Instant::now() + left),
-            cgroup,
-        })
+        Ok(cgroup)
     }
 
     /// Time left before `builder.time_limit_minutes` (counted from the
@@ -181,54 +228,84 @@ impl LocalBackend {
         recipe: &LoadedRecipe,
         base_id: &str,
     ) -> Result<(), StepError> {
+        let started = Instant::now();
         let work = self.work_dir(&ctx.build_id)?;
         let source = self.base_source(recipe, base_id)?;
+        let (root, state, scratch) = (work.join("root"), work.join("state"), work.join("scratch"));
         let cache = self.digest_cache();
         let expected = base_id.to_string();
-        let build = ctx.build_id.clone();
-        let work_root = self.settings.work_root.clone();
+        let (w, r, s, t, base_root) = (
+            work.clone(),
+            root.clone(),
+            scratch.clone(),
+            state.clone(),
+            self.settings.work_root.clone(),
+        );
+        let (src, want) = (source.clone(), expected.clone());
         blocking(move || {
-            let started = Instant::now();
-            remove_below(&work, &work_root).map_err(io_error(work.display()))?;
-            let (root, state, scratch) = (work.join("root"), work.join("state"), work.join("scratch"));
-            for dir in [&root, &state, &scratch] {
+            remove_below(&w, &base_root).map_err(io_error(w.display()))?;
+            fs::create_dir_all(&w).map_err(io_error(w.display()))?;
+            // Only host root can reach the tree.
+            fs::set_permissions(&w, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+                .map_err(io_error(w.display()))?;
+            for dir in [&r, &t, &s] {
                 fs::create_dir_all(dir).map_err(io_error(dir.display()))?;
             }
-            if source.kind != LocalBaseKind::Directory {
-                let actual = source.digest(&cache)?;
-                if actual != expected {
+            if src.kind != LocalBaseKind::Directory {
+                let actual = src.digest(&cache)?;
+                if actual != want {
                     return Err(StepError::NonRetryable(format!(
-                        "base {} changed since it was resolved: its digest is {actual}, the build was keyed on {expected}",
-                        source.path.display()
+                        "base {} changed since it was resolved: its digest is {actual}, the build was keyed on {want}",
+                        src.path.display()
                     )));
                 }
             }
-            base::unpack(&source, &root, &scratch)?;
-            if source.kind == LocalBaseKind::Directory {
+            Ok(())
+        })
+        .await?;
+        match source.kind {
+            LocalBaseKind::Raw | LocalBaseKind::Qcow2 => {
+                let cgroup = self.cgroup(ctx)?;
+                let tools = disk::Tools {
+                    cgroup: &cgroup,
+                    deadline: Self::time_left(ctx)?.map(|left| Instant::now() + left),
+                    build_id: &ctx.build_id,
+                    base: &source.path,
+                    scratch: &scratch,
+                    root: &root,
+                };
+                disk::unpack_disk(&source, &tools).await?;
+            }
+            _ => {
+                let (src, r) = (source.clone(), root.clone());
+                blocking(move || base::unpack(&src, &r)).await?;
+            }
+        }
+        let src = source.clone();
+        blocking(move || {
+            if src.kind == LocalBaseKind::Directory {
                 let actual = digest::tree_digest(&root).map_err(io_error(root.display()))?;
                 if actual != expected {
                     return Err(StepError::NonRetryable(format!(
                         "base {} changed since it was resolved: the copy's digest is {actual}, the build was keyed on {expected}",
-                        source.path.display()
+                        src.path.display()
                     )));
                 }
             }
-            // Root of the sandbox owns the tree; only host root can reach it.
+            // Root of the sandbox owns the tree.
             idmap::shift_tree(&root, Shift::In).map_err(io_error(root.display()))?;
-            fs::set_permissions(&work, std::os::unix::fs::PermissionsExt::from_mode(0o700))
-                .map_err(io_error(work.display()))?;
             let marker = state.join("unpacked");
-            fs::write(&marker, &expected).map_err(io_error(marker.display()))?;
-            tracing::info!(
-                build = %build,
-                base = %source.path.display(),
-                kind = ?source.kind,
-                elapsed_ms = started.elapsed().as_millis() as u64,
-                "base unpacked"
-            );
-            Ok(())
+            fs::write(&marker, &expected).map_err(io_error(marker.display()))
         })
-        .await
+        .await?;
+        tracing::info!(
+            build = %ctx.build_id,
+            base = %source.path.display(),
+            kind = ?source.kind,
+            elapsed_ms = started.elapsed().as_millis() as u64,
+            "base unpacked"
+        );
+        Ok(())
     }
 
     /// Removes a ledger path (only below `allowed`) and marks it deleted.
@@ -270,6 +347,10 @@ impl LocalBackend {
 impl BuilderBackend for LocalBackend {
     fn provider(&self) -> Provider {
         Provider::Local
+    }
+
+    fn runs_in_process(&self) -> bool {
+        true
     }
 
     async fn resolve_base(

@@ -14,7 +14,7 @@
 //!   root with `pivot_root`. bwrap runs as the sandbox's uid, which may not
 //!   search the directories above the tree (the work directory is `0700`
 //!   root), so the forked child first enters a private mount namespace of
-//!   its own and binds the tree onto [`MOUNT_POINT`] there; the host's
+//!   its own and binds the tree onto a mount point below [`MOUNT_POINTS`] there; the host's
 //!   mount table never sees it, and it vanishes with the sandbox.
 //!   After `pivot_root` the old root is detached, so no path (and no
 //!   `chroot` trick) leads back to the host.
@@ -57,8 +57,9 @@ const TAIL_LINES: usize = 40;
 /// The sandbox program.
 const BWRAP: &str = "bwrap";
 
-/// Where the tree is bound, in the sandbox's private mount namespace only.
-pub const MOUNT_POINT: &str = "/run/bakehouse/sandbox-root";
+/// Where host paths are bound, in the sandbox's private mount namespace
+/// only (one mount point per bind: `d0`, `f1`, ...).
+pub const MOUNT_POINTS: &str = "/run/bakehouse/mnt";
 
 /// Capabilities root keeps inside the sandbox (its own namespaces only).
 const CAPABILITIES: [&str; 13] = [
@@ -180,6 +181,110 @@ impl Sandbox {
         result
     }
 
+    /// Runs `argv` over the tree.
+    async fn spawn(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
+        let layout = Layout::image(&self.root, self.network);
+        run_sandboxed(
+            &layout,
+            label,
+            argv,
+            &self.cgroup,
+            self.deadline,
+            &self.build_id,
+        )
+        .await
+    }
+}
+
+/// What a sandbox shows: host paths bound onto fixed mount points in the
+/// forked child's private mount namespace (see the module documentation),
+/// and bwrap's mount arguments over them.
+pub(crate) struct Layout {
+    /// Sources and their mount points.
+    binds: Vec<(PathBuf, PathBuf)>,
+    /// bwrap arguments that build the sandbox's file system.
+    mounts: Vec<std::ffi::OsString>,
+    /// Share the host's network.
+    network: bool,
+}
+
+impl Layout {
+    /// The image tree as `/`, with its own `/proc` and a minimal `/dev`.
+    pub fn image(root: &Path, network: bool) -> Layout {
+        let mut layout = Layout {
+            binds: Vec::new(),
+            mounts: Vec::new(),
+            network,
+        };
+        let point = layout.bind(root, true);
+        layout.arg("--bind").arg(point).arg("/");
+        layout.arg("--proc").arg("/proc").arg("--dev").arg("/dev");
+        layout
+            .arg("--perms")
+            .arg("1777")
+            .arg("--tmpfs")
+            .arg("/dev/shm");
+        layout
+    }
+
+    /// The host's programs (`/usr` and the top-level links or directories
+    /// into it, read-only) with a private `/tmp`, `/proc` and `/dev`, for
+    /// running host tools over untrusted data; add what they work on with
+    /// [`Layout::dir`] and [`Layout::file`]. No network.
+    pub fn tools() -> Layout {
+        let mut layout = Layout {
+            binds: Vec::new(),
+            mounts: Vec::new(),
+            network: false,
+        };
+        layout.arg("--ro-bind").arg("/usr").arg("/usr");
+        for top in ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
+            match fs::symlink_metadata(top) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    if let Ok(target) = fs::read_link(top) {
+                        layout.arg("--symlink").arg(target).arg(top);
+                    }
+                }
+                Ok(m) if m.is_dir() => {
+                    layout.arg("--ro-bind").arg(top).arg(top);
+                }
+                _ => {}
+            }
+        }
+        layout.arg("--proc").arg("/proc").arg("--dev").arg("/dev");
+        layout.arg("--tmpfs").arg("/tmp");
+        layout
+    }
+
+    /// Shows the host directory `host` at `inside` (writable or not).
+    pub fn dir(mut self, host: &Path, inside: &str, writable: bool) -> Layout {
+        let point = self.bind(host, true);
+        self.arg(if writable { "--bind" } else { "--ro-bind" })
+            .arg(point)
+            .arg(inside);
+        self
+    }
+
+    /// Shows the host file `host` read-only at `inside`.
+    pub fn file(mut self, host: &Path, inside: &str) -> Layout {
+        let point = self.bind(host, false);
+        self.arg("--ro-bind").arg(point).arg(inside);
+        self
+    }
+
+    fn arg(&mut self, a: impl Into<std::ffi::OsString>) -> &mut Layout {
+        self.mounts.push(a.into());
+        self
+    }
+
+    /// The mount point for the next bind.
+    fn bind(&mut self, source: &Path, dir: bool) -> PathBuf {
+        let kind = if dir { "d" } else { "f" };
+        let point = Path::new(MOUNT_POINTS).join(format!("{kind}{}", self.binds.len()));
+        self.binds.push((source.to_path_buf(), point.clone()));
+        point
+    }
+
     /// The bwrap command line for `argv` with the given descriptors.
     fn command(&self, fds: &SetupFds, argv: &[String]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(BWRAP);
@@ -193,9 +298,7 @@ impl Sandbox {
             .args(["--userns-block-fd", &fd(&fds.block_r)])
             .args(["--add-seccomp-fd", &fd(&fds.deny)])
             .args(["--add-seccomp-fd", &fd(&fds.clone3)])
-            .args(["--bind", MOUNT_POINT, "/"])
-            .args(["--proc", "/proc", "--dev", "/dev"])
-            .args(["--perms", "1777", "--tmpfs", "/dev/shm"])
+            .args(&self.mounts)
             .args(["--hostname", SANDBOX_HOSTNAME, "--chdir", "/"])
             .args(["--cap-drop", "ALL"]);
         for cap in CAPABILITIES {
@@ -211,103 +314,110 @@ impl Sandbox {
             .kill_on_drop(true);
         cmd
     }
+}
 
-    /// Starts bwrap, maps its user namespace, and collects the output.
-    async fn spawn(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
-        let setup = |what: String| {
-            StepError::NonRetryable(format!("{label}: could not set up the sandbox: {what}"))
-        };
-        let fds = SetupFds::new().map_err(|e| setup(e.to_string()))?;
-        let bind = TreeBind::new(&self.root).map_err(|e| setup(e.to_string()))?;
-        let cgroups = self
-            .cgroup
-            .procs_files()
-            .map_err(|e| setup(e.to_string()))?;
-        let mut cmd = self.command(&fds, argv);
-        let inherit: Vec<RawFd> = [&fds.info_w, &fds.block_r, &fds.deny, &fds.clone3]
-            .iter()
-            .map(|f| f.as_raw_fd())
-            .collect();
-        let cgroup_fds = cgroup::raw(&cgroups);
-        // SAFETY: the closure runs in the forked child before exec and only
-        // makes async-signal-safe system calls (write, fcntl, setgroups,
-        // setresgid, setresuid, prctl, getppid).
-        let parent = std::process::id() as i32;
-        unsafe {
-            cmd.pre_exec(move || {
-                bind.enter()?;
-                child_setup(&inherit, &cgroup_fds, parent)
-            });
+/// Starts bwrap over `layout` in the build's cgroup, maps its user
+/// namespace, and collects the output of `argv` (logged under `label`),
+/// killing it when `deadline` passes.
+pub(crate) async fn run_sandboxed(
+    layout: &Layout,
+    label: &str,
+    argv: &[String],
+    cgroup: &BuildCgroup,
+    deadline: Option<Instant>,
+    build_id: &str,
+) -> Result<RunResult, StepError> {
+    let setup = |what: String| {
+        StepError::NonRetryable(format!("{label}: could not set up the sandbox: {what}"))
+    };
+    let fds = SetupFds::new().map_err(|e| setup(e.to_string()))?;
+    let bind = Binds::new(&layout.binds).map_err(|e| setup(e.to_string()))?;
+    let cgroups = cgroup.procs_files().map_err(|e| setup(e.to_string()))?;
+    let mut cmd = layout.command(&fds, argv);
+    let inherit: Vec<RawFd> = [&fds.info_w, &fds.block_r, &fds.deny, &fds.clone3]
+        .iter()
+        .map(|f| f.as_raw_fd())
+        .collect();
+    let cgroup_fds = cgroup::raw(&cgroups);
+    // SAFETY: the closure runs in the forked child before exec and only
+    // makes async-signal-safe system calls (write, fcntl, setgroups,
+    // setresgid, setresuid, prctl, getppid).
+    let parent = std::process::id() as i32;
+    unsafe {
+        cmd.pre_exec(move || {
+            bind.enter()?;
+            child_setup(&inherit, &cgroup_fds, parent)
+        });
+    }
+    let mut child = cmd.spawn().map_err(|e| {
+        setup(format!(
+            "cannot start {BWRAP} (Debian package bubblewrap): {e}"
+        ))
+    })?;
+    // Only bwrap may hold these now: the info pipe reaches its end when
+    // bwrap closes it.
+    let SetupFds {
+        info_r,
+        block_w,
+        info_w,
+        block_r,
+        deny,
+        clone3,
+    } = fds;
+    drop((info_w, block_r, deny, clone3, cgroups));
+    let mapped = tokio::task::spawn_blocking(move || map_user_namespace(info_r, block_w))
+        .await
+        .map_err(|e| setup(e.to_string()))?;
+    let stdout = child.stdout.take();
+    let stderr = child.stderr.take();
+    if let Err(e) = mapped {
+        let _ = child.kill().await;
+        let mut text = String::new();
+        if let Some(mut err) = stderr {
+            use tokio::io::AsyncReadExt;
+            let _ = (&mut err).take(4096).read_to_string(&mut text).await;
         }
-        let mut child = cmd.spawn().map_err(|e| {
-            setup(format!(
-                "cannot start {BWRAP} (Debian package bubblewrap): {e}"
-            ))
-        })?;
-        // Only bwrap may hold these now: the info pipe reaches its end when
-        // bwrap closes it.
-        let SetupFds {
-            info_r,
-            block_w,
-            info_w,
-            block_r,
-            deny,
-            clone3,
-        } = fds;
-        drop((info_w, block_r, deny, clone3, cgroups));
-        let mapped = tokio::task::spawn_blocking(move || map_user_namespace(info_r, block_w))
-            .await
-            .map_err(|e| setup(e.to_string()))?;
-        let stdout = child.stdout.take();
-        let stderr = child.stderr.take();
-        if let Err(e) = mapped {
-            let _ = child.kill().await;
-            let mut text = String::new();
-            if let Some(mut err) = stderr {
-                use tokio::io::AsyncReadExt;
-                let _ = (&mut err).take(4096).read_to_string(&mut text).await;
+        return Err(setup(format!("{e}; {}", text.trim())));
+    }
+    let mut tail: Vec<String> = Vec::new();
+    let build = build_id.to_string();
+    let stream = async {
+        let mut out = stdout.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
+        let mut err = stderr.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
+        let mut logged = 0u64;
+        loop {
+            let (line, bytes) = tokio::select! {
+                line = next(&mut out), if out.is_some() => match line {
+                    Some(l) => l,
+                    None => { out = None; continue }
+                },
+                line = next(&mut err), if err.is_some() => match line {
+                    Some(l) => l,
+                    None => { err = None; continue }
+                },
+                else => break,
+            };
+            if logged < MAX_LOGGED_BYTES {
+                logged += bytes;
+                tracing::info!(build = %build, provisioner = %label, "{line}");
+                if logged >= MAX_LOGGED_BYTES {
+                    tracing::warn!(build = %build, provisioner = %label, "output past {} MiB is not logged", MAX_LOGGED_BYTES >> 20);
+                }
             }
-            return Err(setup(format!("{e}; {}", text.trim())));
+            if tail.len() == TAIL_LINES {
+                tail.remove(0);
+            }
+            tail.push(line);
         }
-        let mut tail: Vec<String> = Vec::new();
-        let build = self.build_id.clone();
-        let stream = async {
-            let mut out = stdout.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
-            let mut err = stderr.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
-            let mut logged = 0u64;
-            loop {
-                let (line, bytes) = tokio::select! {
-                    line = next(&mut out), if out.is_some() => match line {
-                        Some(l) => l,
-                        None => { out = None; continue }
-                    },
-                    line = next(&mut err), if err.is_some() => match line {
-                        Some(l) => l,
-                        None => { err = None; continue }
-                    },
-                    else => break,
-                };
-                if logged < MAX_LOGGED_BYTES {
-                    logged += bytes;
-                    tracing::info!(build = %build, provisioner = %label, "{line}");
-                    if logged >= MAX_LOGGED_BYTES {
-                        tracing::warn!(build = %build, provisioner = %label, "output past {} MiB is not logged", MAX_LOGGED_BYTES >> 20);
-                    }
-                }
-                if tail.len() == TAIL_LINES {
-                    tail.remove(0);
-                }
-                tail.push(line);
-            }
-            child.wait().await
-        };
-        let status = match self.deadline {
+        child.wait().await
+    };
+    let status = match deadline {
             Some(deadline) => {
                 let left = deadline.saturating_duration_since(Instant::now());
                 match tokio::time::timeout(left, stream).await {
                     Ok(status) => status,
                     Err(_) => {
-                        self.cgroup.kill();
+                        cgroup.kill();
                         return Err(StepError::BuildFailed(format!(
                             "{label}: the build ran out of its time (builder.time_limit_minutes); killed"
                         )));
@@ -317,16 +427,15 @@ impl Sandbox {
             None => stream.await,
         }
         .map_err(io_error(format!("{label}: waiting for the sandbox")))?;
-        use std::os::unix::process::ExitStatusExt;
-        let status = status
-            .code()
-            .or_else(|| status.signal().map(|s| 128 + s))
-            .unwrap_or(-1);
-        if status == 1 && tail.first().is_some_and(|l| l.starts_with("bwrap: ")) {
-            return Err(setup(tail.join(" | ")));
-        }
-        Ok(RunResult { status, tail })
+    use std::os::unix::process::ExitStatusExt;
+    let status = status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(-1);
+    if status == 1 && tail.first().is_some_and(|l| l.starts_with("bwrap: ")) {
+        return Err(setup(tail.join(" | ")));
     }
+    Ok(RunResult { status, tail })
 }
 
 /// The descriptors bwrap is handed: its info pipe, the pipe it waits on
@@ -356,34 +465,42 @@ impl SetupFds {
     }
 }
 
-/// The tree bound onto [`MOUNT_POINT`] in a private mount namespace of the
-/// forked child (paths prepared before the fork: the child only makes
-/// system calls).
-struct TreeBind {
-    tree: std::ffi::CString,
-    point: std::ffi::CString,
+/// Host paths bound onto their mount points in a private mount namespace
+/// of the forked child (paths prepared before the fork: the child only
+/// makes system calls).
+struct Binds {
+    pairs: Vec<(std::ffi::CString, std::ffi::CString)>,
 }
 
-impl TreeBind {
-    fn new(tree: &Path) -> std::io::Result<TreeBind> {
+impl Binds {
+    fn new(binds: &[(PathBuf, PathBuf)]) -> std::io::Result<Binds> {
         use std::os::unix::ffi::OsStrExt;
-        fs::create_dir_all(MOUNT_POINT)?;
-        if !is_real_dir(Path::new(MOUNT_POINT)) {
-            return Err(std::io::Error::other(format!(
-                "{MOUNT_POINT} is not a directory"
-            )));
-        }
+        fs::create_dir_all(MOUNT_POINTS)?;
         let c = |p: &Path| {
             std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(std::io::Error::other)
         };
-        Ok(TreeBind {
-            tree: c(tree)?,
-            point: c(Path::new(MOUNT_POINT))?,
-        })
+        let mut pairs = Vec::new();
+        for (source, point) in binds {
+            let dir = fs::metadata(source)?.is_dir();
+            match fs::symlink_metadata(point) {
+                Ok(m) if m.is_dir() == dir && !m.file_type().is_symlink() => {}
+                Ok(_) => {
+                    return Err(std::io::Error::other(format!(
+                        "{} is not a plain {}",
+                        point.display(),
+                        if dir { "directory" } else { "file" }
+                    )))
+                }
+                Err(_) if dir => fs::create_dir(point)?,
+                Err(_) => drop(fs::File::create(point)?),
+            }
+            pairs.push((c(source)?, c(point)?));
+        }
+        Ok(Binds { pairs })
     }
 
-    /// In the forked child: a private mount namespace with the tree bound
-    /// (`nodev`, `nosuid`) onto the mount point.
+    /// In the forked child: a private mount namespace with every source
+    /// bound (`nodev`, `nosuid`) onto its mount point.
     fn enter(&self) -> std::io::Result<()> {
         let check = |r: libc::c_int| {
             if r < 0 {
@@ -403,20 +520,22 @@ impl TreeBind {
                 libc::MS_REC | libc::MS_PRIVATE,
                 std::ptr::null(),
             ))?;
-            check(libc::mount(
-                self.tree.as_ptr(),
-                self.point.as_ptr(),
-                none,
-                libc::MS_BIND,
-                std::ptr::null(),
-            ))?;
-            check(libc::mount(
-                none,
-                self.point.as_ptr(),
-                none,
-                libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV | libc::MS_NOSUID,
-                std::ptr::null(),
-            ))?;
+            for (source, point) in &self.pairs {
+                check(libc::mount(
+                    source.as_ptr(),
+                    point.as_ptr(),
+                    none,
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    none,
+                    point.as_ptr(),
+                    none,
+                    libc::MS_REMOUNT | libc::MS_BIND | libc::MS_NODEV | libc::MS_NOSUID,
+                    std::ptr::null(),
+                ))?;
+            }
         }
         Ok(())
     }
