@@ -151,3 +151,84 @@ fn libc_major(dev: u64) -> u64 {
 fn libc_minor(dev: u64) -> u64 {
     ((dev >> 12) & 0xffff_ff00) | (dev & 0x0000_00ff)
 }
+
+/// The uid and gid of `name` in the tree's `/etc/passwd`.
+fn passwd_ids(tree: &std::path::Path, name: &str) -> (u32, u32) {
+    let passwd = std::fs::read_to_string(tree.join("etc/passwd")).unwrap();
+    let line = passwd
+        .lines()
+        .find(|l| l.starts_with(&format!("{name}:")))
+        .unwrap_or_else(|| panic!("no {name} in /etc/passwd:\n{passwd}"));
+    let fields: Vec<&str> = line.split(':').collect();
+    (fields[2].parse().unwrap(), fields[3].parse().unwrap())
+}
+
+#[tokio::test]
+async fn a_debian_package_with_a_system_user_installs_and_keeps_its_owners() {
+    let h = Harness::new(None);
+    let recipe = h.write(
+        "recipe/debian.yaml",
+        &format!(
+            "name: debian\nos: linux\nbase:\n  path: {}\nbuilder:\n  network: true\nprovisioners:\n  - type: shell\n    inline:\n      - apt-get update -q\n      - DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends uuid-runtime\n      - id uuidd\n",
+            debian_base().display()
+        ),
+    );
+    let out = h.build(&recipe, "debian-1").await;
+    assert!(
+        out.error.is_none(),
+        "{:?}\n{}",
+        out.error,
+        notes(&out.record)
+    );
+    let tree = h.path("captured");
+    local_support::untar(&out.artifact(".tar.zst"), &tree);
+
+    // The package's system user owns its files under its own uid.
+    let (uid, gid) = passwd_ids(&tree, "uuidd");
+    assert!((100..1000).contains(&uid), "uuidd has uid {uid}");
+    let mut owned = Vec::new();
+    let mut shifted = Vec::new();
+    for entry in walkdir::WalkDir::new(&tree).follow_links(false) {
+        let entry = entry.unwrap();
+        let meta = entry.path().symlink_metadata().unwrap();
+        if meta.uid() == uid && meta.gid() == gid {
+            owned.push(entry.path().display().to_string());
+        }
+        if meta.uid() >= 65_536 || meta.gid() >= 65_536 {
+            shifted.push(entry.path().display().to_string());
+        }
+    }
+    assert!(!owned.is_empty(), "nothing is owned by uuidd ({uid}:{gid})");
+    assert!(
+        shifted.is_empty(),
+        "host ids leaked into the image: {shifted:?}"
+    );
+    // Its systemd unit was enabled by its postinst.
+    let wants = tree.join("etc/systemd/system/sockets.target.wants/uuidd.socket");
+    assert!(
+        wants.symlink_metadata().is_ok(),
+        "uuidd.socket was not enabled"
+    );
+    // Debian's own ownership of the shadow file, in both artifacts.
+    let group = std::fs::read_to_string(tree.join("etc/group")).unwrap();
+    let shadow_gid: u32 = group
+        .lines()
+        .find(|l| l.starts_with("shadow:"))
+        .and_then(|l| l.split(':').nth(2))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let shadow = tree.join("etc/shadow").symlink_metadata().unwrap();
+    assert_eq!(
+        (shadow.uid(), shadow.gid(), shadow.mode() & 0o7777),
+        (0, shadow_gid, 0o640)
+    );
+    std::fs::create_dir_all(h.path("scratch-raw")).unwrap();
+    let raw = local_support::qcow2_to_raw(&out.artifact(".qcow2"), &h.path("scratch-raw"));
+    let stat = local_support::debugfs(&raw, "stat /etc/shadow");
+    assert!(
+        stat.contains(&format!("User:     0   Group:    {shadow_gid}"))
+            && stat.contains("Mode:  0640"),
+        "{stat}"
+    );
+}
