@@ -7,6 +7,7 @@ PY        := $(VENV)/bin/python
 STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 STAMP_DEB := .bakehouse/.debian-packages
+DEMO_BASE := .bakehouse/bases/bookworm-minbase.tar.zst
 DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap
 CARGO     ?= cargo
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -47,7 +48,8 @@ lint: setup
 	$(CARGO) fmt --all -- --check
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
-unit: setup
+## The sandbox and Debian build tests run on the demo's bookworm base.
+unit: setup $(DEMO_BASE)
 	$(CARGO) test --workspace
 
 ## test: everything CI runs.
@@ -56,7 +58,6 @@ test: lint unit
 
 ## demo: a Debian bookworm minbase rootfs (made once, cached), baked with
 ## recipes/demo.yaml, registered and resolved. A second run is a cache hit.
-DEMO_BASE := .bakehouse/bases/bookworm-minbase.tar.zst
 BAKEHOUSE := target/debug/bakehouse
 
 $(DEMO_BASE): | $(STAMP_DEB)

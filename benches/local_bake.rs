@@ -9,7 +9,12 @@
 //!   KVM) running the same five commands on a copy of the same qcow2, which
 //!   it modifies in place: no clean, no second artifact, no registry;
 //! - the cache-hit rebuild of the unchanged recipe (bake key registered:
-//!   nothing is launched).
+//!   nothing is launched);
+//! - the sandbox's cost per command: 100 × `/bin/true` through the
+//!   bubblewrap sandbox (user namespace, seccomp, cgroup) against the
+//!   sandbox bakehouse used before it (`unshare` of mount, PID, UTS, IPC and
+//!   network namespaces, `/proc` and a minimal `/dev` mounted, `chroot`),
+//!   reproduced here as the peer, on the same tree.
 //!
 //! Needs root. Run with `make bench` (which installs libguestfs-tools) or
 //! `cargo bench --bench local_bake`.
@@ -22,12 +27,81 @@ use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use bakehouse::backends::local::{remove_sandbox_cgroup, run_in_sandbox};
 use local_support::{busybox_rootfs, run, Harness};
 
 /// Bakes and virt-customize runs measured (median reported).
 const SLOW_RUNS: usize = 3;
 /// Cache-hit rebuilds measured.
 const HIT_RUNS: usize = 9;
+/// Commands run through each sandbox.
+const SANDBOX_RUNS: usize = 100;
+
+/// The previous sandbox's setup (its whole host side), kept as the peer.
+const UNSHARE_CHROOT: &str = r#"exec 2>&1
+root=$1
+shift
+mount -t proc -o nosuid,nodev,noexec proc "$root/proc" || exit 125
+mount -t tmpfs -o nosuid,noexec,mode=0755,size=1024k bakehouse-dev "$root/dev" || exit 125
+for d in null zero full random urandom tty; do
+  : > "$root/dev/$d" && mount --bind "/dev/$d" "$root/dev/$d" || exit 125
+done
+echo bakehouse-build > /proc/sys/kernel/hostname
+ip link set lo up 2>/dev/null || true
+exec chroot "$root" "$@"
+"#;
+
+/// Runs `true` `SANDBOX_RUNS` times through the previous sandbox.
+fn unshare_chroot(root: &Path) -> Duration {
+    let start = Instant::now();
+    for _ in 0..SANDBOX_RUNS {
+        let status = Command::new("unshare")
+            .args([
+                "--mount",
+                "--propagation",
+                "private",
+                "--pid",
+                "--fork",
+                "--kill-child",
+            ])
+            .args([
+                "--uts",
+                "--ipc",
+                "--net",
+                "--",
+                "/bin/sh",
+                "-c",
+                UNSHARE_CHROOT,
+                "sandbox",
+            ])
+            .arg(root)
+            .arg("/bin/true")
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+    start.elapsed()
+}
+
+/// Runs `true` `SANDBOX_RUNS` times through the bubblewrap sandbox.
+async fn bubblewrap(root: &Path) -> Duration {
+    let argv = vec!["/bin/true".to_string()];
+    // The first run hands the tree to the sandbox's ids; not measured.
+    assert_eq!(
+        run_in_sandbox("bench-sandbox", root, &argv).await.unwrap(),
+        0
+    );
+    let start = Instant::now();
+    for _ in 0..SANDBOX_RUNS {
+        assert_eq!(
+            run_in_sandbox("bench-sandbox", root, &argv).await.unwrap(),
+            0
+        );
+    }
+    let took = start.elapsed();
+    remove_sandbox_cgroup("bench-sandbox").unwrap();
+    took
+}
 
 /// The provisioning commands, one shell step each, run by both sides.
 const STEPS: [&str; 5] = [
@@ -180,6 +254,13 @@ async fn bench() {
         .map(|_| virt_customize(&base, &scratch))
         .collect();
 
+    let old_tree = h.path("sandbox-old");
+    let new_tree = h.path("sandbox-new");
+    busybox_rootfs(&old_tree);
+    busybox_rootfs(&new_tree);
+    let old = unshare_chroot(&old_tree);
+    let new = bubblewrap(&new_tree).await;
+
     let (bake, hit, virt) = (median(bakes), median(hits), median(virt));
     println!(
         "local bake: busybox base ({} KiB qcow2), {} shell steps",
@@ -213,5 +294,22 @@ async fn bench() {
         "  {:<46} {:>9.0} x",
         "ratio bake / cache hit",
         secs(bake) / secs(hit)
+    );
+    let per = |d: Duration| secs(d) * 1000.0 / SANDBOX_RUNS as f64;
+    println!("sandbox cost per command ({SANDBOX_RUNS} x /bin/true on the busybox tree)");
+    println!(
+        "  {:<46} {:>9.2} ms",
+        "unshare + chroot (the previous sandbox)",
+        per(old)
+    );
+    println!(
+        "  {:<46} {:>9.2} ms",
+        "bubblewrap: userns, seccomp, cgroup",
+        per(new)
+    );
+    println!(
+        "  {:<46} {:>9.2} x",
+        "ratio bubblewrap / unshare + chroot",
+        secs(new) / secs(old)
     );
 }

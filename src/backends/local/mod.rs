@@ -58,6 +58,40 @@ use fsutil::{blocking, io_error, remove_below};
 use idmap::Shift;
 use sandbox::Sandbox;
 
+/// Runs `argv` in the sandbox over the unpacked tree `root`, as a
+/// provisioner runs (no network, default limits), in the control group of
+/// `build_id` (made if missing; remove it with [`remove_sandbox_cgroup`]);
+/// returns the exit status. The tree is handed to the sandbox's ids first
+/// (idempotent). Builds go through [`LocalBackend`]'s steps; this is for
+/// benchmarks and debugging.
+pub async fn run_in_sandbox(
+    build_id: &str,
+    root: &Path,
+    argv: &[String],
+) -> Result<i32, StepError> {
+    let cgroup = BuildCgroup::of_build(build_path_component(build_id)?);
+    cgroup
+        .create(&Limits::default())
+        .map_err(io_error("creating the sandbox's cgroup"))?;
+    let tree = root.to_path_buf();
+    blocking(move || idmap::shift_tree(&tree, Shift::In).map_err(io_error(tree.display()))).await?;
+    let sandbox = Sandbox {
+        root: root.to_path_buf(),
+        build_id: build_id.to_string(),
+        network: false,
+        deadline: None,
+        cgroup,
+    };
+    Ok(sandbox.run("run", argv).await?.status)
+}
+
+/// Removes the control group [`run_in_sandbox`] made for `build_id`.
+pub fn remove_sandbox_cgroup(build_id: &str) -> Result<(), StepError> {
+    BuildCgroup::of_build(build_path_component(build_id)?)
+        .remove()
+        .map_err(io_error("removing the sandbox's cgroup"))
+}
+
 /// Where the local backend works and writes its images.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct LocalSettings {
