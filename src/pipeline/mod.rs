@@ -1,7 +1,7 @@
 //! The build pipeline: `launch → provision → clean → capture → register`,
 //! with `teardown` on every path. [`Pipeline`] holds the step handlers the
 //! Lambda functions and the local runner call; [`BuilderBackend`] is the
-//! seam to EC2 + SSM or a local chroot.
+//! seam to EC2 + SSM or the local sandbox.
 
 mod backend;
 pub mod bundle;

@@ -4,24 +4,27 @@
 //!   `.tar.zst`, or a raw/qcow2 ext4 image) is identified by its content
 //!   digest; a `registry:` reference resolves to the local artifact of an
 //!   earlier build (its digest, with `name@version` as parent).
-//! - **launch**: the work directory `<work_root>/<build id>` is recorded in
-//!   the ledger, then the base is unpacked into its `root/` (a marker
-//!   written after a complete unpack makes a retry a no-op; a partial one
-//!   is redone).
-//! - **provision**: each provisioner, then each test command, runs in new
-//!   mount, PID, UTS and IPC namespaces (and a network namespace unless
-//!   `builder.network`), chrooted into the tree with `/proc` and a minimal
-//!   `/dev`; output is streamed to the log and its tail kept as a note.
-//! - **clean**: the clean policy script, run chrooted, then
+//!   A qcow2 base must be self-contained (module `qcow2`).
+//! - **launch**: the work directory `<work_root>/<build id>` and the
+//!   build's cgroup are recorded in the ledger, then the base is unpacked
+//!   into its `root/` (disk images by tools in the tool sandbox, see
+//!   module `disk`) and handed to the sandbox's ids (module `idmap`); a marker written
+//!   after a complete unpack makes a retry a no-op.
+//! - **provision**: each provisioner, then each test command, runs in the
+//!   bubblewrap sandbox (module `sandbox`); output is streamed to the log in
+//!   bounded lines and its tail kept as a note.
+//! - **clean**: the clean policy script, run in the sandbox, then
 //!   [`crate::recipe::verify_tree`].
-//! - **capture**: `<images_dir>/<recipe>/<build id>/<recipe>.qcow2` (ext4)
-//!   and `<recipe>.tar.zst`, each with a `.sha256` sidecar, recorded in the
+//! - **capture**: the tree back to the image's ids, then
+//!   `<images_dir>/<recipe>/<build id>/<recipe>.qcow2` (ext4) and
+//!   `<recipe>.tar.zst`, each with a `.sha256` sidecar, recorded in the
 //!   ledger before they are written.
-//! - **teardown**: removes the work directory, and on failure the outputs.
+//! - **teardown**: kills the build's cgroup, removes the work directory,
+//!   and on failure the outputs.
 //!
-//! Needs root, util-linux (`unshare`, `mount`, `chroot`), e2fsprogs
-//! (`mke2fs`, `debugfs`) and qemu-utils (`qemu-img`); busybox-static is
-//! used to clean trees that have no shell.
+//! Needs Linux, root, bubblewrap, e2fsprogs (`mke2fs`, `debugfs`) and
+//! qemu-utils (`qemu-img`); busybox-static is used to clean trees that
+//! have no shell.
 
 mod base;
 mod capture;
