@@ -111,3 +111,54 @@ fn the_time_limit_bounds_the_whole_build_and_names_the_step() {
     );
     assert!(!dir.path().join("home/work/slow-1").exists());
 }
+
+#[test]
+fn memory_and_process_limits_hold_in_the_sandbox() {
+    let dir = world(
+        "name: greedy\nbase: {path: base.tar.gz}\nbuilder: {memory_mb: 64, pids_max: 32}\nprovisioners:\n  - type: shell\n    script: greedy.sh\n",
+    );
+    fs::write(
+        dir.path().join("recipe/greedy.sh"),
+        r#"#!/bin/sh
+(n=0; while [ $n -lt 64 ]; do sleep 30 & n=$((n+1)); echo $n >/tmp/started; done) 2>/dev/null
+echo "sleeps started: $(cat /tmp/started)"
+killall sleep
+head -c 300000000 /dev/zero | tr '\0' a | fold -w 100 | sort >/dev/null
+"#,
+    )
+    .unwrap();
+    let out = bakehouse(
+        dir.path(),
+        &[
+            "build",
+            "--build-id",
+            "greedy-1",
+            dir.path().join("recipe/r.yaml").to_str().unwrap(),
+        ],
+    );
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record = record(dir.path(), "greedy-1");
+    let note = record["steps"][1]["notes"].to_string();
+    // The process limit stopped the 64 background sleeps early...
+    let started: u32 = note
+        .split("sleeps started: ")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("{note}"));
+    assert!(started < 32, "{started} sleeps started: {note}");
+    // ... and the memory limit killed the sort that holds 300 MB.
+    assert_eq!(record["failure"]["step"], "provision", "{record:#}");
+    assert!(
+        record["failure"]["cause"]
+            .as_str()
+            .unwrap()
+            .contains("exit code 137"),
+        "{record:#}"
+    );
+}
