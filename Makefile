@@ -8,7 +8,7 @@ STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 STAMP_DEB := .bakehouse/.debian-packages
 DEMO_BASE := .bakehouse/bases/bookworm-minbase.tar.zst
-DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap
+DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap fdisk dosfstools
 CARGO     ?= cargo
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 
@@ -21,8 +21,14 @@ help:
 	@echo "make package  build every Lambda with cargo lambda into zips"
 	@echo "make deploy   sam deploy with infra/samconfig.toml (needs an AWS account)"
 
-## setup: Python tools in .venv, Node tools in node_modules, Debian packages.
-setup: $(STAMP_PY) $(STAMP_NPM) $(STAMP_DEB)
+## setup: Python tools in .venv, Node tools in node_modules, Debian packages
+## (qemu-system-x86 from bookworm-backports, like the preinstalled qemu-utils).
+STAMP_QEMU := .bakehouse/.qemu-system
+setup: $(STAMP_PY) $(STAMP_NPM) $(STAMP_DEB) $(STAMP_QEMU)
+
+$(STAMP_QEMU): | $(STAMP_DEB)
+	scripts/install-qemu-system.sh
+	touch $@
 
 $(STAMP_PY): requirements-dev.txt
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -79,7 +85,7 @@ $(STAMP_VC): | $(STAMP_DEB)
 	scripts/install-virt-customize.sh
 	touch $@
 
-bench: setup $(STAMP_VC) package
+bench: setup $(STAMP_VC) $(DEMO_BASE) package
 	$(CARGO) bench --bench registry
 	$(CARGO) bench --bench local_bake
 	$(CARGO) bench --bench lambda_init

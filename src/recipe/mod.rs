@@ -48,9 +48,9 @@ pub use clean::{clean_script, CleanItem};
 pub use clean_verify::{verify_tree, Leftover};
 pub use error::{Problem, RecipeError};
 pub use model::{
-    AnsibleProvisioner, Base, BaseFilter, BuilderSettings, BumpPart, CleanPolicy, FileProvisioner,
-    OsKind, Provisioner, Publish, Recipe, SaltProvisioner, ShellProvisioner, ShellSource,
-    VersionPolicy,
+    AnsibleProvisioner, Base, BaseFilter, BuilderSettings, BumpPart, CleanPolicy, DiskSettings,
+    DiskTable, FileProvisioner, OsKind, Provisioner, Publish, Recipe, SaltProvisioner,
+    ShellProvisioner, ShellSource, VersionPolicy,
 };
 pub use schedule::Schedule;
 

@@ -194,9 +194,39 @@ pub struct BuilderSettings {
     /// no limit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpus: Option<u32>,
+    /// Local builds: make the output a bootable whole disk (partition
+    /// table, ext4 root, GRUB from the image's own `grub-pc-bin`) when the
+    /// base is a tarball, a directory or a bare filesystem. Whole-disk bases
+    /// always give whole disks of their own layout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<DiskSettings>,
     /// Extra tags on the builder instance and its volumes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
+}
+
+/// The bootable whole disk a local build makes from a tree
+/// (`builder.disk`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DiskSettings {
+    /// Partition table: `gpt` (BIOS-boot, EFI system and root partitions)
+    /// or `mbr` (one bootable root partition).
+    pub table: DiskTable,
+    /// Size of the disk in MiB (default: the tree plus a quarter, at least
+    /// 1024).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size_mb: Option<u32>,
+}
+
+/// A partition table kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DiskTable {
+    /// GUID partition table.
+    Gpt,
+    /// DOS/MBR partition table.
+    Mbr,
 }
 
 /// One provisioning step, tagged by `type`.

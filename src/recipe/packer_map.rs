@@ -315,6 +315,7 @@ impl Converter<'_> {
             memory_mb: None,
             pids_max: None,
             cpus: None,
+            disk: None,
             tags: self.render_map(&format!("{B}.run_tags"), &b.run_tags),
         }
     }

@@ -181,6 +181,14 @@ fn check_builder(c: &mut Checker, recipe: &Recipe) {
             );
         }
     }
+    if let Some(size) = b.disk.as_ref().and_then(|d| d.size_mb) {
+        if !(256..=2_097_152).contains(&size) {
+            c.report(
+                "builder.disk.size_mb",
+                format!("{size} must be between 256 and 2097152 (2 TiB)"),
+            );
+        }
+    }
     if b.kms_key_id.as_deref().is_some_and(|k| k.trim().is_empty()) {
         c.report("builder.kms_key_id", "KMS key id must not be empty");
     }

@@ -13,6 +13,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 
+pub mod disks;
+
 use bakehouse::asl::{EventKind, Execution, ExecutionStatus, SystemClock};
 use bakehouse::backends::local::{LocalBackend, LocalSettings};
 use bakehouse::build::{BuildRecord, BuildStore, SqliteBuildStore, Step};

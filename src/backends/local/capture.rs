@@ -45,7 +45,7 @@ pub(crate) fn complete(path: &Path) -> Option<String> {
 
 /// Renames the finished `partial` into place and writes the sidecar;
 /// returns `sha256:<hex>`.
-fn finish(path: &Path) -> Result<String, StepError> {
+pub(crate) fn finish(path: &Path) -> Result<String, StepError> {
     let tmp = partial(path);
     let digest = file_digest(&tmp).map_err(io_error(tmp.display()))?;
     fs::rename(&tmp, path).map_err(io_error(path.display()))?;
@@ -60,7 +60,7 @@ fn finish(path: &Path) -> Result<String, StepError> {
 }
 
 /// Blocks and inodes a tree needs.
-fn tree_usage(root: &Path) -> io::Result<(u64, u64)> {
+pub(crate) fn tree_usage(root: &Path) -> io::Result<(u64, u64)> {
     let (mut bytes, mut inodes) = (0u64, 0u64);
     for entry in walkdir::WalkDir::new(root).follow_links(false) {
         let entry = entry.map_err(io::Error::other)?;

@@ -23,6 +23,7 @@ use super::base::BaseSource;
 use super::cgroup::BuildCgroup;
 use super::fsutil::{io_error, resolve_in_root};
 use super::idmap::give_to_sandbox;
+use super::layout::{self, DiskLayout};
 use super::sandbox::{run_sandboxed, Layout};
 use super::tools;
 
@@ -41,6 +42,9 @@ const IN_BASE: &str = "/in/base";
 const IN_WORK: &str = "/work";
 /// Where the output tree is inside the tool sandbox.
 const IN_OUT: &str = "/out";
+/// The raw copy of a whole-disk base in the build's scratch directory,
+/// kept from launch to capture.
+pub(crate) const BASE_RAW: &str = "base.raw";
 
 /// A special file found in the image's listing.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +87,10 @@ impl Tools<'_> {
         let argv = [
             "/bin/sh".to_string(),
             "-c".to_string(),
-            format!("{script} >{IN_WORK}/.stdout 2>{IN_WORK}/.stderr"),
+            format!(
+                "{{ {script}
+}} >{IN_WORK}/.stdout 2>{IN_WORK}/.stderr"
+            ),
         ];
         let result = run_sandboxed(
             &layout,
@@ -159,8 +166,15 @@ fn sh_word(s: &str) -> String {
     super::fsutil::sh_quote(s)
 }
 
-/// Unpacks an ext4 image into `root` (an empty directory).
-pub(crate) async fn unpack_disk(source: &BaseSource, tools: &Tools<'_>) -> Result<(), StepError> {
+/// Unpacks a disk image into `root` (an empty directory): a bare ext
+/// filesystem, or a whole disk (MBR or GPT) whose ext filesystems are read
+/// into their mount points (see [`super::layout`]); returns the disk's
+/// layout for capture in the second case. The raw copy of a qcow2 whole
+/// disk stays in the scratch directory (`base.raw`) for capture.
+pub(crate) async fn unpack_disk(
+    source: &BaseSource,
+    tools: &Tools<'_>,
+) -> Result<Option<DiskLayout>, StepError> {
     for dir in [tools.scratch, tools.root] {
         give_to_sandbox(dir).map_err(io_error(dir.display()))?;
     }
@@ -176,26 +190,137 @@ pub(crate) async fn unpack_disk(source: &BaseSource, tools: &Tools<'_>) -> Resul
         }
         _ => IN_BASE.to_string(),
     };
-    let result = read_image(&image, tools).await;
-    let _ = fs::remove_file(tools.scratch.join("base.raw"));
+    let result = async {
+        match probe_layout(&image, tools).await? {
+            None => {
+                read_image(&image, "/", tools).await?;
+                Ok(None)
+            }
+            Some(layout) => {
+                for m in &layout.mounted {
+                    let spec = format!("{image}?offset={}", m.partition.offset);
+                    read_image(&spec, &m.mountpoint, tools).await?;
+                }
+                Ok(Some(layout))
+            }
+        }
+    }
+    .await;
+    let kept = tools.scratch.join(BASE_RAW);
+    match &result {
+        // Capture writes the tree back into a copy of the base disk.
+        Ok(Some(_)) if source.kind == LocalBaseKind::Raw => {
+            tools::run(
+                Command::new("cp")
+                    .args(["--sparse=always", "--reflink=auto", "--"])
+                    .arg(&source.path)
+                    .arg(&kept),
+                "copying the base disk",
+            )?;
+        }
+        Ok(Some(_)) => {}
+        _ => {
+            let _ = fs::remove_file(&kept);
+        }
+    }
     result.map_err(|e| match e {
-        StepError::NonRetryable(m) => StepError::NonRetryable(format!(
-            "base {} (an ext4 image is expected): {m}",
-            source.path.display()
-        )),
+        StepError::NonRetryable(m) => {
+            StepError::NonRetryable(format!("base {}: {m}", source.path.display()))
+        }
         other => other,
     })
 }
 
-/// Dumps the image into the tree and recreates its special files.
-async fn read_image(image: &str, tools: &Tools<'_>) -> Result<(), StepError> {
-    tools.debugfs(image, &format!("rdump / {IN_OUT}")).await?;
-    let root = tools.root;
-    let dirs = directories(root)?;
+/// The whole-disk layout of `image`, or `None` when it has no partition
+/// table (a bare filesystem).
+async fn probe_layout(image: &str, tools: &Tools<'_>) -> Result<Option<DiskLayout>, StepError> {
+    let (json, _) = tools
+        .sh(
+            "sfdisk",
+            &format!("sfdisk --json {image} 2>/dev/null || true"),
+        )
+        .await?;
+    if json.trim().is_empty() {
+        return Ok(None);
+    }
+    let mut table = layout::parse_sfdisk(&json).map_err(StepError::NonRetryable)?;
+    let mut script = String::new();
+    for p in &table.partitions {
+        let _ = write!(
+            script,
+            "echo '@@ {}'; blkid -p -O {} -o export {image} || true; ",
+            p.number, p.offset
+        );
+    }
+    let (found, _) = tools.sh("blkid", &script).await?;
+    layout::apply_blkid(&mut table, &found);
+    let mut script = String::new();
+    for p in table.partitions.iter().filter(|p| p.is_ext()) {
+        let spec = sh_word(&format!("{image}?offset={}", p.offset));
+        let _ = write!(
+            script,
+            "echo '@@ {}'; debugfs -R 'cat /etc/fstab' {spec} 2>/dev/null; ",
+            p.number
+        );
+    }
+    let (fstabs, _) = tools.sh("debugfs cat /etc/fstab", &script).await?;
+    let mut by_number: Vec<(usize, String)> = Vec::new();
+    for line in fstabs.lines() {
+        match line.strip_prefix("@@ ").and_then(|n| n.trim().parse().ok()) {
+            Some(n) => by_number.push((n, String::new())),
+            None => {
+                if let Some((_, text)) = by_number.last_mut() {
+                    text.push_str(line);
+                    text.push('\n');
+                }
+            }
+        }
+    }
+    let mut layout = layout::resolve_mounts(&table, |p| {
+        by_number
+            .iter()
+            .find(|(n, t)| *n == p.number && !t.trim().is_empty())
+            .map(|(_, t)| t.clone())
+    })
+    .map_err(StepError::NonRetryable)?;
+    for m in &mut layout.mounted {
+        let spec = format!("{image}?offset={}", m.partition.offset);
+        let stats = tools.debugfs(&spec, "stats").await?;
+        m.ext = layout::ExtParams::parse_stats(&stats);
+        if m.ext.block_size == 0 || m.ext.features.is_empty() {
+            return Err(StepError::NonRetryable(format!(
+                "{} (mounted at {}): debugfs reports no block size or features",
+                m.partition.describe(),
+                m.mountpoint
+            )));
+        }
+    }
+    tracing::info!(table = %layout.table.label, mounts = ?layout::mount_map(&layout), "whole-disk base");
+    Ok(Some(layout))
+}
+
+/// Dumps the filesystem `image` (a path inside the tool sandbox, with an
+/// `?offset=` for a partition) into the tree at `mountpoint`, and recreates
+/// its special files.
+async fn read_image(image: &str, mountpoint: &str, tools: &Tools<'_>) -> Result<(), StepError> {
+    let inside = format!("{IN_OUT}{}", mountpoint.trim_end_matches('/'));
+    if mountpoint != "/" {
+        tools
+            .sh("mkdir", &format!("mkdir -p {}", sh_word(&inside)))
+            .await?;
+    }
+    tools.debugfs(image, &format!("rdump / {inside}")).await?;
+    let sub = tools.root.join(mountpoint.trim_start_matches('/'));
+    if !super::fsutil::is_real_dir(&sub) {
+        return Err(StepError::NonRetryable(format!(
+            "mount point {mountpoint} in the image is not a directory"
+        )));
+    }
+    let dirs = directories(&sub)?;
     let specials = special_files(image, &dirs, tools).await?;
-    recreate(image, root, &specials, tools).await?;
+    recreate(image, mountpoint, &specials, tools).await?;
     // mke2fs's lost+found is file system metadata, not content.
-    let lost = root.join("lost+found");
+    let lost = sub.join("lost+found");
     if fs::read_dir(&lost).is_ok_and(|mut d| d.next().is_none()) {
         let _ = fs::remove_dir(&lost);
     }
@@ -343,10 +468,11 @@ pub(crate) fn parse_device_numbers(output: &str) -> Vec<Option<(u32, u32)>> {
 /// node onto the host).
 async fn recreate(
     image: &str,
-    root: &Path,
+    mountpoint: &str,
     specials: &[SpecialFile],
     tools: &Tools<'_>,
 ) -> Result<(), StepError> {
+    let root = tools.root;
     if specials.is_empty() {
         return Ok(());
     }
@@ -367,7 +493,7 @@ async fn recreate(
         .zip(numbers)
         .map(|(d, n)| (d.path.clone(), n));
     for special in specials {
-        let in_image = Path::new(&special.path);
+        let in_image = Path::new(mountpoint).join(special.path.trim_start_matches('/'));
         let (Some(parent), Some(name)) = (in_image.parent(), in_image.file_name()) else {
             continue;
         };

@@ -27,13 +27,16 @@
 //! have no shell.
 
 mod base;
+mod bootable;
 mod capture;
+mod capture_disk;
 mod cgroup;
 mod clean;
 mod digest;
 mod disk;
 mod fsutil;
 mod idmap;
+mod layout;
 mod lines;
 mod provision;
 mod qcow2;
@@ -93,6 +96,28 @@ pub fn remove_sandbox_cgroup(build_id: &str) -> Result<(), StepError> {
     BuildCgroup::of_build(build_path_component(build_id)?)
         .remove()
         .map_err(io_error("removing the sandbox's cgroup"))
+}
+
+/// The whole-disk layout of a build's base, in its `state/` directory
+/// (absent for filesystem, archive and directory bases).
+const LAYOUT_FILE: &str = "disk-layout.json";
+
+impl LocalBackend {
+    /// The whole-disk layout launch recorded for the build, if its base is
+    /// a whole disk.
+    fn disk_layout(&self, ctx: &BuildContext) -> Result<Option<layout::DiskLayout>, StepError> {
+        let file = self
+            .work_dir(&ctx.build_id)?
+            .join("state")
+            .join(LAYOUT_FILE);
+        match fs::read(&file) {
+            Ok(bytes) => serde_json::from_slice(&bytes)
+                .map(Some)
+                .map_err(|e| StepError::NonRetryable(format!("{}: {e}", file.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_error(file.display())(e)),
+        }
+    }
 }
 
 /// Where the local backend works and writes its images.
@@ -311,7 +336,18 @@ impl LocalBackend {
                     scratch: &scratch,
                     root: &root,
                 };
-                disk::unpack_disk(&source, &tools).await?;
+                if let Some(layout) = disk::unpack_disk(&source, &tools).await? {
+                    if recipe.recipe.builder.disk.is_some() {
+                        return Err(StepError::NonRetryable(format!(
+                            "builder.disk makes a bootable disk from a tarball, directory or filesystem base; base {} is already a whole disk, whose own layout the output keeps: remove builder.disk",
+                            source.path.display()
+                        )));
+                    }
+                    let file = state.join(LAYOUT_FILE);
+                    let json = serde_json::to_vec_pretty(&layout)
+                        .map_err(|e| StepError::NonRetryable(e.to_string()))?;
+                    fs::write(&file, json).map_err(io_error(file.display()))?;
+                }
             }
             _ => {
                 let (src, r) = (source.clone(), root.clone());
@@ -460,14 +496,35 @@ impl BuilderBackend for LocalBackend {
             name.clone(),
         );
         let build = ctx.build_id.clone();
+        // A whole-disk base gives a disk of its layout; `builder.disk` makes
+        // one for a tree (GRUB installed from inside the sandbox first).
+        let disk = match (self.disk_layout(ctx)?, &ctx.recipe()?.recipe.builder.disk) {
+            (Some(layout), _) => Some((layout, false)),
+            (None, Some(settings)) if capture::complete(&qcow2).is_none() => {
+                Some((bootable::install(ctx, &sandbox, settings).await?, true))
+            }
+            (None, _) => None,
+        };
         let digests = blocking(move || {
             // The image keeps its own ids (see idmap).
             idmap::shift_tree(&root, Shift::Out).map_err(io_error(root.display()))?;
             fs::create_dir_all(&out_dir).map_err(io_error(out_dir.display()))?;
             let started = Instant::now();
-            let qd = match capture::complete(&q) {
-                Some(d) => d,
-                None => capture::make_qcow2(&root, &raw, &q, &label)?,
+            let qd = match (capture::complete(&q), &disk) {
+                (Some(d), _) => d,
+                (None, Some((layout, new))) => {
+                    let base_raw = raw.with_file_name(disk::BASE_RAW);
+                    let source = if *new {
+                        capture_disk::DiskSource::New {
+                            boot_img: bootable::read_grub_file(&root, "boot.img", 512)?,
+                            core_img: bootable::read_grub_file(&root, "core.img", 1 << 20)?,
+                        }
+                    } else {
+                        capture_disk::DiskSource::Base(&base_raw)
+                    };
+                    capture_disk::make_disk_qcow2(layout, &root, &source, &raw, &q)?
+                }
+                (None, None) => capture::make_qcow2(&root, &raw, &q, &label)?,
             };
             let qcow_ms = started.elapsed().as_millis() as u64;
             let started = Instant::now();

@@ -1,0 +1,390 @@
+//! Capture of a whole disk: the tree is written back into a copy of
+//! the base disk, one ext filesystem per partition it came from, so the
+//! output has the base's partition table, partition and filesystem UUIDs
+//! and labels, feature sets, and every byte outside those filesystems
+//! (MBR boot code, BIOS-boot partition, EFI system partition, swap) as the
+//! base had them. It boots as the base did.
+//!
+//! No loop device, mount or nbd device is used: `mke2fs -d DIR -E offset=`
+//! writes each filesystem straight into its byte range of the raw copy, so
+//! there is nothing to record in the ledger beyond the work dir, and
+//! nothing an interruption can leave attached to the host.
+
+use std::fs;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::io::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::pipeline::StepError;
+
+use super::bootable;
+use super::capture::{finish, partial, tree_usage};
+use super::fsutil::io_error;
+use super::layout::{DiskLayout, Mounted};
+use super::tools;
+
+/// Writes `qcow2` from the tree: copies `base_raw` to `raw`, rewrites each
+/// mounted filesystem from its directory, converts to a compressed qcow2
+/// and checks it with `qemu-img check`. `raw` is removed on every path.
+pub(crate) fn make_disk_qcow2(
+    layout: &DiskLayout,
+    root: &Path,
+    source: &DiskSource,
+    raw: &Path,
+    qcow2: &Path,
+) -> Result<String, StepError> {
+    let _ = fs::remove_file(raw);
+    let result = (|| -> Result<(), StepError> {
+        match source {
+            DiskSource::Base(base_raw) => {
+                tools::run(
+                    Command::new("cp")
+                        .args(["--sparse=always", "--reflink=auto", "--"])
+                        .arg(base_raw)
+                        .arg(raw),
+                    "copying the base disk",
+                )?;
+            }
+            DiskSource::New { boot_img, core_img } => {
+                new_disk(layout, raw, boot_img, core_img)?;
+            }
+        }
+        let aside = raw.with_extension("aside");
+        for m in &layout.mounted {
+            write_filesystem(m, layout, root, raw, &aside)?;
+        }
+        tools::run(
+            Command::new("qemu-img")
+                .args(["convert", "-c", "-W", "-f", "raw", "-O", "qcow2"])
+                .arg(raw)
+                .arg(partial(qcow2)),
+            "qemu-img convert",
+        )?;
+        tools::run(
+            Command::new("qemu-img")
+                .args(["check", "-q", "-f", "qcow2"])
+                .arg(partial(qcow2)),
+            "qemu-img check of the captured disk",
+        )?;
+        Ok(())
+    })();
+    let _ = fs::remove_file(raw);
+    result?;
+    tracing::info!(image = %qcow2.display(), table = %layout.table.label, filesystems = layout.mounted.len(), "whole disk written");
+    finish(qcow2)
+}
+
+/// What the disk is made from.
+pub(crate) enum DiskSource<'a> {
+    /// A raw copy of the whole-disk base (its table and boot areas kept).
+    Base(&'a Path),
+    /// A new disk of the planned layout (`builder.disk`), with GRUB's
+    /// `boot.img` and `core.img` from the image.
+    New {
+        /// GRUB's MBR boot code.
+        boot_img: Vec<u8>,
+        /// GRUB's core image.
+        core_img: Vec<u8>,
+    },
+}
+
+/// Makes the sparse raw file of a planned disk: its partition table, GRUB
+/// embedded, an empty FAT32 EFI system partition. The root filesystem is
+/// written afterwards like any other.
+fn new_disk(
+    layout: &DiskLayout,
+    raw: &Path,
+    boot_img: &[u8],
+    core_img: &[u8],
+) -> Result<(), StepError> {
+    use std::io::{Seek, SeekFrom, Write};
+    let file = fs::File::create(raw).map_err(io_error(raw.display()))?;
+    file.set_len(bootable::disk_size(layout))
+        .map_err(io_error(raw.display()))?;
+    drop(file);
+    let mut child = Command::new("sfdisk")
+        .args(["--quiet", "--no-reread", "--no-tell-kernel"])
+        .arg(raw)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .map_err(|e| StepError::NonRetryable(format!("sfdisk (package fdisk): {e}")))?;
+    if let Some(mut stdin) = child.stdin.take() {
+        stdin
+            .write_all(bootable::sfdisk_script(layout).as_bytes())
+            .map_err(io_error("sfdisk"))?;
+    }
+    let out = child.wait_with_output().map_err(io_error("sfdisk"))?;
+    if !out.status.success() {
+        return Err(StepError::NonRetryable(format!(
+            "sfdisk failed: {}",
+            tools::tail(&String::from_utf8_lossy(&out.stderr), 5)
+        )));
+    }
+    let mut f = fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(raw)
+        .map_err(io_error(raw.display()))?;
+    let mut mbr = [0u8; 512];
+    std::io::Read::read_exact(&mut f, &mut mbr).map_err(io_error(raw.display()))?;
+    let at = bootable::core_offset(layout);
+    let (mbr, core) = bootable::embed_grub(&mbr, boot_img, core_img, at / 512)
+        .map_err(|e| StepError::NonRetryable(format!("installing GRUB: {e}")))?;
+    let mut write_at = |offset: u64, bytes: &[u8]| -> std::io::Result<()> {
+        f.seek(SeekFrom::Start(offset))?;
+        f.write_all(bytes)
+    };
+    write_at(0, &mbr).map_err(io_error(raw.display()))?;
+    write_at(at, &core).map_err(io_error(raw.display()))?;
+    f.sync_all().map_err(io_error(raw.display()))?;
+    if let Some(esp) = bootable::esp_of(layout) {
+        tools::run(
+            Command::new("mkfs.fat")
+                .args(["-F", "32", "-n", "EFI", "-i"])
+                .arg(esp.uuid.replace('-', ""))
+                .arg(format!("--offset={}", esp.offset / 512))
+                .arg(raw)
+                .arg((esp.size / 1024).to_string()),
+            "mkfs.fat of the EFI system partition (package dosfstools)",
+        )?;
+    }
+    Ok(())
+}
+
+/// The directory of a mount point in the tree; every component must be a
+/// real directory (a provisioner may have replaced `/boot` with a link).
+fn mount_dir(root: &Path, mountpoint: &str) -> Result<PathBuf, StepError> {
+    let mut dir = root.to_path_buf();
+    for part in mountpoint.split('/').filter(|p| !p.is_empty()) {
+        dir.push(part);
+        let real = dir.symlink_metadata().is_ok_and(|m| m.is_dir());
+        if !real || part == ".." || part == "." {
+            return Err(StepError::NonRetryable(format!(
+                "mount point {mountpoint} is no longer a directory in the image (a provisioner replaced {}); the disk cannot be written back",
+                dir.strip_prefix(root).unwrap_or(&dir).display()
+            )));
+        }
+    }
+    Ok(dir)
+}
+
+/// Mount points below `m`'s that belong to other filesystems, outermost
+/// only (moving `/var` aside moves `/var/log` with it).
+fn nested<'a>(m: &Mounted, layout: &'a DiskLayout) -> Vec<&'a Mounted> {
+    let below = |outer: &str, inner: &str| {
+        inner != outer && (outer == "/" || inner.starts_with(&format!("{outer}/")))
+    };
+    let inner: Vec<&Mounted> = layout
+        .mounted
+        .iter()
+        .filter(|n| below(&m.mountpoint, &n.mountpoint))
+        .collect();
+    inner
+        .iter()
+        .filter(|n| !inner.iter().any(|o| below(&o.mountpoint, &n.mountpoint)))
+        .copied()
+        .collect()
+}
+
+/// Directories moved out of the tree while a filesystem is written, each
+/// replaced by an empty directory of the same mode and owner; put back
+/// when dropped, whatever happened.
+struct Aside {
+    moved: Vec<(PathBuf, PathBuf)>,
+}
+
+impl Aside {
+    fn new() -> Self {
+        Aside { moved: Vec::new() }
+    }
+
+    fn move_out(&mut self, dir: &Path, to: &Path) -> Result<(), StepError> {
+        let meta = dir.symlink_metadata().map_err(io_error(dir.display()))?;
+        fs::rename(dir, to).map_err(io_error(dir.display()))?;
+        self.moved.push((dir.to_path_buf(), to.to_path_buf()));
+        fs::create_dir(dir).map_err(io_error(dir.display()))?;
+        std::os::unix::fs::lchown(dir, Some(meta.uid()), Some(meta.gid()))
+            .map_err(io_error(dir.display()))?;
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.mode() & 0o7777))
+            .map_err(io_error(dir.display()))
+    }
+}
+
+impl Drop for Aside {
+    fn drop(&mut self) {
+        for (dir, to) in self.moved.drain(..).rev() {
+            let _ = fs::remove_dir(&dir);
+            if let Err(e) = fs::rename(&to, &dir) {
+                tracing::error!(dir = %dir.display(), aside = %to.display(), error = %e, "could not put a mount point's files back");
+            }
+        }
+    }
+}
+
+/// Zeroes (deallocates) `len` bytes at `offset` of `file`, so nothing of
+/// the base's filesystem survives in the free blocks of the new one.
+fn punch_hole(file: &Path, offset: u64, len: u64) -> Result<(), StepError> {
+    let f = fs::OpenOptions::new()
+        .write(true)
+        .open(file)
+        .map_err(io_error(file.display()))?;
+    let (Ok(off), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else {
+        return Err(StepError::NonRetryable(format!(
+            "partition range {offset}+{len} is out of range"
+        )));
+    };
+    // SAFETY: fallocate on an open descriptor with plain integer arguments.
+    let rc = unsafe {
+        libc::fallocate(
+            f.as_raw_fd(),
+            libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE,
+            off,
+            len,
+        )
+    };
+    if rc != 0 {
+        return Err(io_error(format!(
+            "clearing partition bytes of {}",
+            file.display()
+        ))(std::io::Error::last_os_error()));
+    }
+    Ok(())
+}
+
+/// Recreates `m`'s filesystem in its partition from the tree.
+fn write_filesystem(
+    m: &Mounted,
+    layout: &DiskLayout,
+    root: &Path,
+    raw: &Path,
+    aside_dir: &Path,
+) -> Result<(), StepError> {
+    let p = &m.partition;
+    let dir = mount_dir(root, &m.mountpoint)?;
+    let mut aside = Aside::new();
+    for (i, n) in nested(m, layout).into_iter().enumerate() {
+        let inner = mount_dir(root, &n.mountpoint)?;
+        fs::create_dir_all(aside_dir).map_err(io_error(aside_dir.display()))?;
+        aside.move_out(
+            &inner,
+            &aside_dir.join(format!("{}-{i}", n.partition.number)),
+        )?;
+    }
+    let (bytes, inodes) = tree_usage(&dir).map_err(io_error(dir.display()))?;
+    // Journal, group descriptors and inode tables take about 5%.
+    let usable = p.size - p.size / 20;
+    if bytes > usable {
+        return Err(StepError::NonRetryable(format!(
+            "the files under {} ({} MiB) do not fit in {} ({} MiB)",
+            m.mountpoint,
+            bytes >> 20,
+            p.describe(),
+            p.size >> 20
+        )));
+    }
+    let ext = &m.ext;
+    let inode_count = ext.inode_count.max(inodes + inodes / 4 + 1024);
+    punch_hole(raw, p.offset, p.size)?;
+    let size_k = p.size / 1024;
+    tools::run(
+        Command::new("mke2fs")
+            .args(["-q", "-F", "-t", &p.fs_type])
+            .arg("-O")
+            .arg(ext.feature_arg())
+            .arg("-b")
+            .arg(ext.block_size.to_string())
+            .arg("-I")
+            .arg(ext.inode_size.max(128).to_string())
+            .arg("-N")
+            .arg(inode_count.to_string())
+            .arg("-E")
+            .arg(format!("offset={},root_owner=0:0,nodiscard", p.offset))
+            .arg("-U")
+            .arg(&p.uuid)
+            .arg("-L")
+            .arg(&p.label)
+            .arg("-d")
+            .arg(&dir)
+            .arg(raw)
+            .arg(format!("{size_k}k")),
+        &format!("mke2fs of {} ({})", m.mountpoint, p.describe()),
+    )?;
+    drop(aside);
+    tracing::info!(mountpoint = %m.mountpoint, partition = p.number, used_mib = bytes >> 20, size_mib = p.size >> 20, "filesystem written back");
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::layout::{ExtParams, Partition, Table};
+    use super::*;
+
+    fn mounted(number: usize, mountpoint: &str) -> Mounted {
+        Mounted {
+            partition: Partition {
+                number,
+                offset: 0,
+                size: 0,
+                kind: String::new(),
+                partuuid: String::new(),
+                fs_type: "ext4".into(),
+                uuid: String::new(),
+                label: String::new(),
+            },
+            mountpoint: mountpoint.into(),
+            ext: ExtParams::default(),
+        }
+    }
+
+    #[test]
+    fn only_the_outermost_nested_mounts_are_moved_aside() {
+        let layout = DiskLayout {
+            table: Table {
+                label: "gpt".into(),
+                sector_size: 512,
+                partitions: Vec::new(),
+            },
+            mounted: vec![
+                mounted(1, "/"),
+                mounted(2, "/boot"),
+                mounted(3, "/var"),
+                mounted(4, "/var/log"),
+                mounted(5, "/variable"),
+            ],
+        };
+        let names = |m: &Mounted| -> Vec<String> {
+            nested(m, &layout)
+                .iter()
+                .map(|n| n.mountpoint.clone())
+                .collect()
+        };
+        assert_eq!(names(&layout.mounted[0]), ["/boot", "/var", "/variable"]);
+        assert_eq!(names(&layout.mounted[2]), ["/var/log"]);
+        assert!(names(&layout.mounted[1]).is_empty());
+    }
+
+    #[test]
+    fn a_mount_point_replaced_by_a_link_is_refused_and_aside_restores() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path().join("root");
+        fs::create_dir_all(root.join("var/log")).unwrap();
+        fs::write(root.join("var/log/x"), b"x").unwrap();
+        std::os::unix::fs::symlink("/etc", root.join("boot")).unwrap();
+        let err = mount_dir(&root, "/boot").unwrap_err().to_string();
+        assert!(
+            err.contains("/boot") && err.contains("no longer a directory"),
+            "{err}"
+        );
+        {
+            let mut aside = Aside::new();
+            aside
+                .move_out(&root.join("var/log"), &dir.path().join("a"))
+                .unwrap();
+            assert!(fs::read_dir(root.join("var/log")).unwrap().next().is_none());
+        }
+        assert_eq!(fs::read(root.join("var/log/x")).unwrap(), b"x");
+    }
+}

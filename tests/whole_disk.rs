@@ -1,0 +1,276 @@
+//! Whole-disk bases (MBR and GPT, raw and qcow2): the root and `/boot`
+//! found from the partition table and the image's fstab, provisioned in
+//! place, and written back as a whole disk with the base's partition table,
+//! UUIDs, labels, filesystem features and boot code. Bad layouts fail at
+//! launch naming the base and what is wrong, and leave nothing behind.
+
+mod local_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use local_support::disks::{self, Fs, BOOT_MARK, MIB};
+use local_support::{busybox_rootfs, qcow2_to_raw, run, Harness};
+
+const ROOT_UUID: &str = "0a1b2c3d-1111-4222-8333-444455556666";
+const BOOT_UUID: &str = "0a1b2c3d-7777-4888-9999-aaaabbbbcccc";
+
+/// A busybox root and a separate `/boot`, with an fstab naming them as
+/// `fstab_root` and `LABEL=BOOT`.
+fn trees(h: &Harness, fstab_root: &str, separate_boot: bool) -> (PathBuf, PathBuf) {
+    let root = h.path("tree/root");
+    let boot = h.path("tree/boot");
+    busybox_rootfs(&root);
+    fs::create_dir_all(root.join("boot")).unwrap();
+    fs::create_dir_all(&boot).unwrap();
+    let kernel_dir = if separate_boot {
+        boot.clone()
+    } else {
+        root.join("boot")
+    };
+    fs::write(kernel_dir.join("vmlinuz-test"), b"not a kernel\n").unwrap();
+    let mut fstab = format!("# test disk\n{fstab_root} / ext4 errors=remount-ro 0 1\n");
+    if separate_boot {
+        fstab.push_str("LABEL=BOOT /boot ext4 defaults 0 2\n");
+    }
+    fstab.push_str("tmpfs /tmp tmpfs defaults 0 0\n");
+    fs::write(root.join("etc/fstab"), fstab).unwrap();
+    (root, boot)
+}
+
+fn recipe(h: &Harness, base: &str) -> PathBuf {
+    h.write(
+        "recipe/disk.yaml",
+        &format!(
+            "name: disk\nbase: {{path: {base}}}\nprovisioners:\n  - type: shell\n    inline:\n      - echo provisioned > /etc/provisioned\n      - echo new kernel > /boot/vmlinuz-new\n      - rm /boot/vmlinuz-test\n"
+        ),
+    )
+}
+
+/// The output disk as raw, in the harness.
+fn output_raw(h: &Harness, out: &local_support::Outcome) -> PathBuf {
+    let qcow2 = out.artifact(".qcow2");
+    let info = run(Command::new("qemu-img").arg("info").arg(&qcow2));
+    assert!(info.contains("file format: qcow2"), "{info}");
+    run(Command::new("qemu-img").args(["check", "-q"]).arg(&qcow2));
+    let scratch = h.path("check");
+    fs::create_dir_all(&scratch).unwrap();
+    qcow2_to_raw(&qcow2, &scratch)
+}
+
+fn bytes_at(raw: &Path, at: u64, len: usize) -> Vec<u8> {
+    let all = fs::read(raw).unwrap();
+    all[at as usize..at as usize + len].to_vec()
+}
+
+/// Builds the recipe on `base` and compares the output with `base_raw`.
+async fn build_and_compare(h: &Harness, base: &Path, base_raw: &Path, offsets: &[u64], gpt: bool) {
+    let name = base.file_name().unwrap().to_string_lossy().into_owned();
+    let recipe = recipe(h, &format!("../{name}"));
+    let id = format!("disk-{}", name.replace('.', "-"));
+    let out = h.build(&recipe, &id).await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let raw = output_raw(h, &out);
+    assert_eq!(
+        disks::table(&raw),
+        disks::table(base_raw),
+        "partition table"
+    );
+    assert_eq!(
+        fs::metadata(&raw).unwrap().len(),
+        fs::metadata(base_raw).unwrap().len()
+    );
+    for &at in offsets {
+        assert_eq!(disks::blkid(&raw, at), disks::blkid(base_raw, at));
+        assert_eq!(disks::features(&raw, at), disks::features(base_raw, at));
+    }
+    assert_eq!(
+        bytes_at(&raw, 0, 440),
+        bytes_at(base_raw, 0, 440),
+        "MBR boot code"
+    );
+    assert_eq!(&bytes_at(&raw, 0, BOOT_MARK.len())[..], BOOT_MARK);
+    if gpt {
+        assert_eq!(
+            bytes_at(&raw, MIB, MIB as usize),
+            bytes_at(base_raw, MIB, MIB as usize),
+            "BIOS-boot partition"
+        );
+    }
+    let root = offsets[offsets.len() - 1];
+    assert_eq!(
+        disks::debugfs_at(&raw, root, "cat /etc/provisioned"),
+        "provisioned\n"
+    );
+    if offsets.len() == 2 {
+        // /boot is its own filesystem: the root's /boot stays an empty mount point.
+        let boot = offsets[0];
+        assert_eq!(
+            disks::debugfs_at(&raw, boot, "cat /vmlinuz-new"),
+            "new kernel\n"
+        );
+        let listing = disks::debugfs_at(&raw, boot, "ls -l /");
+        assert!(!listing.contains("vmlinuz-test"), "{listing}");
+        let mountpoint = disks::debugfs_at(&raw, root, "ls /boot");
+        assert!(!mountpoint.contains("vmlinuz"), "{mountpoint}");
+    }
+    // The tarball has the whole tree, /boot included.
+    let tree = h.path(&format!("untar-{id}"));
+    local_support::untar(&out.artifact(".tar.zst"), &tree);
+    assert_eq!(
+        fs::read_to_string(tree.join("boot/vmlinuz-new")).unwrap(),
+        "new kernel\n"
+    );
+    assert!(h.work_dirs().is_empty(), "{:?}", h.work_dirs());
+}
+
+#[tokio::test]
+async fn gpt_disks_with_a_separate_boot_build_raw_and_qcow2() {
+    let h = Harness::new(None);
+    let (root, boot) = trees(&h, &format!("UUID={ROOT_UUID}"), true);
+    let base = h.path("gpt.raw");
+    let offsets = disks::make_disk(
+        &base,
+        "gpt",
+        "5e1f0000-0000-4000-8000-0000000000aa",
+        &[
+            Fs {
+                tree: &boot,
+                mib: 16,
+                uuid: BOOT_UUID,
+                label: "BOOT",
+            },
+            Fs {
+                tree: &root,
+                mib: 48,
+                uuid: ROOT_UUID,
+                label: "root",
+            },
+        ],
+    );
+    build_and_compare(&h, &base, &base, &offsets, true).await;
+    let qcow2 = disks::to_qcow2(&base);
+    build_and_compare(&h, &qcow2, &base, &offsets, true).await;
+}
+
+#[tokio::test]
+async fn mbr_disks_found_by_partuuid_build_raw_and_qcow2() {
+    let h = Harness::new(None);
+    let (root, _) = trees(&h, "PARTUUID=1a2b3c4d-01", false);
+    let base = h.path("mbr.raw");
+    let offsets = disks::make_disk(
+        &base,
+        "dos",
+        "0x1a2b3c4d",
+        &[Fs {
+            tree: &root,
+            mib: 64,
+            uuid: ROOT_UUID,
+            label: "root",
+        }],
+    );
+    build_and_compare(&h, &base, &base, &offsets, false).await;
+    let qcow2 = disks::to_qcow2(&base);
+    build_and_compare(&h, &qcow2, &base, &offsets, false).await;
+}
+
+/// A LUKS1 header at `offset` (what blkid looks for).
+fn plant_luks(raw: &Path, offset: u64) {
+    let mut bytes = fs::read(raw).unwrap();
+    let at = offset as usize;
+    bytes[at..at + 4096].fill(0);
+    bytes[at..at + 6].copy_from_slice(b"LUKS\xba\xbe");
+    bytes[at + 6..at + 8].copy_from_slice(&1u16.to_be_bytes());
+    bytes[at + 8..at + 11].copy_from_slice(b"aes");
+    bytes[at + 168..at + 204].copy_from_slice(b"12345678-1234-1234-1234-123456789abc");
+    fs::write(raw, bytes).unwrap();
+}
+
+#[tokio::test]
+async fn unsupported_layouts_fail_at_launch_naming_the_problem_and_leave_nothing() {
+    let h = Harness::new(None);
+    let cases: [(&str, &str, bool, &str); 3] = [
+        (
+            "luks",
+            "UUID=0a1b2c3d-1111-4222-8333-444455556666",
+            true,
+            "LUKS",
+        ),
+        (
+            "noroot",
+            "UUID=00000000-0000-4000-8000-000000000000",
+            true,
+            "no root filesystem",
+        ),
+        (
+            "missing",
+            "UUID=0a1b2c3d-1111-4222-8333-444455556666",
+            true,
+            "which no partition of the disk has",
+        ),
+    ];
+    for (name, fstab_root, separate_boot, expected) in cases {
+        let _ = fs::remove_dir_all(h.path("tree"));
+        let (root, boot) = trees(&h, fstab_root, separate_boot);
+        let base = h.path(&format!("{name}.raw"));
+        let boot_label = if name == "missing" { "OTHER" } else { "BOOT" };
+        let offsets = disks::make_disk(
+            &base,
+            "gpt",
+            "5e1f0000-0000-4000-8000-0000000000bb",
+            &[
+                Fs {
+                    tree: &boot,
+                    mib: 16,
+                    uuid: BOOT_UUID,
+                    label: boot_label,
+                },
+                Fs {
+                    tree: &root,
+                    mib: 48,
+                    uuid: ROOT_UUID,
+                    label: "root",
+                },
+            ],
+        );
+        if name == "luks" {
+            plant_luks(&base, offsets[0]);
+        }
+        if name == "noroot" {
+            // Two candidate roots, neither named by its own fstab.
+            let other = h.path("tree/root2");
+            busybox_rootfs(&other);
+            fs::write(
+                other.join("etc/fstab"),
+                "UUID=elsewhere / ext4 defaults 0 1\n",
+            )
+            .unwrap();
+            run(Command::new("mke2fs")
+                .args(["-q", "-F", "-t", "ext4", "-E"])
+                .arg(format!("offset={}", offsets[0]))
+                .arg("-d")
+                .arg(&other)
+                .arg(&base)
+                .arg("16384k"));
+        }
+        let recipe = recipe(&h, &format!("../{name}.raw"));
+        let out = h.build(&recipe, &format!("bad-{name}")).await;
+        let (step, kind, cause) = out.error.clone().expect("the build fails");
+        assert_eq!(
+            (step.to_string(), kind.as_str()),
+            ("launch".to_string(), "NonRetryable"),
+            "{name}"
+        );
+        assert!(
+            cause.contains(&format!("{name}.raw")) && cause.contains(expected),
+            "{name}: {cause}"
+        );
+        assert!(h.work_dirs().is_empty(), "{name}: {:?}", h.work_dirs());
+        assert!(h.our_mounts().is_empty());
+        assert!(
+            !h.path("images/disk").exists()
+                || local_support::names(&h.path("images/disk")).is_empty()
+        );
+    }
+}
