@@ -8,6 +8,7 @@ STAMP_PY  := $(VENV)/.installed
 STAMP_NPM := node_modules/.installed
 STAMP_DEB := .bakehouse/.debian-packages
 DEMO_BASE := .bakehouse/bases/bookworm-minbase.tar.zst
+BOOT_TREE := .bakehouse/bases/bookworm-boot.tar.zst
 DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap fdisk dosfstools
 CARGO     ?= cargo
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -55,7 +56,7 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## The sandbox and Debian build tests run on the demo's bookworm base.
-unit: setup $(DEMO_BASE)
+unit: setup $(DEMO_BASE) $(BOOT_TREE)
 	$(CARGO) test --workspace
 
 ## test: everything CI runs.
@@ -69,6 +70,17 @@ BAKEHOUSE := target/debug/bakehouse
 $(DEMO_BASE): | $(STAMP_DEB)
 	mkdir -p $(dir $@)
 	mmdebstrap --quiet --variant=minbase --format=tar bookworm - /etc/apt/sources.list.d/debian.sources </dev/null \
+	  | zstd -q -T0 -o $@.tmp
+	mv $@.tmp $@
+
+## The bootable tree: minbase plus Debian's cloud kernel, initramfs-tools,
+## udev, systemd and GRUB for BIOS (grub-pc-bin). builder.disk turns it into
+## a bootable disk (the boot tests and the demo's base).
+$(BOOT_TREE): | $(STAMP_DEB)
+	mkdir -p $(dir $@)
+	mmdebstrap --quiet --variant=minbase \
+	  --include=linux-image-cloud-amd64,initramfs-tools,udev,systemd-sysv,grub-pc-bin,zstd \
+	  --format=tar bookworm - /etc/apt/sources.list.d/debian.sources </dev/null \
 	  | zstd -q -T0 -o $@.tmp
 	mv $@.tmp $@
 

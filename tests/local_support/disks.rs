@@ -124,12 +124,17 @@ pub fn table(raw: &Path) -> serde_json::Value {
     v
 }
 
-/// `blkid -p` of the filesystem at `offset`: TYPE, UUID, LABEL.
+/// `blkid -p` of the filesystem at `offset`: TYPE, UUID, LABEL (empty
+/// when there is none).
 pub fn blkid(raw: &Path, offset: u64) -> String {
-    let out = run(Command::new("blkid")
+    // Exit 2 means nothing was found: an empty answer.
+    let out = Command::new("blkid")
         .args(["-p", "-o", "export", "-O"])
         .arg(offset.to_string())
-        .arg(raw));
+        .arg(raw)
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
     out.lines()
         .filter(|l| {
             ["TYPE=", "UUID=", "LABEL="]
@@ -153,4 +158,80 @@ pub fn features(raw: &Path, offset: u64) -> String {
         .find(|l| l.starts_with("Filesystem features:"))
         .unwrap_or_default()
         .to_string()
+}
+
+/// The bootable tree (`make` target: bookworm minbase with Debian's cloud
+/// kernel, initramfs-tools, udev, systemd and grub-pc-bin, made once with
+/// mmdebstrap and cached in the clone's `.bakehouse/bases/`).
+pub fn boot_tree() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| {
+        let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let rel = ".bakehouse/bases/bookworm-boot.tar.zst";
+        if !top.join(rel).is_file() {
+            run(Command::new("make").arg("-s").arg("-C").arg(top).arg(rel));
+        }
+        top.join(rel)
+    })
+    .clone()
+}
+
+/// Boots `disk` (qcow2) in qemu under TCG (KVM is not usable on these
+/// machines) from a throwaway overlay, so the disk itself is not written,
+/// until `marker` appears on the serial console or `timeout` passes;
+/// returns the serial output. The disk is attached as virtio-blk and the
+/// machine has no network.
+pub fn boot_until(disk: &Path, marker: &str, timeout: std::time::Duration) -> String {
+    let dir = tempfile::tempdir().unwrap();
+    let overlay = dir.path().join("overlay.qcow2");
+    run(Command::new("qemu-img")
+        .args(["create", "-q", "-f", "qcow2", "-F", "qcow2", "-b"])
+        .arg(disk)
+        .arg(&overlay));
+    let serial = dir.path().join("serial.log");
+    let mut qemu = Command::new("qemu-system-x86_64")
+        .args([
+            "-accel", "tcg", "-m", "1024", "-smp", "1", "-display", "none",
+        ])
+        .args(["-nic", "none", "-no-reboot"])
+        .arg("-drive")
+        .arg(format!("file={},format=qcow2,if=virtio", overlay.display()))
+        .arg("-serial")
+        .arg(format!("file:{}", serial.display()))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("qemu-system-x86_64 (make setup installs it)");
+    let start = std::time::Instant::now();
+    let text = loop {
+        let text = String::from_utf8_lossy(&fs::read(&serial).unwrap_or_default()).into_owned();
+        let exited = qemu.try_wait().unwrap().is_some();
+        if text.contains(marker) || exited || start.elapsed() > timeout {
+            break text;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    };
+    let _ = qemu.kill();
+    let _ = qemu.wait();
+    let tail: String = text
+        .chars()
+        .rev()
+        .take(3000)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    assert!(
+        text.contains(marker),
+        "{} did not print {marker:?} within {:?} (booted {:?}); serial tail:\n{tail}",
+        disk.display(),
+        timeout,
+        start.elapsed()
+    );
+    eprintln!(
+        "{} booted to {marker:?} in {:?}",
+        disk.display(),
+        start.elapsed()
+    );
+    text
 }

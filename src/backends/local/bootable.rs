@@ -255,7 +255,7 @@ search --no-floppy --fs-uuid --set=root {uuid}
 set prefix=($root)/boot/grub
 EOF
 grub-mkimage -O i386-pc -o /{grub_dir}/core.img -c {stage}/early.cfg -p /boot/grub \
-  biosdisk {part} ext2 search_fs_uuid
+  biosdisk {part} ext2 search search_fs_uuid
 k=/vmlinuz; i=/initrd.img
 [ -e /vmlinuz ] || {{ k=/boot/vmlinuz; i=/boot/initrd.img; }}
 cat > /boot/grub/grub.cfg <<EOF

@@ -1,0 +1,125 @@
+//! Bootable disks, proven by booting them: a tree with a Debian kernel
+//! becomes a GPT disk (BIOS-boot, EFI system partition, ext4 root) and an
+//! MBR disk with `builder.disk`; a second recipe is built on each of those
+//! whole disks, and each output boots in qemu (TCG) to a marker printed by
+//! a systemd unit the provisioners installed. Partition tables, UUIDs and
+//! labels of base and output are compared.
+
+mod local_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use local_support::disks::{self, boot_tree, boot_until};
+use local_support::{qcow2_to_raw, run, Harness};
+
+/// The most a TCG boot to the marker may take.
+const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A systemd unit printing `marker` and the running kernel on the serial
+/// console, then powering off.
+fn marker_unit(marker: &str) -> String {
+    format!(
+        "[Unit]\nDescription=bakehouse boot marker\nAfter=multi-user.target\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo {marker} $(uname -r) > /dev/ttyS0; systemctl poweroff'\n[Install]\nWantedBy=multi-user.target\n"
+    )
+}
+
+/// A recipe installing the marker unit, on `base`, with `extra` builder
+/// settings.
+fn recipe(h: &Harness, name: &str, base: &str, builder: &str, marker: &str) -> PathBuf {
+    h.write(
+        &format!("recipe/files/{name}.service"),
+        &marker_unit(marker),
+    );
+    h.write(
+        &format!("recipe/{name}.yaml"),
+        &format!(
+            "name: {name}\nbase: {{path: {base}}}\n{builder}provisioners:\n  - type: file\n    source: files/{name}.service\n    destination: /etc/systemd/system/{name}.service\n  - type: shell\n    inline:\n      - systemctl enable {name}.service\n"
+        ),
+    )
+}
+
+/// (offset, blkid) of each filesystem partition of a raw disk.
+fn filesystems(raw: &Path) -> Vec<(u64, String)> {
+    let table = disks::table(raw);
+    table["partitiontable"]["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["start"].as_u64().unwrap() * 512)
+        .map(|at| (at, disks::blkid(raw, at)))
+        .filter(|(_, b)| !b.is_empty())
+        .collect()
+}
+
+async fn bake_and_boot(table: &str) {
+    let h = Harness::new(None);
+    let tree = h.path("bookworm-boot.tar.zst");
+    fs::copy(boot_tree(), &tree).unwrap();
+    let first = recipe(
+        &h,
+        &format!("boot-{table}"),
+        "../bookworm-boot.tar.zst",
+        &format!("builder:\n  disk: {{table: {table}}}\n"),
+        "BAKEHOUSE-FIRST",
+    );
+    let out = h.build(&first, &format!("first-{table}")).await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let base = h.path(&format!("base-{table}.qcow2"));
+    fs::copy(out.artifact(".qcow2"), &base).unwrap();
+    let base_raw = qcow2_to_raw(&base, h.dir.path());
+    let expected = if table == "gpt" { "gpt" } else { "dos" };
+    assert_eq!(disks::table(&base_raw)["partitiontable"]["label"], expected);
+    let kinds: Vec<String> = filesystems(&base_raw).into_iter().map(|(_, b)| b).collect();
+    assert!(
+        kinds
+            .iter()
+            .any(|b| b.contains("TYPE=ext4") && b.contains("LABEL=root")),
+        "{kinds:?}"
+    );
+    if table == "gpt" {
+        assert!(
+            kinds.iter().any(|b| b.contains("TYPE=vfat")),
+            "the EFI system partition: {kinds:?}"
+        );
+    }
+
+    // A recipe on the whole disk: same table, UUIDs and labels; it boots.
+    let second = recipe(
+        &h,
+        &format!("again-{table}"),
+        &format!("../base-{table}.qcow2"),
+        "",
+        "BAKEHOUSE-SECOND",
+    );
+    let out = h.build(&second, &format!("second-{table}")).await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let disk = out.artifact(".qcow2");
+    let info = run(Command::new("qemu-img").arg("info").arg(&disk));
+    assert!(info.contains("file format: qcow2"), "{info}");
+    let raw = qcow2_to_raw(&disk, h.dir.path());
+    assert_eq!(disks::table(&raw), disks::table(&base_raw));
+    assert_eq!(filesystems(&raw), filesystems(&base_raw));
+    let before = run(Command::new("sha256sum").arg(&disk));
+    let serial = boot_until(&disk, "BAKEHOUSE-SECOND 6.1", BOOT_TIMEOUT);
+    // Both units ran: the first recipe's survived the second build.
+    assert!(serial.contains("BAKEHOUSE-FIRST 6.1"), "{serial}");
+    assert!(serial.contains("-cloud-amd64"), "{serial}");
+    assert_eq!(
+        run(Command::new("sha256sum").arg(&disk)),
+        before,
+        "booting changed the artifact"
+    );
+}
+
+#[tokio::test]
+async fn a_gpt_disk_from_packages_is_rebuilt_and_boots() {
+    bake_and_boot("gpt").await;
+}
+
+#[tokio::test]
+async fn an_mbr_disk_from_packages_is_rebuilt_and_boots() {
+    bake_and_boot("mbr").await;
+}
