@@ -9,6 +9,7 @@ STAMP_NPM := node_modules/.installed
 STAMP_DEB := .bakehouse/.debian-packages
 DEMO_BASE := .bakehouse/bases/bookworm-minbase.tar.zst
 BOOT_TREE := .bakehouse/bases/bookworm-boot.tar.zst
+DEMO_DISK := .bakehouse/bases/bookworm-bootable.qcow2
 DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap fdisk dosfstools
 CARGO     ?= cargo
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
@@ -56,15 +57,16 @@ lint: setup
 	$(CARGO) clippy --workspace --all-targets -- -D warnings
 
 ## The sandbox and Debian build tests run on the demo's bookworm base.
-unit: setup $(DEMO_BASE) $(BOOT_TREE)
+unit: setup $(DEMO_BASE) $(BOOT_TREE) $(DEMO_DISK)
 	$(CARGO) test --workspace
 
 ## test: everything CI runs.
 test: lint unit
 	@echo "make test: all checks passed"
 
-## demo: a Debian bookworm minbase rootfs (made once, cached), baked with
-## recipes/demo.yaml, registered and resolved. A second run is a cache hit.
+## demo: recipes/demo.yaml baked on a bootable Debian bookworm disk (made
+## once from Debian packages, cached), registered and resolved. A second run
+## is a cache hit. The output boots (tests/boot.rs boots it).
 BAKEHOUSE := target/debug/bakehouse
 
 $(DEMO_BASE): | $(STAMP_DEB)
@@ -84,7 +86,13 @@ $(BOOT_TREE): | $(STAMP_DEB)
 	  | zstd -q -T0 -o $@.tmp
 	mv $@.tmp $@
 
-demo: setup $(DEMO_BASE)
+## The demo's base: the bootable tree as a GPT disk, made by bakehouse
+## (recipes/debian-bootable.yaml, builder.disk) once and cached.
+$(DEMO_DISK): $(BOOT_TREE) recipes/debian-bootable.yaml | $(STAMP_DEB)
+	$(CARGO) build --quiet --bin bakehouse
+	scripts/make-demo-base.sh $@ $(BAKEHOUSE)
+
+demo: setup $(DEMO_DISK)
 	$(CARGO) build --quiet --bin bakehouse
 	$(BAKEHOUSE) build recipes/demo.yaml
 	$(BAKEHOUSE) image resolve demo --provider local
@@ -97,7 +105,7 @@ $(STAMP_VC): | $(STAMP_DEB)
 	scripts/install-virt-customize.sh
 	touch $@
 
-bench: setup $(STAMP_VC) $(DEMO_BASE) package
+bench: setup $(STAMP_VC) $(DEMO_BASE) $(DEMO_DISK) package
 	$(CARGO) bench --bench registry
 	$(CARGO) bench --bench local_bake
 	$(CARGO) bench --bench lambda_init

@@ -3,7 +3,8 @@
 //! MBR disk with `builder.disk`; a second recipe is built on each of those
 //! whole disks, and each output boots in qemu (TCG) to a marker printed by
 //! a systemd unit the provisioners installed. Partition tables, UUIDs and
-//! labels of base and output are compared.
+//! labels of base and output are compared. `make demo`'s output boots to
+//! the login prompt on the serial console.
 
 mod local_support;
 
@@ -12,7 +13,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use local_support::disks::{self, boot_tree, boot_until};
+use local_support::disks::{self, boot_tree, boot_until, demo_disk};
 use local_support::{qcow2_to_raw, run, Harness};
 
 /// The most a TCG boot to the marker may take.
@@ -122,4 +123,21 @@ async fn a_gpt_disk_from_packages_is_rebuilt_and_boots() {
 #[tokio::test]
 async fn an_mbr_disk_from_packages_is_rebuilt_and_boots() {
     bake_and_boot("mbr").await;
+}
+
+#[tokio::test]
+async fn the_demo_output_boots_to_a_login_prompt() {
+    let h = Harness::new(None);
+    demo_disk();
+    let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("recipes/demo.yaml");
+    let out = h.build(&demo, "demo-boot").await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let disk = out.artifact(".qcow2");
+    let raw = qcow2_to_raw(&disk, h.dir.path());
+    assert_eq!(
+        disks::table(&raw),
+        disks::table(&qcow2_to_raw(&demo_disk(), h.dir.path()))
+    );
+    let serial = boot_until(&disk, "debian login:", BOOT_TIMEOUT);
+    assert!(serial.contains("Debian GNU/Linux 12"), "{serial}");
 }

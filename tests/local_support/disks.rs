@@ -160,20 +160,30 @@ pub fn features(raw: &Path, offset: u64) -> String {
         .to_string()
 }
 
+/// A file `make` makes in the clone (once; cached in `.bakehouse/`).
+fn made(rel: &str) -> PathBuf {
+    let top = Path::new(env!("CARGO_MANIFEST_DIR"));
+    if !top.join(rel).is_file() {
+        run(Command::new("make").arg("-s").arg("-C").arg(top).arg(rel));
+    }
+    top.join(rel)
+}
+
+/// The demo's bootable base (`make` target: the bootable tree as a GPT
+/// disk made by bakehouse with `recipes/debian-bootable.yaml`).
+pub fn demo_disk() -> PathBuf {
+    static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+    MADE.get_or_init(|| made(".bakehouse/bases/bookworm-bootable.qcow2"))
+        .clone()
+}
+
 /// The bootable tree (`make` target: bookworm minbase with Debian's cloud
 /// kernel, initramfs-tools, udev, systemd and grub-pc-bin, made once with
 /// mmdebstrap and cached in the clone's `.bakehouse/bases/`).
 pub fn boot_tree() -> PathBuf {
     static MADE: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
-    MADE.get_or_init(|| {
-        let top = Path::new(env!("CARGO_MANIFEST_DIR"));
-        let rel = ".bakehouse/bases/bookworm-boot.tar.zst";
-        if !top.join(rel).is_file() {
-            run(Command::new("make").arg("-s").arg("-C").arg(top).arg(rel));
-        }
-        top.join(rel)
-    })
-    .clone()
+    MADE.get_or_init(|| made(".bakehouse/bases/bookworm-boot.tar.zst"))
+        .clone()
 }
 
 /// Boots `disk` (qcow2) in qemu under TCG (KVM is not usable on these
