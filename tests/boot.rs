@@ -141,3 +141,33 @@ async fn the_demo_output_boots_to_a_login_prompt() {
     let serial = boot_until(&disk, "debian login:", BOOT_TIMEOUT);
     assert!(serial.contains("Debian GNU/Linux 12"), "{serial}");
 }
+
+#[tokio::test]
+async fn installing_another_kernel_boots_that_kernel() {
+    let h = Harness::new(None);
+    let base = h.path("bootable.qcow2");
+    fs::copy(demo_disk(), &base).unwrap();
+    h.write(
+        "recipe/files/kernel.service",
+        &marker_unit("BAKEHOUSE-KERNEL"),
+    );
+    let recipe = h.write(
+        "recipe/kernel.yaml",
+        "name: kernel\nbase: {path: ../bootable.qcow2}\nbuilder: {network: true}\nprovisioners:\n  - type: shell\n    env: {DEBIAN_FRONTEND: noninteractive}\n    inline:\n      - apt-get update\n      - apt-get install -y --no-install-recommends linux-image-amd64\n      - update-initramfs -u -k all\n      - ls -l /vmlinuz\n  - type: file\n    source: files/kernel.service\n    destination: /etc/systemd/system/kernel.service\n  - type: shell\n    inline: [systemctl enable kernel.service]\n",
+    );
+    let out = h.build(&recipe, "kernel").await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let serial = boot_until(
+        &out.artifact(".qcow2"),
+        "BAKEHOUSE-KERNEL 6.1",
+        BOOT_TIMEOUT,
+    );
+    let line = serial
+        .lines()
+        .find(|l| l.contains("BAKEHOUSE-KERNEL"))
+        .unwrap_or_default();
+    assert!(
+        line.trim_end().ends_with("-amd64") && !line.contains("cloud"),
+        "booted {line:?}"
+    );
+}

@@ -278,7 +278,7 @@ fn write_filesystem(
     let usable = p.size - p.size / 20;
     if bytes > usable {
         return Err(StepError::NonRetryable(format!(
-            "the files under {} ({} MiB) do not fit in {} ({} MiB)",
+            "the files under {} ({} MiB) do not fit in {} ({} MiB): a whole-disk base keeps its partition sizes, so give the base a larger partition (or, for a disk bakehouse makes, a larger builder.disk.size_mb)",
             m.mountpoint,
             bytes >> 20,
             p.describe(),
