@@ -19,6 +19,13 @@
 //!   network namespaces, `/proc` and a minimal `/dev` mounted, `chroot`),
 //!   reproduced here as the peer, on the same tree.
 //!
+//! - the same five steps on a bootable disk: the demo's base (a Debian
+//!   bookworm GPT disk, 3 GiB, kernel and GRUB), bakehouse (whole-disk
+//!   unpack, steps, clean, capture of a whole bootable disk) against
+//!   virt-customize on a copy of the same qcow2, with the peak scratch space
+//!   of the bakehouse build (allocated bytes under its work dir, sampled
+//!   every 200 ms) relative to the output image.
+//!
 //! Needs root. Run with `make bench` (which installs libguestfs-tools) or
 //! `cargo bench --bench local_bake`.
 
@@ -155,15 +162,48 @@ fn base_image(h: &Harness) -> std::path::PathBuf {
 }
 
 fn recipe(h: &Harness, base: &Path) -> std::path::PathBuf {
+    recipe_named(h, base, "bench-bake")
+}
+
+fn recipe_named(h: &Harness, base: &Path, name: &str) -> std::path::PathBuf {
     let mut text = format!(
-        "name: bench-bake\nlabel: Bench bake\nos: linux\nbase:\n  path: {}\nprovisioners:\n",
+        "name: {name}\nlabel: Bench bake\nos: linux\nbase:\n  path: {}\nprovisioners:\n",
         base.display()
     );
     for step in STEPS {
         let quoted = serde_json::to_string(step).unwrap();
         text.push_str(&format!("  - type: shell\n    inline: [{quoted}]\n"));
     }
-    h.write("recipe/bench.yaml", &text)
+    h.write(&format!("recipe/{name}.yaml"), &text)
+}
+
+/// Allocated bytes below `dir` (0 when it is gone).
+fn allocated(dir: &Path) -> u64 {
+    use std::os::unix::fs::MetadataExt;
+    walkdir::WalkDir::new(dir)
+        .follow_links(false)
+        .into_iter()
+        .filter_map(|e| e.ok()?.path().symlink_metadata().ok())
+        .map(|m| m.blocks() * 512)
+        .sum()
+}
+
+/// Runs `f` while a thread samples [`allocated`] of `dir`; returns the
+/// result and the peak.
+async fn with_peak<T>(dir: &Path, f: impl std::future::Future<Output = T>) -> (T, u64) {
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let (flag, dir) = (stop.clone(), dir.to_path_buf());
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            peak = peak.max(allocated(&dir));
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        peak
+    });
+    let out = f.await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    (out, sampler.join().unwrap())
 }
 
 /// A libguestfs tool, with the appliance run by qemu directly under TCG
@@ -265,6 +305,34 @@ async fn bench() {
     let demo_bake = start.elapsed();
     assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
 
+    // The same five steps on the demo's bootable Debian disk.
+    let disk = local_support::disks::demo_disk();
+    let disk_recipe = recipe_named(&h, &disk, "bench-disk");
+    let mut disk_bakes = Vec::new();
+    let mut peak_scratch = 0;
+    let mut disk_out = std::path::PathBuf::new();
+    for i in 0..SLOW_RUNS {
+        let id = format!("bench-disk-{i}");
+        let mut input = h.request(&disk_recipe, &id);
+        input.force = i > 0;
+        let start = Instant::now();
+        let (out, peak) = with_peak(&h.path("work"), h.execute(&input, &id)).await;
+        disk_bakes.push(start.elapsed());
+        assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+        peak_scratch = peak_scratch.max(peak);
+        disk_out = out.artifact(".qcow2");
+    }
+    let disk_virt: Vec<Duration> = (0..SLOW_RUNS)
+        .map(|_| virt_customize(&disk, &scratch))
+        .collect();
+    let (disk_bake, disk_virt) = (median(disk_bakes), median(disk_virt));
+    let virtual_size = {
+        let info = run(Command::new("qemu-img").args(["info", "--output=json"]).arg(&disk));
+        let v: serde_json::Value = serde_json::from_str(&info).unwrap();
+        v["virtual-size"].as_u64().unwrap()
+    };
+    let out_size = fs::metadata(&disk_out).unwrap().len();
+
     let old_tree = h.path("sandbox-old");
     let new_tree = h.path("sandbox-new");
     busybox_rootfs(&old_tree);
@@ -310,6 +378,38 @@ async fn bench() {
         "  {:<46} {:>9.2} s",
         "demo bake (recipes/demo.yaml, Debian, apt, forced)",
         secs(demo_bake)
+    );
+    println!(
+        "bootable disk: the demo's base ({} MiB qcow2, {} MiB disk, GPT, Debian bookworm), {} shell steps",
+        fs::metadata(&disk).unwrap().len() >> 20,
+        virtual_size >> 20,
+        STEPS.len()
+    );
+    println!(
+        "  {:<46} {:>9.2} s",
+        format!("bakehouse build (median of {SLOW_RUNS})"),
+        secs(disk_bake)
+    );
+    println!(
+        "  {:<46} {:>9.2} s",
+        format!("virt-customize, same commands (median of {SLOW_RUNS})"),
+        secs(disk_virt)
+    );
+    println!(
+        "  {:<46} {:>9.1} x",
+        "ratio virt-customize / bakehouse",
+        secs(disk_virt) / secs(disk_bake)
+    );
+    println!(
+        "  {:<46} {:>9} MiB",
+        "peak scratch space of a bakehouse build",
+        peak_scratch >> 20
+    );
+    println!(
+        "  {:<46} {:>9.1} x / {:.2} x",
+        "  relative to the output qcow2 / the disk size",
+        peak_scratch as f64 / out_size as f64,
+        peak_scratch as f64 / virtual_size as f64
     );
     let per = |d: Duration| secs(d) * 1000.0 / SANDBOX_RUNS as f64;
     println!("sandbox cost per command ({SANDBOX_RUNS} x /bin/true on the busybox tree)");
