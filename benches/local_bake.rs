@@ -10,9 +10,9 @@
 //!   it modifies in place: no clean, no second artifact, no registry;
 //! - the cache-hit rebuild of the unchanged recipe (bake key registered:
 //!   nothing is launched);
-//! - the demo (`recipes/demo.yaml` on the Debian bookworm minbase base:
-//!   `apt-get install jq` with network, a file, a script, two tests), one
-//!   forced bake;
+//! - the demo (`recipes/demo.yaml` on the demo's bootable Debian bookworm
+//!   disk: `apt-get install jq` with network, a file, a script, two tests),
+//!   one forced bake;
 //! - the sandbox's cost per command: 100 × `/bin/true` through the
 //!   bubblewrap sandbox (user namespace, seccomp, cgroup) against the
 //!   sandbox bakehouse used before it (`unshare` of mount, PID, UTS, IPC and
@@ -327,7 +327,9 @@ async fn bench() {
         .collect();
     let (disk_bake, disk_virt) = (median(disk_bakes), median(disk_virt));
     let virtual_size = {
-        let info = run(Command::new("qemu-img").args(["info", "--output=json"]).arg(&disk));
+        let info = run(Command::new("qemu-img")
+            .args(["info", "--output=json"])
+            .arg(&disk));
         let v: serde_json::Value = serde_json::from_str(&info).unwrap();
         v["virtual-size"].as_u64().unwrap()
     };
@@ -376,7 +378,7 @@ async fn bench() {
     );
     println!(
         "  {:<46} {:>9.2} s",
-        "demo bake (recipes/demo.yaml, Debian, apt, forced)",
+        "demo bake (recipes/demo.yaml, bootable disk, apt)",
         secs(demo_bake)
     );
     println!(

@@ -37,7 +37,7 @@ fn recipe(h: &Harness, name: &str, base: &str, builder: &str, marker: &str) -> P
     h.write(
         &format!("recipe/{name}.yaml"),
         &format!(
-            "name: {name}\nbase: {{path: {base}}}\n{builder}provisioners:\n  - type: file\n    source: files/{name}.service\n    destination: /etc/systemd/system/{name}.service\n  - type: shell\n    inline:\n      - systemctl enable {name}.service\n"
+            "name: {name}\nbase: {{path: {base}}}\n{builder}provisioners:\n  - type: file\n    source: files/{name}.service\n    destination: /etc/systemd/system/{name}.service\n  - type: shell\n    inline:\n      - systemctl enable {name}.service\n      - mkdir -p /boot/efi/EFI/bakehouse && echo {marker} > /boot/efi/EFI/bakehouse/{name}\n"
         ),
     )
 }
@@ -103,6 +103,24 @@ async fn bake_and_boot(table: &str) {
     let raw = qcow2_to_raw(&disk, h.dir.path());
     assert_eq!(disks::table(&raw), disks::table(&base_raw));
     assert_eq!(filesystems(&raw), filesystems(&base_raw));
+    if table == "gpt" {
+        // The EFI system partition was read into /boot/efi and written back.
+        let (esp, _) = filesystems(&raw)
+            .into_iter()
+            .find(|(_, b)| b.contains("vfat"))
+            .unwrap();
+        for (file, marker) in [
+            ("boot-gpt", "BAKEHOUSE-FIRST"),
+            ("again-gpt", "BAKEHOUSE-SECOND"),
+        ] {
+            let text = run(Command::new("mtype")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .arg("-i")
+                .arg(format!("{}@@{esp}", raw.display()))
+                .arg(format!("::/EFI/bakehouse/{file}")));
+            assert_eq!(text.trim(), marker);
+        }
+    }
     let before = run(Command::new("sha256sum").arg(&disk));
     let serial = boot_until(&disk, "BAKEHOUSE-SECOND 6.1", BOOT_TIMEOUT);
     // Both units ran: the first recipe's survived the second build.

@@ -4,7 +4,8 @@
 //!
 //! Layouts (all partitions 1 MiB aligned):
 //! - `gpt`: 1 MiB BIOS-boot partition (GRUB's core image), 64 MiB EFI
-//!   system partition (FAT32, empty: bakehouse installs no UEFI loader),
+//!   system partition (FAT32 with the tree's `/boot/efi`; bakehouse installs
+//!   no UEFI loader),
 //!   ext4 root on the rest;
 //! - `mbr`: one bootable ext4 root partition; GRUB's core image in the gap
 //!   before it (sectors 1–2047).
@@ -103,6 +104,7 @@ pub(crate) fn plan(settings: &DiskSettings, tree_bytes: u64) -> DiskLayout {
         fs_type: fs_type.to_string(),
         uuid,
         label: String::new(),
+        version: String::new(),
     };
     // The last MiB stays free (GPT's backup header).
     let (label, mut partitions) = match settings.table {
@@ -125,6 +127,7 @@ pub(crate) fn plan(settings: &DiskSettings, tree_bytes: u64) -> DiskLayout {
     partitions[last].size = size.saturating_sub(root_offset + MIB);
     partitions[last].label = "root".into();
     let root = partitions[last].clone();
+    let partitions_for_fat = partitions.clone();
     let inodes = (root.size / 16384).max(16384);
     DiskLayout {
         table: Table {
@@ -132,6 +135,14 @@ pub(crate) fn plan(settings: &DiskSettings, tree_bytes: u64) -> DiskLayout {
             sector_size: 512,
             partitions,
         },
+        fat: esp_of_table(&partitions_for_fat)
+            .map(|p| Mounted {
+                partition: p,
+                mountpoint: "/boot/efi".into(),
+                ext: ExtParams::default(),
+            })
+            .into_iter()
+            .collect(),
         mounted: vec![Mounted {
             partition: root,
             mountpoint: "/".into(),
@@ -143,6 +154,14 @@ pub(crate) fn plan(settings: &DiskSettings, tree_bytes: u64) -> DiskLayout {
             },
         }],
     }
+}
+
+/// The EFI system partition among `partitions`, labelled for mkfs.fat.
+fn esp_of_table(partitions: &[Partition]) -> Option<Partition> {
+    let mut esp = partitions.iter().find(|p| p.kind == ESP)?.clone();
+    esp.label = "EFI".into();
+    esp.version = "FAT32".into();
+    Some(esp)
 }
 
 /// A FAT volume id (`XXXX-XXXX`).

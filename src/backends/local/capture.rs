@@ -113,20 +113,32 @@ pub(crate) fn make_qcow2(
                 .arg(raw),
             "mke2fs",
         )?;
-        tools::run(
-            Command::new("qemu-img")
-                // -W: out-of-order writes let the compression use every core.
-                .args(["convert", "-c", "-W", "-f", "raw", "-O", "qcow2"])
-                .arg(raw)
-                .arg(partial(qcow2)),
-            "qemu-img convert",
-        )?;
-        Ok(())
+        compress(raw, qcow2)
     })();
     let _ = fs::remove_file(raw);
     result?;
     tracing::info!(image = %qcow2.display(), size_mib = size >> 20, inodes = inode_count, "ext4 image written");
     finish(qcow2)
+}
+
+/// Converts `raw` to a compressed qcow2 at `partial(qcow2)` and checks it
+/// with `qemu-img check`.
+pub(crate) fn compress(raw: &Path, qcow2: &Path) -> Result<(), StepError> {
+    tools::run(
+        Command::new("qemu-img")
+            // -W: out-of-order writes let the compression use every core.
+            .args(["convert", "-c", "-W", "-f", "raw", "-O", "qcow2"])
+            .arg(raw)
+            .arg(partial(qcow2)),
+        "qemu-img convert",
+    )?;
+    tools::run(
+        Command::new("qemu-img")
+            .args(["check", "-q", "-f", "qcow2"])
+            .arg(partial(qcow2)),
+        "qemu-img check of the captured image",
+    )?;
+    Ok(())
 }
 
 /// Makes a zstd-compressed tar of the tree (sorted, numeric owners, links

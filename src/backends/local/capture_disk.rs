@@ -19,7 +19,7 @@ use std::process::Command;
 use crate::pipeline::StepError;
 
 use super::bootable;
-use super::capture::{finish, partial, tree_usage};
+use super::capture::{compress, finish, tree_usage};
 use super::fsutil::io_error;
 use super::layout::{DiskLayout, Mounted};
 use super::tools;
@@ -54,20 +54,10 @@ pub(crate) fn make_disk_qcow2(
         for m in &layout.mounted {
             write_filesystem(m, layout, root, raw, &aside)?;
         }
-        tools::run(
-            Command::new("qemu-img")
-                .args(["convert", "-c", "-W", "-f", "raw", "-O", "qcow2"])
-                .arg(raw)
-                .arg(partial(qcow2)),
-            "qemu-img convert",
-        )?;
-        tools::run(
-            Command::new("qemu-img")
-                .args(["check", "-q", "-f", "qcow2"])
-                .arg(partial(qcow2)),
-            "qemu-img check of the captured disk",
-        )?;
-        Ok(())
+        for m in &layout.fat {
+            write_fat(m, root, raw)?;
+        }
+        compress(raw, qcow2)
     })();
     let _ = fs::remove_file(raw);
     result?;
@@ -89,9 +79,9 @@ pub(crate) enum DiskSource<'a> {
     },
 }
 
-/// Makes the sparse raw file of a planned disk: its partition table, GRUB
-/// embedded, an empty FAT32 EFI system partition. The root filesystem is
-/// written afterwards like any other.
+/// Makes the sparse raw file of a planned disk: its partition table and
+/// GRUB embedded. The root and EFI system partitions are written
+/// afterwards like those of any disk.
 fn new_disk(
     layout: &DiskLayout,
     raw: &Path,
@@ -140,17 +130,6 @@ fn new_disk(
     write_at(0, &mbr).map_err(io_error(raw.display()))?;
     write_at(at, &core).map_err(io_error(raw.display()))?;
     f.sync_all().map_err(io_error(raw.display()))?;
-    if let Some(esp) = bootable::esp_of(layout) {
-        tools::run(
-            Command::new("mkfs.fat")
-                .args(["-F", "32", "-n", "EFI", "-i"])
-                .arg(esp.uuid.replace('-', ""))
-                .arg(format!("--offset={}", esp.offset / 512))
-                .arg(raw)
-                .arg((esp.size / 1024).to_string()),
-            "mkfs.fat of the EFI system partition (package dosfstools)",
-        )?;
-    }
     Ok(())
 }
 
@@ -180,6 +159,7 @@ fn nested<'a>(m: &Mounted, layout: &'a DiskLayout) -> Vec<&'a Mounted> {
     let inner: Vec<&Mounted> = layout
         .mounted
         .iter()
+        .chain(&layout.fat)
         .filter(|n| below(&m.mountpoint, &n.mountpoint))
         .collect();
     inner
@@ -252,6 +232,103 @@ fn punch_hole(file: &Path, offset: u64, len: u64) -> Result<(), StepError> {
         ))(std::io::Error::last_os_error()));
     }
     Ok(())
+}
+
+/// Recreates the FAT filesystem of `m` (the EFI system partition) with
+/// `mkfs.fat` (same FAT size, volume id and label) and copies the tree's
+/// directory into it with `mcopy`. FAT holds only directories and regular
+/// files; anything else below the mount point is refused, so `mcopy`
+/// (which follows links) never reads outside the tree.
+fn write_fat(m: &Mounted, root: &Path, raw: &Path) -> Result<(), StepError> {
+    let p = &m.partition;
+    let dir = mount_dir(root, &m.mountpoint)?;
+    let mut entries = Vec::new();
+    for entry in walkdir::WalkDir::new(&dir).follow_links(false).min_depth(1) {
+        let entry =
+            entry.map_err(|e| StepError::NonRetryable(format!("{}: {e}", dir.display())))?;
+        let ft = entry.file_type();
+        if !(ft.is_dir() || ft.is_file()) {
+            return Err(StepError::NonRetryable(format!(
+                "{}/{} is not a regular file or directory: the FAT filesystem at {} cannot hold it",
+                m.mountpoint,
+                entry
+                    .path()
+                    .strip_prefix(&dir)
+                    .unwrap_or(entry.path())
+                    .display(),
+                m.mountpoint
+            )));
+        }
+        if entry.depth() == 1 {
+            entries.push(entry.path().to_path_buf());
+        }
+    }
+    punch_hole(raw, p.offset, p.size)?;
+    let bits = p.version.trim_start_matches("FAT");
+    let bits = if ["12", "16", "32"].contains(&bits) {
+        bits
+    } else {
+        "32"
+    };
+    let mut mkfs = Command::new("mkfs.fat");
+    mkfs.args([
+        "-F",
+        bits,
+        "-s",
+        &fat_cluster_sectors(bits, p.size / 512).to_string(),
+        "-i",
+    ])
+    .arg(p.uuid.replace('-', ""))
+    .arg(format!("--offset={}", p.offset / 512));
+    if !p.label.is_empty() {
+        mkfs.arg("-n").arg(&p.label);
+    }
+    tools::run(
+        mkfs.arg(raw).arg((p.size / 1024).to_string()),
+        &format!("mkfs.fat of {} ({})", m.mountpoint, p.describe()),
+    )?;
+    if !entries.is_empty() {
+        tools::run(
+            Command::new("mcopy")
+                .env("MTOOLS_SKIP_CHECK", "1")
+                .args(["-s", "-m", "-n", "-i"])
+                .arg(format!("{}@@{}", raw.display(), p.offset))
+                .args(&entries)
+                .arg("::/"),
+            &format!("mcopy into {} ({})", m.mountpoint, p.describe()),
+        )?;
+    }
+    tracing::info!(mountpoint = %m.mountpoint, partition = p.number, "FAT filesystem written back");
+    Ok(())
+}
+
+/// Sectors per cluster for a FAT of `bits` on `sectors`: mkfs.fat sizes
+/// clusters by the whole file when given an offset, which can leave a
+/// FAT32 with fewer clusters than FAT32 allows (readers then take it for a
+/// FAT16), so the size is chosen here from the partition: the largest
+/// cluster keeping FAT32 above 65,525 clusters, the smallest keeping FAT16
+/// and FAT12 under their limits.
+fn fat_cluster_sectors(bits: &str, sectors: u64) -> u64 {
+    let clusters = |spc: u64| sectors / spc;
+    let sizes = [1u64, 2, 4, 8, 16, 32, 64, 128];
+    match bits {
+        "32" => sizes
+            .iter()
+            .rev()
+            .copied()
+            .find(|&spc| clusters(spc) >= 70_000 && spc <= 8)
+            .unwrap_or(1),
+        "16" => sizes
+            .iter()
+            .copied()
+            .find(|&spc| clusters(spc) < 65_000)
+            .unwrap_or(128),
+        _ => sizes
+            .iter()
+            .copied()
+            .find(|&spc| clusters(spc) < 4_000)
+            .unwrap_or(128),
+    }
 }
 
 /// Recreates `m`'s filesystem in its partition from the tree.
@@ -333,6 +410,7 @@ mod tests {
                 fs_type: "ext4".into(),
                 uuid: String::new(),
                 label: String::new(),
+                version: String::new(),
             },
             mountpoint: mountpoint.into(),
             ext: ExtParams::default(),
@@ -354,6 +432,7 @@ mod tests {
                 mounted(4, "/var/log"),
                 mounted(5, "/variable"),
             ],
+            fat: vec![mounted(6, "/boot/efi")],
         };
         let names = |m: &Mounted| -> Vec<String> {
             nested(m, &layout)
@@ -362,8 +441,17 @@ mod tests {
                 .collect()
         };
         assert_eq!(names(&layout.mounted[0]), ["/boot", "/var", "/variable"]);
+        assert_eq!(names(&layout.mounted[1]), ["/boot/efi"]);
         assert_eq!(names(&layout.mounted[2]), ["/var/log"]);
-        assert!(names(&layout.mounted[1]).is_empty());
+    }
+
+    #[test]
+    fn fat_clusters_keep_each_fat_size_within_its_limits() {
+        // 64 MiB: FAT32 needs one-sector clusters to stay above 65,525.
+        assert_eq!(fat_cluster_sectors("32", 131_072), 1);
+        assert_eq!(fat_cluster_sectors("32", 1 << 22), 8);
+        assert_eq!(fat_cluster_sectors("16", 131_072), 4);
+        assert_eq!(fat_cluster_sectors("12", 8_192), 4);
     }
 
     #[test]

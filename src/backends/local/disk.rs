@@ -201,6 +201,9 @@ pub(crate) async fn unpack_disk(
                     let spec = format!("{image}?offset={}", m.partition.offset);
                     read_image(&spec, &m.mountpoint, tools).await?;
                 }
+                for m in &layout.fat {
+                    read_fat(&image, m, tools).await?;
+                }
                 Ok(Some(layout))
             }
         }
@@ -297,6 +300,24 @@ async fn probe_layout(image: &str, tools: &Tools<'_>) -> Result<Option<DiskLayou
     }
     tracing::info!(table = %layout.table.label, mounts = ?layout::mount_map(&layout), "whole-disk base");
     Ok(Some(layout))
+}
+
+/// Copies the FAT filesystem of `m` (the EFI system partition) into the
+/// tree at its mount point with mtools, in the tool sandbox. FAT has no
+/// owners, links or special files: everything becomes root's.
+async fn read_fat(image: &str, m: &layout::Mounted, tools: &Tools<'_>) -> Result<(), StepError> {
+    let inside = sh_word(&format!("{IN_OUT}{}", m.mountpoint));
+    let spec = sh_word(&format!("{image}@@{}", m.partition.offset));
+    tools
+        .sh(
+            "mcopy",
+            &format!(
+                "export MTOOLS_SKIP_CHECK=1; mkdir -p {inside} && \
+                 if [ -n \"$(mdir -b -i {spec} ::/)\" ]; then mcopy -s -m -n -i {spec} '::/*' {inside}/; fi"
+            ),
+        )
+        .await?;
+    Ok(())
 }
 
 /// Dumps the filesystem `image` (a path inside the tool sandbox, with an

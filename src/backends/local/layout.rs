@@ -5,9 +5,9 @@
 //! here; the tools run in the tool sandbox (see `disk`).
 //!
 //! Supported: MBR (`dos`) and GPT tables; ext2/3/4 filesystems are read
-//! into the tree and written back at capture; BIOS-boot partitions, EFI
-//! system partitions (vfat), swap and anything unformatted are kept byte
-//! for byte. LUKS, LVM, xfs, btrfs and other filesystems under an fstab
+//! into the tree and written back at capture, and so are FAT filesystems
+//! the fstab mounts (the EFI system partition); BIOS-boot partitions, swap,
+//! unmounted partitions and anything unformatted are kept byte for byte. LUKS, LVM, xfs, btrfs and other filesystems under an fstab
 //! mount are refused with an error naming the partition.
 
 use std::collections::BTreeMap;
@@ -65,6 +65,9 @@ pub(crate) struct Partition {
     pub uuid: String,
     /// Filesystem label.
     pub label: String,
+    /// Filesystem version as blkid reports it (`FAT32`, `FAT16`, `1.0`).
+    #[serde(default)]
+    pub version: String,
 }
 
 impl Partition {
@@ -147,6 +150,7 @@ pub(crate) fn parse_sfdisk(json: &str) -> Result<Table, String> {
             fs_type: String::new(),
             uuid: String::new(),
             label: String::new(),
+            version: String::new(),
         })
         .collect();
     Ok(Table {
@@ -175,6 +179,7 @@ pub(crate) fn apply_blkid(table: &mut Table, output: &str) {
             "TYPE" => p.fs_type = value.to_string(),
             "UUID" => p.uuid = value.to_string(),
             "LABEL" => p.label = value.to_string(),
+            "VERSION" => p.version = value.to_string(),
             _ => {}
         }
     }
@@ -290,6 +295,11 @@ pub(crate) struct DiskLayout {
     pub table: Table,
     /// The ext filesystems in mount order (root first, then by depth).
     pub mounted: Vec<Mounted>,
+    /// The FAT filesystems it mounts (the EFI system partition at
+    /// `/boot/efi`): read into the tree with mtools and made again at
+    /// capture with `mkfs.fat`, with the same volume id, label and FAT size.
+    #[serde(default)]
+    pub fat: Vec<Mounted>,
 }
 
 /// Refuses partitions bakehouse cannot keep safely.
@@ -343,6 +353,7 @@ pub(crate) fn resolve_mounts(
         mountpoint: "/".into(),
         ext: ExtParams::default(),
     }];
+    let mut fat = Vec::new();
     for e in &entries {
         if e.mountpoint == "/" || !e.mountpoint.starts_with('/') {
             continue;
@@ -364,7 +375,12 @@ pub(crate) fn resolve_mounts(
                 mountpoint: e.mountpoint.clone(),
                 ext: ExtParams::default(),
             }),
-            Some(p) if matches!(p.fs_type.as_str(), "vfat" | "swap") => {}
+            Some(p) if p.fs_type == "vfat" => fat.push(Mounted {
+                partition: p.clone(),
+                mountpoint: e.mountpoint.clone(),
+                ext: ExtParams::default(),
+            }),
+            Some(p) if p.fs_type == "swap" => {}
             Some(p) => {
                 return Err(format!(
                 "/etc/fstab line {}: {} on {} is {}: only ext2/3/4 filesystems can be provisioned",
@@ -387,6 +403,7 @@ pub(crate) fn resolve_mounts(
     Ok(DiskLayout {
         table: table.clone(),
         mounted,
+        fat,
     })
 }
 
@@ -451,6 +468,14 @@ mod tests {
             BTreeMap::from([("/".to_string(), 4), ("/boot".to_string(), 3)])
         );
         assert_eq!(layout.mounted[0].mountpoint, "/");
+        assert_eq!(layout.fat.len(), 1);
+        assert_eq!(
+            (
+                layout.fat[0].mountpoint.as_str(),
+                layout.fat[0].partition.number
+            ),
+            ("/boot/efi", 2)
+        );
     }
 
     #[test]
