@@ -307,19 +307,19 @@ fn example_recipes_are_valid() {
 }
 
 #[test]
-fn demo_recipe_is_a_local_networked_build() {
+fn demo_recipe_is_a_local_networked_build_on_a_bootable_disk() {
     let loaded = load(&examples().join("demo.yaml")).expect("valid");
     let r = &loaded.recipe;
     assert_eq!(
         r.base,
-        Base::Path("../.bakehouse/bases/bookworm-minbase.tar.zst".into())
+        Base::Path("../.bakehouse/bases/bookworm-bootable.qcow2".into())
     );
     assert_eq!(
         loaded
             .base_path()
             .as_deref()
             .and_then(LocalBaseKind::from_path),
-        Some(LocalBaseKind::TarZst)
+        Some(LocalBaseKind::Qcow2)
     );
     assert!(r.builder.network);
     match &r.provisioners[..] {

@@ -13,7 +13,7 @@ pub(crate) fn run(cmd: &mut Command, what: &str) -> Result<Output, StepError> {
     let output = cmd.output().map_err(|e| {
         if e.kind() == io::ErrorKind::NotFound {
             StepError::NonRetryable(format!(
-                "{what}: {:?} is not installed (local builds need qemu-utils, e2fsprogs and coreutils)",
+                "{what}: {:?} is not installed (local builds need qemu-utils, e2fsprogs, coreutils, and for whole disks fdisk, dosfstools and mtools)",
                 cmd.get_program()
             ))
         } else {
