@@ -127,7 +127,7 @@ pub(crate) fn plan(settings: &DiskSettings, tree_bytes: u64) -> DiskLayout {
     partitions[last].size = size.saturating_sub(root_offset + MIB);
     partitions[last].label = "root".into();
     let root = partitions[last].clone();
-    let partitions_for_fat = partitions.clone();
+    let esp = esp_of_table(&partitions);
     let inodes = (root.size / 16384).max(16384);
     DiskLayout {
         table: Table {
@@ -135,7 +135,7 @@ pub(crate) fn plan(settings: &DiskSettings, tree_bytes: u64) -> DiskLayout {
             sector_size: 512,
             partitions,
         },
-        fat: esp_of_table(&partitions_for_fat)
+        fat: esp
             .map(|p| Mounted {
                 partition: p,
                 mountpoint: "/boot/efi".into(),
@@ -220,11 +220,6 @@ fn root_of(layout: &DiskLayout) -> &Partition {
     &layout.mounted[0].partition
 }
 
-/// The EFI system partition of a planned disk, if any.
-pub(crate) fn esp_of(layout: &DiskLayout) -> Option<&Partition> {
-    layout.table.partitions.iter().find(|p| p.kind == ESP)
-}
-
 /// Where GRUB's core image goes: the BIOS-boot partition, or the gap
 /// after the MBR.
 fn core_sector(layout: &DiskLayout) -> u64 {
@@ -247,7 +242,7 @@ pub(crate) fn install_script(layout: &DiskLayout, stage: &str) -> String {
         "# written by bakehouse (builder.disk)\nUUID={} / ext4 errors=remount-ro 0 1\n",
         root.uuid
     );
-    if let Some(esp) = esp_of(layout) {
+    if let Some(esp) = layout.fat.first().map(|m| &m.partition) {
         fstab.push_str(&format!(
             "UUID={} /boot/efi vfat umask=0077,nofail 0 1\n",
             esp.uuid

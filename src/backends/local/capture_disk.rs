@@ -24,9 +24,13 @@ use super::fsutil::io_error;
 use super::layout::{DiskLayout, Mounted};
 use super::tools;
 
-/// Writes `qcow2` from the tree: copies `base_raw` to `raw`, rewrites each
-/// mounted filesystem from its directory, converts to a compressed qcow2
-/// and checks it with `qemu-img check`. `raw` is removed on every path.
+/// Writes `qcow2` from the tree: rewrites each mounted filesystem of the
+/// disk from its directory, converts to a compressed qcow2 and checks it
+/// with `qemu-img check`. A whole-disk base is rewritten in place in the
+/// build's raw copy (`DiskSource::Base`, made at launch): every filesystem
+/// written is recreated whole and nothing else is touched, so a retried
+/// capture starts over safely; the copy is removed once the qcow2 is made.
+/// A new disk is made at `raw`, removed on every path.
 pub(crate) fn make_disk_qcow2(
     layout: &DiskLayout,
     root: &Path,
@@ -34,32 +38,30 @@ pub(crate) fn make_disk_qcow2(
     raw: &Path,
     qcow2: &Path,
 ) -> Result<String, StepError> {
-    let _ = fs::remove_file(raw);
-    let result = (|| -> Result<(), StepError> {
-        match source {
-            DiskSource::Base(base_raw) => {
-                tools::run(
-                    Command::new("cp")
-                        .args(["--sparse=always", "--reflink=auto", "--"])
-                        .arg(base_raw)
-                        .arg(raw),
-                    "copying the base disk",
-                )?;
+    let disk = match source {
+        DiskSource::Base(base_raw) => *base_raw,
+        DiskSource::New { boot_img, core_img } => {
+            let _ = fs::remove_file(raw);
+            if let Err(e) = new_disk(layout, raw, boot_img, core_img) {
+                let _ = fs::remove_file(raw);
+                return Err(e);
             }
-            DiskSource::New { boot_img, core_img } => {
-                new_disk(layout, raw, boot_img, core_img)?;
-            }
+            raw
         }
+    };
+    let result = (|| -> Result<(), StepError> {
         let aside = raw.with_extension("aside");
         for m in &layout.mounted {
-            write_filesystem(m, layout, root, raw, &aside)?;
+            write_filesystem(m, layout, root, disk, &aside)?;
         }
         for m in &layout.fat {
-            write_fat(m, root, raw)?;
+            write_fat(m, root, disk)?;
         }
-        compress(raw, qcow2)
+        compress(disk, qcow2)
     })();
-    let _ = fs::remove_file(raw);
+    if result.is_ok() || disk == raw {
+        let _ = fs::remove_file(disk);
+    }
     result?;
     tracing::info!(image = %qcow2.display(), table = %layout.table.label, filesystems = layout.mounted.len(), "whole disk written");
     finish(qcow2)
@@ -67,7 +69,8 @@ pub(crate) fn make_disk_qcow2(
 
 /// What the disk is made from.
 pub(crate) enum DiskSource<'a> {
-    /// A raw copy of the whole-disk base (its table and boot areas kept).
+    /// The build's raw copy of the whole-disk base (its table and boot
+    /// areas kept), rewritten in place.
     Base(&'a Path),
     /// A new disk of the planned layout (`builder.disk`), with GRUB's
     /// `boot.img` and `core.img` from the image.

@@ -267,18 +267,7 @@ async fn probe_layout(image: &str, tools: &Tools<'_>) -> Result<Option<DiskLayou
         );
     }
     let (fstabs, _) = tools.sh("debugfs cat /etc/fstab", &script).await?;
-    let mut by_number: Vec<(usize, String)> = Vec::new();
-    for line in fstabs.lines() {
-        match line.strip_prefix("@@ ").and_then(|n| n.trim().parse().ok()) {
-            Some(n) => by_number.push((n, String::new())),
-            None => {
-                if let Some((_, text)) = by_number.last_mut() {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-            }
-        }
-    }
+    let by_number = layout::sections(&fstabs);
     let mut layout = layout::resolve_mounts(&table, |p| {
         by_number
             .iter()

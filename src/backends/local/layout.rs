@@ -160,27 +160,43 @@ pub(crate) fn parse_sfdisk(json: &str) -> Result<Table, String> {
     })
 }
 
-/// Fills in `blkid -p -o export` results, given as `@@ <number>` lines
-/// each followed by that partition's `KEY=value` lines.
-pub(crate) fn apply_blkid(table: &mut Table, output: &str) {
-    let mut current: Option<usize> = None;
+/// Splits tool output made of sections, each opened by a `@@ <number>`
+/// line (a partition's number), into (number, the section's text).
+pub(crate) fn sections(output: &str) -> Vec<(usize, String)> {
+    let mut out: Vec<(usize, String)> = Vec::new();
+    let mut current = false;
     for line in output.lines() {
         if let Some(n) = line.strip_prefix("@@ ") {
-            current = n.trim().parse().ok();
-            continue;
+            current = match n.trim().parse() {
+                Ok(n) => {
+                    out.push((n, String::new()));
+                    true
+                }
+                Err(_) => false,
+            };
+        } else if let (true, Some((_, text))) = (current, out.last_mut()) {
+            text.push_str(line);
+            text.push('\n');
         }
-        let (Some(n), Some((key, value))) = (current, line.split_once('=')) else {
-            continue;
-        };
+    }
+    out
+}
+
+/// Fills in `blkid -p -o export` results, given as [`sections`] of that
+/// partition's `KEY=value` lines.
+pub(crate) fn apply_blkid(table: &mut Table, output: &str) {
+    for (n, text) in sections(output) {
         let Some(p) = table.partitions.iter_mut().find(|p| p.number == n) else {
             continue;
         };
-        match key {
-            "TYPE" => p.fs_type = value.to_string(),
-            "UUID" => p.uuid = value.to_string(),
-            "LABEL" => p.label = value.to_string(),
-            "VERSION" => p.version = value.to_string(),
-            _ => {}
+        for (key, value) in text.lines().filter_map(|l| l.split_once('=')) {
+            match key {
+                "TYPE" => p.fs_type = value.to_string(),
+                "UUID" => p.uuid = value.to_string(),
+                "LABEL" => p.label = value.to_string(),
+                "VERSION" => p.version = value.to_string(),
+                _ => {}
+            }
         }
     }
 }
@@ -476,6 +492,12 @@ mod tests {
             ),
             ("/boot/efi", 2)
         );
+    }
+
+    #[test]
+    fn sections_follow_their_markers_and_skip_text_before_the_first() {
+        let out = sections("noise\n@@ 2\na\nb\n@@ x\nlost\n@@ 4\n");
+        assert_eq!(out, vec![(2, "a\nb\n".to_string()), (4, String::new())]);
     }
 
     #[test]
