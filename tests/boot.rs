@@ -20,19 +20,26 @@ use local_support::{qcow2_to_raw, run, Harness};
 const BOOT_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A systemd unit printing `marker` and the running kernel on the serial
-/// console, then powering off.
-fn marker_unit(marker: &str) -> String {
+/// console, ordered after the units named in `after`.
+fn marker_unit(marker: &str, after: &str) -> String {
+    // The "again-*" unit of a build on a first build's output runs after
+    // that build's "boot-*" unit, so its marker means both ran. No
+    // poweroff: the test stops the machine once it has seen its marker.
     format!(
-        "[Unit]\nDescription=bakehouse boot marker\nAfter=multi-user.target\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo {marker} $(uname -r) > /dev/ttyS0; systemctl poweroff'\n[Install]\nWantedBy=multi-user.target\n"
+        "[Unit]\nDescription=bakehouse boot marker\nAfter=multi-user.target {after}\n[Service]\nType=oneshot\nExecStart=/bin/sh -c 'echo {marker} $(uname -r) > /dev/ttyS0'\n[Install]\nWantedBy=multi-user.target\n"
     )
 }
 
 /// A recipe installing the marker unit, on `base`, with `extra` builder
 /// settings.
 fn recipe(h: &Harness, name: &str, base: &str, builder: &str, marker: &str) -> PathBuf {
+    let after = match name.strip_prefix("again-") {
+        Some(table) => format!("boot-{table}.service"),
+        None => String::new(),
+    };
     h.write(
         &format!("recipe/files/{name}.service"),
-        &marker_unit(marker),
+        &marker_unit(marker, &after),
     );
     h.write(
         &format!("recipe/{name}.yaml"),
@@ -167,7 +174,7 @@ async fn installing_another_kernel_boots_that_kernel() {
     fs::copy(demo_disk(), &base).unwrap();
     h.write(
         "recipe/files/kernel.service",
-        &marker_unit("BAKEHOUSE-KERNEL"),
+        &marker_unit("BAKEHOUSE-KERNEL", ""),
     );
     let recipe = h.write(
         "recipe/kernel.yaml",
