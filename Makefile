@@ -113,9 +113,11 @@ bench: setup $(STAMP_VC) $(DEMO_BASE) $(DEMO_DISK) package
 ## package: every function with cargo lambda (x86_64, provided.al2023) into
 ## target/lambda/NAME/bootstrap.zip, then a glibc check (<= 2.34).
 FUNCTIONS := $(notdir $(wildcard functions/*))
+## functions/test is the package test-step (`test` is Rust's own crate).
+PACKAGES  := $(patsubst test,test-step,$(FUNCTIONS))
 package: setup
-	cargo lambda build --release --output-format zip $(addprefix -p ,$(FUNCTIONS))
-	scripts/check-glibc.sh 2.34 $(foreach f,$(FUNCTIONS),target/lambda/$(f)/bootstrap)
+	cargo lambda build --release --output-format zip $(addprefix -p ,$(PACKAGES))
+	scripts/check-glibc.sh 2.34 $(foreach f,$(PACKAGES),target/lambda/$(f)/bootstrap)
 
 ## deploy: needs an AWS account and the SAM CLI (pip install aws-sam-cli);
 ## sam build runs cargo lambda for every function. Not run in tests.

@@ -81,12 +81,21 @@ fn time_to_first_request(bootstrap: &Path, env: &[(String, String)]) -> (Duratio
     (took, line.trim_end().to_string())
 }
 
+/// The package name of every function (`functions/test` is `test-step`:
+/// `test` is Rust's own crate).
 fn functions() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir("functions")
         .unwrap()
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("Cargo.toml").exists())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("Cargo.toml")).ok())
+        .filter_map(|manifest| {
+            let line = manifest.lines().find(|l| l.starts_with("name = "))?;
+            Some(
+                line.trim_start_matches("name = ")
+                    .trim_matches('"')
+                    .to_string(),
+            )
+        })
         .collect();
     names.sort();
     names

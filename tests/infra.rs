@@ -215,7 +215,7 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
         })
         .collect();
     let distinct: BTreeSet<&String> = roles.iter().collect();
-    assert_eq!(roles.len(), 8);
+    assert_eq!(roles.len(), 9);
     assert_eq!(distinct.len(), roles.len(), "{roles:?}");
     // The scheduler's role may only start the pipeline.
     let scheduler =

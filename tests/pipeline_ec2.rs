@@ -391,6 +391,7 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
             "Provision",
             "Clean",
             "Capture",
+            "Test",
             "Register",
             "Teardown",
             "Built"
@@ -504,6 +505,7 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
             Step::Provision,
             Step::Clean,
             Step::Capture,
+            Step::Test,
             Step::Register,
             Step::Teardown
         ]
@@ -521,24 +523,35 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
         [
             "provisioner 1 (shell): ok (exit 0)",
             "provisioner 2 (file): ok (exit 0)",
-            "test 1 `test -s /etc/motd`: ok (exit 0)"
         ]
     );
+    let heads: Vec<&str> = step_record(&record, Step::Test)
+        .notes
+        .iter()
+        .map(|n| n.lines().next().unwrap())
+        .collect();
+    assert_eq!(heads, ["test 1 `test -s /etc/motd`: ok (exit 0)"]);
     assert_eq!(
         step_record(&record, Step::Clean).notes,
         ["clean script: ok (exit 0)"]
     );
     let kinds = |kind: ResourceKind| record.resources_of(kind).count();
-    assert_eq!(kinds(ResourceKind::Instance), 1);
+    assert_eq!(
+        kinds(ResourceKind::Instance),
+        2,
+        "the builder, the test instance"
+    );
     assert_eq!(
         kinds(ResourceKind::Command),
         4,
-        "two provisioners, one test, the clean script"
+        "two provisioners, the clean script, one test"
     );
     assert_eq!(kinds(ResourceKind::Image), 2);
     assert_eq!(kinds(ResourceKind::Snapshot), 2);
     let instance = record.resources_of(ResourceKind::Instance).next().unwrap();
-    assert!(instance.deleted && !instance.keep_on_success);
+    for i in record.resources_of(ResourceKind::Instance) {
+        assert!(i.deleted && !i.keep_on_success, "{i:?}");
+    }
     for r in record
         .resources
         .iter()
@@ -604,6 +617,9 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
         .send()
         .await
         .unwrap();
+    // (moto lists every command whatever the instance filter, and its
+    // InstanceIds grow with every instance sent to: which instance got the
+    // test is checked through the ledger below)
     let mut sent: Vec<_> = commands.commands().to_vec();
     sent.sort_by_key(|c| c.requested_date_time().map(|t| t.as_nanos()));
     assert_eq!(sent.len(), 4);
@@ -613,8 +629,58 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
         .collect();
     assert_eq!(
         comments,
-        ["provision/1-shell", "provision/2-file", "test/1", "clean"]
+        ["provision/1-shell", "provision/2-file", "clean", "test/1"]
     );
+
+    // The tests ran on a test instance launched from the new AMI (same
+    // settings as the builder), terminated after they passed.
+    let test_instance = record
+        .resources_of(ResourceKind::Instance)
+        .nth(1)
+        .and_then(|r| r.id.clone())
+        .expect("test instance id");
+    let described = env
+        .ec2(HOME)
+        .describe_instances()
+        .instance_ids(&test_instance)
+        .send()
+        .await
+        .unwrap();
+    let tested = &described.reservations()[0].instances()[0];
+    assert_eq!(
+        tested.state().and_then(|s| s.name()).map(|n| n.as_str()),
+        Some("terminated")
+    );
+    let home_image = package
+        .artifacts
+        .iter()
+        .find(|a| a.region.as_deref() == Some(HOME))
+        .unwrap();
+    assert_eq!(tested.image_id(), Some(home_image.image_id.as_str()));
+    assert_eq!(tested.key_name(), None);
+    assert_eq!(
+        tested
+            .metadata_options()
+            .and_then(|m| m.http_tokens())
+            .map(|t| t.as_str()),
+        Some("required")
+    );
+    assert!(tested
+        .tags()
+        .iter()
+        .any(|t| t.key() == Some(TAG_BUILD) && t.value() == Some("web-1")));
+    let test_command = record
+        .resource(ResourceKind::Command, "test/1")
+        .and_then(|r| r.id.clone())
+        .expect("test command in the ledger");
+    let invocation = ssm
+        .get_command_invocation()
+        .command_id(&test_command)
+        .instance_id(&test_instance)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(invocation.instance_id(), Some(test_instance.as_str()));
     for c in &sent {
         assert_eq!(c.document_name(), Some("AWS-RunShellScript"));
     }
@@ -655,11 +721,19 @@ async fn failure_cleans_up(step: Step) {
 
     // The step's work really happened before the failure...
     let launched = record.resources_of(ResourceKind::Instance).count();
-    assert_eq!(launched, 1);
+    assert_eq!(
+        launched,
+        if matches!(step, Step::Test | Step::Register) {
+            2
+        } else {
+            1
+        },
+        "the builder, and the test instance from Test on"
+    );
     let images_made = record.resources_of(ResourceKind::Image).count();
     assert_eq!(
         images_made,
-        if matches!(step, Step::Capture | Step::Register) {
+        if matches!(step, Step::Capture | Step::Test | Step::Register) {
             2
         } else {
             0
@@ -727,6 +801,11 @@ async fn failure_at_clean_cleans_up() {
 #[tokio::test]
 async fn failure_at_capture_cleans_up() {
     failure_cleans_up(Step::Capture).await;
+}
+
+#[tokio::test]
+async fn failure_at_test_cleans_up() {
+    failure_cleans_up(Step::Test).await;
 }
 
 #[tokio::test]
@@ -840,7 +919,7 @@ async fn launch_capture_and_register_twice_create_nothing_twice() {
         .send()
         .await
         .unwrap();
-    assert_eq!(sent.commands().len(), 4);
+    assert_eq!(sent.commands().len(), 3);
 
     // Capture twice, then again with the image ids lost from the ledger.
     let capture =
@@ -872,6 +951,53 @@ async fn launch_capture_and_register_twice_create_nothing_twice() {
         let images = env.build_images(region, "twice", "web").await;
         assert_eq!(images.len(), 1, "one image in {region}");
     }
+
+    // Test, then again as a retry that lost the instance's termination
+    // from the ledger, then once more: one test instance, the test command
+    // sent once.
+    let test = |polls: u32| p.invoke(Step::Test, json!({"build_id": "twice", "polls": polls}));
+    let out = test(0).await.unwrap();
+    poll(&p, Step::Test, out).await.unwrap();
+    bakehouse::build::update(env.builds.as_ref(), "twice", |r| {
+        if let Some(res) = r
+            .resources
+            .iter_mut()
+            .filter(|x| x.kind == ResourceKind::Instance)
+            .nth(1)
+        {
+            res.deleted = false;
+        }
+    })
+    .await
+    .unwrap();
+    let out = test(0).await.unwrap();
+    poll(&p, Step::Test, out).await.unwrap();
+    let out = test(0).await.unwrap();
+    assert_eq!(
+        poll(&p, Step::Test, out).await.unwrap()["done"],
+        json!(true)
+    );
+    let record = env.record("twice").await;
+    let tested: Vec<_> = record.resources_of(ResourceKind::Instance).collect();
+    assert_eq!(tested.len(), 2, "{tested:?}");
+    let test_id = tested[1].id.clone().expect("test instance recorded");
+    assert!(tested[1].deleted);
+    let sent = ssm.list_commands().send().await.unwrap();
+    assert_eq!(sent.commands().len(), 4, "the test command was sent once");
+    assert_ne!(Some(test_id.as_str()), launched.first().map(String::as_str));
+    let tagged = instance_ids(
+        env.ec2(HOME)
+            .describe_instances()
+            .filters(filter(&format!("tag:{TAG_BUILD}"), &["twice"]))
+            .send()
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        tagged.len(),
+        2,
+        "the builder and one test instance: {tagged:?}"
+    );
 
     // Register twice, and once more with the version lost from the record
     // (the bake key finds the same version).

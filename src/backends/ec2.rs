@@ -1,7 +1,8 @@
 //! The EC2 + SSM builder backend: a builder instance launched from the base
 //! AMI, provisioned and cleaned through SSM Run Command
 //! (`AWS-RunShellScript`), stopped, captured with CreateImage, copied to the
-//! publish regions and shared with the publish accounts.
+//! publish regions and shared with the publish accounts; the test step boots
+//! the new AMI as a test instance and runs the recipe's tests on it.
 //!
 //! Every resource is recorded in the build's ledger before it is created
 //! and carries the tags `bakehouse:build` and `bakehouse:recipe`, so a
@@ -30,6 +31,7 @@ mod scripts;
 mod ssm;
 mod tar;
 mod teardown;
+mod test_instance;
 
 /// Tag naming the build on every resource the backend creates.
 pub const TAG_BUILD: &str = "bakehouse:build";
@@ -261,6 +263,10 @@ impl BuilderBackend for Ec2Backend {
 
     async fn capture(&self, ctx: &BuildContext) -> Result<Progress<Vec<Artifact>>, StepError> {
         self.capture_image(ctx).await
+    }
+
+    async fn test(&self, ctx: &BuildContext) -> Result<Progress, StepError> {
+        self.test_image(ctx).await
     }
 
     async fn teardown(&self, ctx: &BuildContext, succeeded: bool) -> Result<(), StepError> {

@@ -20,6 +20,8 @@ pub enum Step {
     Clean,
     /// Capture and publish the image.
     Capture,
+    /// Boot the captured image and run the recipe's tests inside it.
+    Test,
     /// Record the version in the registry.
     Register,
     /// Remove the builder and temporary resources, mark the build.
@@ -28,11 +30,12 @@ pub enum Step {
 
 impl Step {
     /// Every step in pipeline order.
-    pub const ALL: [Step; 6] = [
+    pub const ALL: [Step; 7] = [
         Step::Launch,
         Step::Provision,
         Step::Clean,
         Step::Capture,
+        Step::Test,
         Step::Register,
         Step::Teardown,
     ];
@@ -44,6 +47,7 @@ impl Step {
             Step::Provision => "provision",
             Step::Clean => "clean",
             Step::Capture => "capture",
+            Step::Test => "test",
             Step::Register => "register",
             Step::Teardown => "teardown",
         }
@@ -122,6 +126,9 @@ pub enum ResourceKind {
     File,
     /// The control group of a local build's sandbox.
     Cgroup,
+    /// A FUSE mount of a local build (a disk image exported as a raw file
+    /// by `qemu-storage-daemon`), unmounted by teardown and `builds gc`.
+    Mount,
 }
 
 /// One resource in a build's ledger. Recorded (with `id` unset) before it

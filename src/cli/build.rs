@@ -84,11 +84,12 @@ pub fn execution_input(
     ))
 }
 
-const PIPELINE_STATES: [(&str, &str); 6] = [
+const PIPELINE_STATES: [(&str, &str); 7] = [
     ("Launch", "launch"),
     ("Provision", "provision"),
     ("Clean", "clean"),
     ("Capture", "capture"),
+    ("Test", "test"),
     ("Register", "register"),
     ("Teardown", "teardown"),
 ];

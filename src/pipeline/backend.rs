@@ -162,6 +162,12 @@ pub trait BuilderBackend: Send + Sync {
     /// Captures the image and publishes it; returns one artifact per location.
     async fn capture(&self, ctx: &BuildContext) -> Result<Progress<Vec<Artifact>>, StepError>;
 
+    /// Proves the captured image: boots it (a throwaway overlay locally, a
+    /// test instance from the new AMI on EC2) and runs the recipe's `test`
+    /// commands inside; a failing command is [`StepError::BuildFailed`]
+    /// naming it, with its output in the step's notes.
+    async fn test(&self, ctx: &BuildContext) -> Result<Progress, StepError>;
+
     /// Removes the builder and every temporary resource in the ledger; on a
     /// failed build also the images it made. Must succeed when run twice and
     /// when nothing was created.

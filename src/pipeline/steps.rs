@@ -1,5 +1,5 @@
 //! The pipeline's step handlers — the code each Lambda function (and the
-//! local runner) calls: launch, provision, clean, capture, register,
+//! local runner) calls: launch, provision, clean, capture, test, register,
 //! teardown. They own the build record, the bake key and the registry; the
 //! [`BuilderBackend`] does the baking.
 
@@ -262,7 +262,7 @@ impl Pipeline {
         }
     }
 
-    /// Provision, clean, capture and register.
+    /// Provision, clean, capture, test and register.
     pub async fn run_step(&self, step: Step, input: StepInput) -> Result<StepOutput, StepError> {
         let ctx = self.context(&input.build_id, step, input.polls).await?;
         let progress = match step {
@@ -275,6 +275,7 @@ impl Pipeline {
                 }
                 Progress::Wait => Progress::Wait,
             },
+            Step::Test => self.backend.test(&ctx).await?,
             Step::Register => {
                 self.register(&ctx).await?;
                 Progress::Done(())

@@ -20,7 +20,9 @@ pub(super) const LIVE_STATES: [&str; 4] = ["pending", "running", "stopping", "st
 
 /// A builder instance and its state.
 pub(super) struct Builder {
+    /// Instance id.
     pub(super) id: String,
+    /// Its state as last described.
     pub(super) state: Option<InstanceStateName>,
 }
 
@@ -94,7 +96,7 @@ impl Ec2Backend {
             return Ok(None);
         };
         tracing::info!(build = %ctx.build_id, instance = %id, "found the builder of an earlier attempt");
-        let token = client_token(&ctx.build_id, "builder");
+        let token = client_token(&ctx.build_id, BUILDER);
         ctx.plan(ResourceKind::Instance, &token, Some(&self.region))
             .await?;
         ctx.created(ResourceKind::Instance, &token, &id).await?;
@@ -106,18 +108,37 @@ impl Ec2Backend {
         ctx: &BuildContext,
         record: &BuildRecord,
     ) -> Result<Builder, StepError> {
-        let recipe = &ctx.recipe()?.recipe;
         let base_id = record
             .base_id
             .clone()
             .ok_or_else(|| StepError::NonRetryable("launch: the base is not resolved".into()))?;
-        let base = self.available_image(&base_id, "base image").await?;
+        let token = client_token(&ctx.build_id, BUILDER);
+        self.run_instance(ctx, &base_id, "base image", &token, "builder")
+            .await
+    }
+
+    /// Launches one instance of the build from `image_id` (`what` names the
+    /// image in errors) with the builder's settings: IMDSv2 required, no
+    /// key pair, the builder's instance profile, tagged with the build (so
+    /// teardown and the reaper find it) and recorded in the ledger under
+    /// `token` (also its client token) before it is created.
+    pub(super) async fn run_instance(
+        &self,
+        ctx: &BuildContext,
+        image_id: &str,
+        what: &str,
+        token: &str,
+        role: &str,
+    ) -> Result<Builder, StepError> {
+        let recipe = &ctx.recipe()?.recipe;
+        let base_id = image_id.to_string();
+        let token = token.to_string();
+        let base = self.available_image(&base_id, what).await?;
         let settings = &recipe.builder;
-        let token = client_token(&ctx.build_id, "builder");
         let mut tags = build_tags(&ctx.build_id, &recipe.name);
         tags.push(tag(
             "Name",
-            &format!("bakehouse builder {} {}", recipe.name, ctx.build_id),
+            &format!("bakehouse {role} {} {}", recipe.name, ctx.build_id),
         ));
         for (k, v) in &settings.tags {
             tags.push(tag(k, v));
@@ -208,7 +229,7 @@ impl Ec2Backend {
             .ok_or_else(|| StepError::Retryable("RunInstances returned no instance id".into()))?
             .to_string();
         ctx.created(ResourceKind::Instance, &token, &id).await?;
-        tracing::info!(build = %ctx.build_id, instance = %id, base = %base_id, %instance_type, "builder launched");
+        tracing::info!(build = %ctx.build_id, instance = %id, image = %base_id, %instance_type, role, "instance launched");
         Ok(Builder {
             id,
             state: instance.state().and_then(|s| s.name()).cloned(),
@@ -239,7 +260,7 @@ impl Ec2Backend {
     }
 
     /// Whether SSM reports the agent on `id` online.
-    async fn ssm_online(&self, id: &str) -> Result<bool, StepError> {
+    pub(super) async fn ssm_online(&self, id: &str) -> Result<bool, StepError> {
         let filter = InstanceInformationStringFilter::builder()
             .key("InstanceIds")
             .values(id)
@@ -298,12 +319,15 @@ impl Ec2Backend {
     }
 }
 
+/// The purpose of the builder instance in its client token.
+const BUILDER: &str = "builder";
+
 /// The builder instance id recorded in the ledger, if launched and not
-/// torn down.
+/// torn down (the test instance is another entry).
 pub(super) fn ledger_builder(record: &BuildRecord) -> Option<String> {
     record
-        .resources_of(ResourceKind::Instance)
-        .find(|r| !r.deleted && r.id.is_some())
+        .resource(ResourceKind::Instance, &client_token(&record.id, BUILDER))
+        .filter(|r| !r.deleted)
         .and_then(|r| r.id.clone())
 }
 

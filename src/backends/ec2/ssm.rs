@@ -11,7 +11,7 @@ use crate::pipeline::{BuildContext, Progress, StepError};
 
 use super::error::{aws, code};
 use super::instance::require_builder;
-use super::scripts::{clean_command, provisioner_commands, test_commands, CommandSpec};
+use super::scripts::{clean_command, provisioner_commands, CommandSpec};
 use super::Ec2Backend;
 
 /// How much of each output stream a note keeps (notes are cut at 4 KiB).
@@ -81,8 +81,7 @@ impl Ec2Backend {
     ) -> Result<Progress, StepError> {
         let recipe = ctx.recipe()?;
         let max = self.settings.max_inline_file_bytes;
-        let mut commands = provisioner_commands(recipe, max)?;
-        commands.extend(test_commands(recipe, max)?);
+        let commands = provisioner_commands(recipe, max)?;
         let record = ctx.current().await?;
         let instance = require_builder(&record)?;
         self.run_commands(ctx, &record, &instance, &commands).await
@@ -102,22 +101,15 @@ impl Ec2Backend {
     }
 
     /// Runs `commands` in order; `Done` when all succeeded.
-    async fn run_commands(
+    pub(super) async fn run_commands(
         &self,
         ctx: &BuildContext,
         record: &BuildRecord,
         instance: &str,
         commands: &[CommandSpec],
     ) -> Result<Progress, StepError> {
-        let notes = record
-            .steps
-            .iter()
-            .find(|s| s.step == ctx.step)
-            .map(|s| s.notes.as_slice())
-            .unwrap_or_default();
         for command in commands {
-            let finished = format!("{}: ok (", command.label);
-            if notes.iter().any(|n| n.starts_with(&finished)) {
+            if passed(ctx, record, command) {
                 continue;
             }
             let comment = command_comment(&ctx.build_id, &command.name);
@@ -259,6 +251,17 @@ impl Ec2Backend {
         }
         Ok(found.map(|(_, id)| id))
     }
+}
+
+/// Whether `command` is noted as passed in the current step (a poll or a
+/// retry does not send it again).
+pub(super) fn passed(ctx: &BuildContext, record: &BuildRecord, command: &CommandSpec) -> bool {
+    let finished = format!("{}: ok (", command.label);
+    record
+        .steps
+        .iter()
+        .find(|s| s.step == ctx.step)
+        .is_some_and(|s| s.notes.iter().any(|n| n.starts_with(&finished)))
 }
 
 /// The SSM comment identifying one command of one build (at most 100

@@ -49,7 +49,10 @@ impl Ec2Backend {
                         .id
                         .as_ref()
                         .is_some_and(|id| removed.iter().any(|x| x.snapshots.contains(id))),
-                    ResourceKind::WorkDir | ResourceKind::File | ResourceKind::Cgroup => false,
+                    ResourceKind::WorkDir
+                    | ResourceKind::File
+                    | ResourceKind::Cgroup
+                    | ResourceKind::Mount => false,
                 };
                 if gone {
                     res.deleted = true;

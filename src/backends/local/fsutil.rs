@@ -136,6 +136,8 @@ pub(crate) fn remove_below(path: &Path, dir: &Path) -> io::Result<()> {
     if real == dir || !real.starts_with(&dir) {
         return Err(refuse());
     }
+    // A mount a killed build left below it (a FUSE export) goes first.
+    super::export::detach_mounts_below(&real)?;
     remove_path(&real)
 }
 

@@ -10,15 +10,18 @@
 //!   into its `root/` (disk images by tools in the tool sandbox, see
 //!   module `disk`) and handed to the sandbox's ids (module `idmap`); a marker written
 //!   after a complete unpack makes a retry a no-op.
-//! - **provision**: each provisioner, then each test command, runs in the
-//!   bubblewrap sandbox (module `sandbox`); output is streamed to the log in
-//!   bounded lines and its tail kept as a note.
+//! - **provision**: each provisioner runs in the bubblewrap sandbox
+//!   (module `sandbox`); output is streamed to the log in bounded lines and
+//!   its tail kept as a note.
 //! - **clean**: the clean policy script, run in the sandbox, then
 //!   [`crate::recipe::verify_tree`].
 //! - **capture**: the tree back to the image's ids, then
 //!   `<images_dir>/<recipe>/<build id>/<recipe>.qcow2` (ext4) and
 //!   `<recipe>.tar.zst`, each with a `.sha256` sidecar, recorded in the
 //!   ledger before they are written.
+//! - **test**: the recipe's `test` commands against the captured image: a
+//!   captured disk boots in QEMU from a throwaway overlay, a filesystem
+//!   output is unpacked and tested read-only (module `test_phase`).
 //! - **teardown**: kills the build's cgroup, removes the work directory,
 //!   and on failure the outputs.
 //!
@@ -34,6 +37,7 @@ mod cgroup;
 mod clean;
 mod digest;
 mod disk;
+mod export;
 mod fsutil;
 mod idmap;
 mod layout;
@@ -42,6 +46,8 @@ mod provision;
 mod qcow2;
 mod sandbox;
 mod seccomp;
+mod test_phase;
+mod test_script;
 mod tools;
 
 use std::fs;
@@ -505,6 +511,17 @@ impl BuilderBackend for LocalBackend {
             }
             (None, _) => None,
         };
+        if let Some((layout, _)) = &disk {
+            // What the test step boots (a retried capture of a finished
+            // disk finds it from the first attempt).
+            let file = self
+                .work_dir(&ctx.build_id)?
+                .join("state")
+                .join(test_phase::OUTPUT_LAYOUT_FILE);
+            let json = serde_json::to_vec_pretty(layout)
+                .map_err(|e| StepError::NonRetryable(e.to_string()))?;
+            fs::write(&file, json).map_err(io_error(file.display()))?;
+        }
         let digests = blocking(move || {
             // The image keeps its own ids (see idmap).
             idmap::shift_tree(&root, Shift::Out).map_err(io_error(root.display()))?;
@@ -561,6 +578,10 @@ impl BuilderBackend for LocalBackend {
         Ok(Progress::Done(artifacts))
     }
 
+    async fn test(&self, ctx: &BuildContext) -> Result<Progress, StepError> {
+        self.test_captured(ctx).await
+    }
+
     async fn teardown(&self, ctx: &BuildContext, succeeded: bool) -> Result<(), StepError> {
         let record = ctx.current().await?;
         let work = self.work_dir(&ctx.build_id)?;
@@ -573,6 +594,14 @@ impl BuilderBackend for LocalBackend {
                         cgroup
                             .remove()
                             .map_err(io_error("removing the build's cgroup"))
+                    })
+                    .await?;
+                    ctx.deleted(res.kind, &res.name).await?;
+                }
+                ResourceKind::Mount => {
+                    let mount = path.clone();
+                    blocking(move || {
+                        export::detach_mounts_below(&mount).map_err(io_error(mount.display()))
                     })
                     .await?;
                     ctx.deleted(res.kind, &res.name).await?;

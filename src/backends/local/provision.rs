@@ -1,6 +1,6 @@
-//! The provision step of a local build: each provisioner (and then each
-//! test command) in the sandbox; file uploads copied into the tree without
-//! leaving it.
+//! The provision step of a local build: each provisioner in the sandbox;
+//! file uploads copied into the tree without leaving it. (The recipe's
+//! `test` commands run later, against the captured image: `test_phase`.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
@@ -13,7 +13,7 @@ use super::idmap::{self, Shift};
 use super::sandbox::{RunResult, Sandbox, Stage};
 
 /// Runs the provisioners not run yet (a retried step skips the ones that
-/// finished: `state/provisioned` counts them), then the test commands.
+/// finished: `state/provisioned` counts them).
 pub(crate) async fn provision(
     ctx: &BuildContext,
     sandbox: &Sandbox,
@@ -41,17 +41,6 @@ pub(crate) async fn provision(
             "done"
         );
         fs::write(&done_file, (index + 1).to_string()).map_err(io_error(done_file.display()))?;
-    }
-    for (index, command) in recipe.test.iter().enumerate() {
-        let label = format!("test[{index}] `{command}`");
-        if !sandbox.has_shell() {
-            return Err(StepError::BuildFailed(format!(
-                "{label}: the image has no /bin/sh to run it"
-            )));
-        }
-        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), command.clone()];
-        let result = sandbox.run(&label, &argv).await?;
-        result.record(ctx, &label).await?;
     }
     Ok(())
 }

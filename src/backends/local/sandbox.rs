@@ -181,6 +181,25 @@ impl Sandbox {
         result
     }
 
+    /// Runs `argv` over the tree mounted read-only (with a fresh `/tmp`
+    /// and `/run`): the test phase over a captured filesystem.
+    pub async fn run_read_only(
+        &self,
+        label: &str,
+        argv: &[String],
+    ) -> Result<RunResult, StepError> {
+        let layout = Layout::image_read_only(&self.root);
+        run_sandboxed(
+            &layout,
+            label,
+            argv,
+            &self.cgroup,
+            self.deadline,
+            &self.build_id,
+        )
+        .await
+    }
+
     /// Runs `argv` over the tree.
     async fn spawn(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
         let layout = Layout::image(&self.root, self.network);
@@ -227,6 +246,23 @@ impl Layout {
         layout
     }
 
+    /// The image tree as `/`, read-only, with its own `/proc`, a minimal
+    /// `/dev` and empty `/tmp` and `/run`; no network.
+    pub fn image_read_only(root: &Path) -> Layout {
+        let mut layout = Layout {
+            binds: Vec::new(),
+            mounts: Vec::new(),
+            network: false,
+        };
+        let point = layout.bind(root, true);
+        layout.arg("--ro-bind").arg(point).arg("/");
+        layout.arg("--proc").arg("/proc").arg("--dev").arg("/dev");
+        for (dir, mode) in [("/tmp", "1777"), ("/run", "0755"), ("/dev/shm", "1777")] {
+            layout.arg("--perms").arg(mode).arg("--tmpfs").arg(dir);
+        }
+        layout
+    }
+
     /// The host's programs (`/usr` and the top-level links or directories
     /// into it, read-only) with a private `/tmp`, `/proc` and `/dev`, for
     /// running host tools over untrusted data; add what they work on with
@@ -269,6 +305,19 @@ impl Layout {
     pub fn file(mut self, host: &Path, inside: &str) -> Layout {
         let point = self.bind(host, false);
         self.arg("--ro-bind").arg(point).arg(inside);
+        self
+    }
+
+    /// Shows the host file `host` writable at `inside`.
+    pub fn writable_file(mut self, host: &Path, inside: &str) -> Layout {
+        let point = self.bind(host, false);
+        self.arg("--bind").arg(point).arg(inside);
+        self
+    }
+
+    /// Shows the host device node `path` at the same path.
+    pub fn device(mut self, path: &str) -> Layout {
+        self.arg("--dev-bind").arg(path).arg(path);
         self
     }
 
