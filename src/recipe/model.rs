@@ -42,7 +42,9 @@ pub struct Recipe {
     /// Where the captured image is copied and who it is shared with.
     #[serde(default)]
     pub publish: Publish,
-    /// Commands run against the result; each must exit 0.
+    /// Commands run against the captured image (the Test step: a captured
+    /// disk is booted, a filesystem output mounted read-only); each must
+    /// exit 0.
     #[serde(default)]
     pub test: Vec<String>,
     /// EventBridge schedule expression (`cron(...)`, `rate(...)`) or a standard
