@@ -312,7 +312,7 @@ async fn bench() {
         .steps
         .iter()
         .find(|s| s.step == bakehouse::build::Step::Test)
-        .and_then(|s| Some((s.finished_at? - s.started_at).to_std().ok()?))
+        .and_then(|s| (s.finished_at? - s.started_at).to_std().ok())
         .expect("the demo's Test step finished");
 
     // The same five steps on the demo's bootable Debian disk.
