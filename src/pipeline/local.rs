@@ -113,7 +113,8 @@ mod tests {
                 "bakehouse:launch",
                 "bakehouse:provision",
                 "bakehouse:register",
-                "bakehouse:teardown"
+                "bakehouse:teardown",
+                "bakehouse:test"
             ]
         );
         // every placeholder in the file is one the substitutions provide

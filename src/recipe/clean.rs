@@ -13,27 +13,44 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::model::{CleanPolicy, OsKind};
+use super::model::{CleanPolicy, OsKind, PasswordMode};
 
 /// One item of the clean-up checklist.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum CleanItem {
-    /// Lock every account that has a password (or an empty one).
-    LockPasswords,
-    /// Remove shell histories of root and every `/home/*` user.
+    /// Remove every password hash from `/etc/shadow` (or only lock them,
+    /// with `clean.passwords: lock`), and the backups `/etc/shadow-`,
+    /// `/etc/gshadow-`, `/etc/passwd-`, `/etc/group-`.
+    #[serde(alias = "lock_passwords")]
+    Passwords,
+    /// Remove shell and REPL histories of every user (see
+    /// [`HISTORY_FILES`]).
     ShellHistory,
+    /// Remove users' SSH keys (`~/.ssh/id_*`, private and public) and
+    /// `known_hosts`.
+    UserSshKeys,
+    /// Remove users' credentials of common tools (see [`CREDENTIAL_PATHS`]).
+    Credentials,
     /// Remove `/etc/ssh/ssh_host_*` (regenerated at first boot).
     SshHostKeys,
     /// Empty `/etc/machine-id`, remove `/var/lib/dbus/machine-id`.
     MachineId,
-    /// Truncate files under `/var/log`, remove rotated and journal files.
+    /// Remove the saved random seed (see [`RANDOM_SEEDS`]).
+    RandomSeed,
+    /// Truncate files under `/var/log`, remove rotated files and journal
+    /// directories.
     Logs,
-    /// Remove cloud-init instance state and logs.
+    /// Remove cloud-init instance state, logs and its sudoers drop.
     CloudInit,
+    /// Remove DHCP leases of dhclient, NetworkManager and systemd-networkd.
+    DhcpLeases,
+    /// Remove Salt and Ansible leftovers (minion id and keys, caches).
+    ConfigManagement,
     /// Empty `/tmp` and `/var/tmp`.
     TempFiles,
-    /// Remove the recipe's `extra_paths` and package-manager leftovers.
+    /// Remove the recipe's `extra_paths` and package-manager and installer
+    /// leftovers (see [`INSTALLER_GLOBS`]).
     Installers,
     /// Remove ephemeral-disk lines from `/etc/fstab`.
     EphemeralFstab,
@@ -43,13 +60,18 @@ pub enum CleanItem {
 
 impl CleanItem {
     /// Every item in execution order; `AuthorizedKeys` is last.
-    pub const ALL: [CleanItem; 10] = [
-        CleanItem::LockPasswords,
+    pub const ALL: [CleanItem; 15] = [
+        CleanItem::Passwords,
         CleanItem::ShellHistory,
+        CleanItem::UserSshKeys,
+        CleanItem::Credentials,
         CleanItem::SshHostKeys,
         CleanItem::MachineId,
+        CleanItem::RandomSeed,
         CleanItem::Logs,
         CleanItem::CloudInit,
+        CleanItem::DhcpLeases,
+        CleanItem::ConfigManagement,
         CleanItem::TempFiles,
         CleanItem::Installers,
         CleanItem::EphemeralFstab,
@@ -59,16 +81,51 @@ impl CleanItem {
     /// The snake_case name used in `clean.skip`.
     pub fn name(self) -> &'static str {
         match self {
-            CleanItem::LockPasswords => "lock_passwords",
+            CleanItem::Passwords => "passwords",
             CleanItem::ShellHistory => "shell_history",
+            CleanItem::UserSshKeys => "user_ssh_keys",
+            CleanItem::Credentials => "credentials",
             CleanItem::SshHostKeys => "ssh_host_keys",
             CleanItem::MachineId => "machine_id",
+            CleanItem::RandomSeed => "random_seed",
             CleanItem::Logs => "logs",
             CleanItem::CloudInit => "cloud_init",
+            CleanItem::DhcpLeases => "dhcp_leases",
+            CleanItem::ConfigManagement => "config_management",
             CleanItem::TempFiles => "temp_files",
             CleanItem::Installers => "installers",
             CleanItem::EphemeralFstab => "ephemeral_fstab",
             CleanItem::AuthorizedKeys => "authorized_keys",
+        }
+    }
+
+    /// What the item removes below every home directory (globs allowed in
+    /// the last component), empty for system-wide items.
+    pub fn home_paths(self) -> &'static [&'static str] {
+        match self {
+            CleanItem::ShellHistory => &HISTORY_FILES,
+            CleanItem::UserSshKeys => &USER_SSH_FILES,
+            CleanItem::Credentials => &CREDENTIAL_PATHS,
+            CleanItem::ConfigManagement => &[".ansible"],
+            CleanItem::AuthorizedKeys => &AUTHORIZED_KEYS_FILES,
+            _ => &[],
+        }
+    }
+
+    /// What the item removes system-wide (relative to the root, globs
+    /// allowed), besides what its own check covers (shadow, logs, fstab,
+    /// machine id, temp directories).
+    pub fn system_paths(self) -> &'static [&'static str] {
+        match self {
+            CleanItem::Passwords => &SHADOW_BACKUPS,
+            CleanItem::SshHostKeys => &["etc/ssh/ssh_host_*"],
+            CleanItem::MachineId => &["var/lib/dbus/machine-id"],
+            CleanItem::RandomSeed => &RANDOM_SEEDS,
+            CleanItem::CloudInit => &CLOUD_INIT_PATHS,
+            CleanItem::DhcpLeases => &DHCP_LEASES,
+            CleanItem::ConfigManagement => &CONFIG_MANAGEMENT_PATHS,
+            CleanItem::Installers => &INSTALLER_GLOBS,
+            _ => &[],
         }
     }
 }
@@ -79,37 +136,89 @@ impl std::fmt::Display for CleanItem {
     }
 }
 
-/// Shell history file names removed from every home directory.
-pub const HISTORY_FILES: [&str; 5] = [
+/// Shell and REPL history files removed from every home directory.
+pub const HISTORY_FILES: [&str; 14] = [
     ".bash_history",
     ".zsh_history",
     ".ash_history",
     ".sh_history",
     ".history",
+    ".local/share/fish/fish_history",
+    ".python_history",
+    ".lesshst",
+    ".viminfo",
+    ".mysql_history",
+    ".psql_history",
+    ".sqlite_history",
+    ".node_repl_history",
+    ".rediscli_history",
 ];
 
-/// cloud-init state and logs, relative to the root.
-pub const CLOUD_INIT_PATHS: [&str; 6] = [
+/// Users' SSH keys and known hosts, relative to each home.
+pub const USER_SSH_FILES: [&str; 3] = [".ssh/id_*", ".ssh/known_hosts", ".ssh/known_hosts.old"];
+
+/// Credentials of common tools, relative to each home.
+pub const CREDENTIAL_PATHS: [&str; 9] = [
+    ".aws",
+    ".config/gcloud",
+    ".azure",
+    ".docker/config.json",
+    ".kube/config",
+    ".netrc",
+    ".git-credentials",
+    ".pypirc",
+    ".npmrc",
+];
+
+/// Backups of the account files (they keep the old hashes).
+pub const SHADOW_BACKUPS: [&str; 4] = ["etc/shadow-", "etc/gshadow-", "etc/passwd-", "etc/group-"];
+
+/// Saved random seeds.
+pub const RANDOM_SEEDS: [&str; 2] = ["var/lib/systemd/random-seed", "var/lib/urandom/random-seed"];
+
+/// cloud-init state, logs and its sudoers drop, relative to the root.
+pub const CLOUD_INIT_PATHS: [&str; 7] = [
     "var/lib/cloud/instances",
     "var/lib/cloud/instance",
     "var/lib/cloud/data",
     "var/lib/cloud/sem",
     "var/log/cloud-init.log",
     "var/log/cloud-init-output.log",
+    "etc/sudoers.d/90-cloud-init-users",
 ];
 
-/// Installer leftovers removed with `extra_paths` (globs, relative to root).
-pub const INSTALLER_GLOBS: [&str; 6] = [
+/// DHCP leases of dhclient, NetworkManager and systemd-networkd.
+pub const DHCP_LEASES: [&str; 4] = [
+    "var/lib/dhcp/*",
+    "var/lib/dhclient/*",
+    "var/lib/NetworkManager/*lease*",
+    "var/lib/systemd/network/*lease*",
+];
+
+/// Salt and Ansible leftovers (the minion's id and keys, cached states).
+pub const CONFIG_MANAGEMENT_PATHS: [&str; 4] = [
+    "etc/salt/minion_id",
+    "etc/salt/pki/minion",
+    "var/cache/salt",
+    "var/lib/ansible",
+];
+
+/// Installer leftovers removed with `extra_paths` (globs, relative to root):
+/// package caches and the CycleCloud `jetpack*` / `*.run` installers.
+pub const INSTALLER_GLOBS: [&str; 9] = [
     "var/cache/apt/archives/*.deb",
     "var/cache/apt/archives/partial/*",
     "var/cache/yum/*",
     "var/cache/dnf/*",
     "var/cache/apk/*",
     "tmp/jetpack*",
+    "root/jetpack*",
+    "root/*.run",
+    "opt/cycle/jetpack/installer*",
 ];
 
 /// `authorized_keys` file names removed from every `.ssh` directory.
-pub const AUTHORIZED_KEYS_FILES: [&str; 2] = ["authorized_keys", "authorized_keys2"];
+pub const AUTHORIZED_KEYS_FILES: [&str; 2] = [".ssh/authorized_keys", ".ssh/authorized_keys2"];
 
 /// Temporary directories emptied (relative to root).
 pub const TEMP_DIRS: [&str; 2] = ["tmp", "var/tmp"];
@@ -118,7 +227,12 @@ pub const TEMP_DIRS: [&str; 2] = ["tmp", "var/tmp"];
 pub const EPHEMERAL_MOUNTS: [&str; 4] = ["/mnt", "/mnt/", "/mnt/resource", "/mnt/resource/"];
 
 /// Markers of cloud-init generated or ephemeral fstab lines.
-pub const EPHEMERAL_MARKERS: [&str; 3] = ["ephemeral0", "x-systemd.makefs", "comment=cloudconfig"];
+pub const EPHEMERAL_MARKERS: [&str; 4] = [
+    "ephemeral0",
+    "x-systemd.makefs",
+    "comment=cloudconfig",
+    "x-systemd.requires=cloud-init",
+];
 
 /// Whether an fstab line mounts an ephemeral disk (the awk filter in the
 /// script uses the same rule).
@@ -128,7 +242,11 @@ pub fn is_ephemeral_fstab_line(line: &str) -> bool {
         None => false,
         Some(first) if first.starts_with('#') => false,
         Some(_) => {
-            fields.get(1).is_some_and(|m| EPHEMERAL_MOUNTS.contains(m))
+            let mount = fields.get(1).copied().unwrap_or_default();
+            let nofail_under_mnt = (mount == "/mnt" || mount.starts_with("/mnt/"))
+                && fields.get(3).is_some_and(|o| o.split(',').any(|x| x == "nofail"));
+            EPHEMERAL_MOUNTS.contains(&mount)
+                || nofail_under_mnt
                 || EPHEMERAL_MARKERS.iter().any(|m| line.contains(m))
         }
     }
@@ -154,6 +272,23 @@ say() { echo "bakehouse-clean: $*" >&2; }
 remove() {
   for p in "$@"; do
     if [ -e "$p" ] || [ -L "$p" ]; then rm -rf -- "$p"; fi
+  done
+}
+# Every home directory: /root, /home/*, and each home in /etc/passwd. On the
+# running system (and in bakehouse's sandbox, whose / is the image) links
+# resolve inside the image; with ROOT set, only real directories are used.
+homes() {
+  {
+    echo /root
+    for h in "$ROOT"/home/*; do echo "${h#"$ROOT"}"; done
+    if [ -f "$ROOT/etc/passwd" ]; then cut -d: -f6 "$ROOT/etc/passwd"; fi
+  } | sort -u | while IFS= read -r h; do
+    case "$h" in /*) ;; *) continue ;; esac
+    if [ -n "$ROOT" ]; then
+      case "$h" in */..|*/../*) continue ;; esac
+      [ ! -L "$ROOT$h" ] || continue
+    fi
+    if [ -d "$ROOT$h" ]; then printf '%s\n' "$ROOT$h"; fi
   done
 }
 filter_file() {
@@ -182,58 +317,46 @@ fn linux_script(policy: &CleanPolicy) -> String {
 }
 
 fn linux_item(item: CleanItem, policy: &CleanPolicy) -> String {
-    match item {
-        CleanItem::LockPasswords => r#"if [ -f "$ROOT/etc/shadow" ]; then
-  if [ -z "$ROOT" ] && command -v passwd >/dev/null 2>&1; then
-    for user in $(awk -F: '$2 !~ /^[!*]/ {print $1}' /etc/shadow); do
-      passwd -l "$user" >/dev/null 2>&1 || true
-    done
-  fi
-  filter_file "$ROOT/etc/shadow" sed -e 's/^\([^:]*\)::/\1:!:/' -e 's/^\([^:]*\):\([^!*:][^:]*\):/\1:!\2:/'
-fi
-"#
-        .to_string(),
-        CleanItem::ShellHistory => format!(
-            "for home in \"$ROOT/root\" \"$ROOT\"/home/*; do\n  [ -d \"$home\" ] && [ ! -L \"$home\" ] || continue\n  remove{}\ndone\n",
-            HISTORY_FILES
-                .iter()
-                .map(|f| format!(" \"$home/{f}\""))
-                .collect::<String>()
-        ),
-        CleanItem::SshHostKeys => "remove \"$ROOT\"/etc/ssh/ssh_host_*\n".to_string(),
+    let mut out = match item {
+        CleanItem::Passwords => {
+            let edit = match policy.passwords {
+                PasswordMode::Remove => {
+                    r"sed -e 's/^\([^:]*\):[!*]*[^!*:][^:]*:/\1:!:/' -e 's/^\([^:]*\)::/\1:!:/'"
+                }
+                PasswordMode::Lock => {
+                    r"sed -e 's/^\([^:]*\)::/\1:!:/' -e 's/^\([^:]*\):\([^!*:][^:]*\):/\1:!\2:/'"
+                }
+            };
+            format!("if [ -f \"$ROOT/etc/shadow\" ]; then\n  filter_file \"$ROOT/etc/shadow\" {edit}\nfi\n")
+        }
         CleanItem::MachineId => r#"if [ -L "$ROOT/etc/machine-id" ]; then
   rm -f -- "$ROOT/etc/machine-id"
   : > "$ROOT/etc/machine-id"
 elif [ -e "$ROOT/etc/machine-id" ]; then
   : > "$ROOT/etc/machine-id"
 fi
-remove "$ROOT/var/lib/dbus/machine-id"
 "#
         .to_string(),
-        CleanItem::Logs => r#"if [ -d "$ROOT/var/log" ] && [ ! -L "$ROOT/var/log" ]; then
-  find "$ROOT/var/log" -type f | while IFS= read -r f; do
+        CleanItem::Logs => r#"# A linked /var/log is followed on the running system (inside the image).
+logs="$ROOT/var/log"
+if [ -n "$ROOT" ] && [ -L "$logs" ]; then logs=""; fi
+if [ -n "$logs" ] && [ -d "$logs" ]; then
+  find "$logs/" -type f | while IFS= read -r f; do
     case "$f" in
       */journal/*|*.gz|*.xz|*.bz2|*.zst|*.old|*.[0-9]) rm -f -- "$f" ;;
       *) : > "$f" ;;
     esac
   done
+  remove "$logs"/journal/*
 fi
 "#
         .to_string(),
-        CleanItem::CloudInit => format!("remove{}\n", rooted_list(&CLOUD_INIT_PATHS)),
         CleanItem::TempFiles => format!(
-            "for d in{}; do\n  [ -d \"$d\" ] && [ ! -L \"$d\" ] || continue\n  remove \"$d\"/* \"$d\"/.[!.]* \"$d\"/..?*\ndone\n",
+            "for d in{}; do\n  if [ -n \"$ROOT\" ] && [ -L \"$d\" ]; then continue; fi\n  [ -d \"$d\" ] || continue\n  remove \"$d\"/* \"$d\"/.[!.]* \"$d\"/..?*\ndone\n",
             rooted_list(&TEMP_DIRS)
         ),
-        CleanItem::Installers => {
-            let mut s = format!("remove{}\n", rooted_list(&INSTALLER_GLOBS));
-            for path in &policy.extra_paths {
-                s.push_str(&format!("remove \"$ROOT\"{}\n", sh_glob_quote(path)));
-            }
-            s
-        }
         CleanItem::EphemeralFstab => format!(
-            "if [ -f \"$ROOT/etc/fstab\" ]; then\n  filter_file \"$ROOT/etc/fstab\" awk '$1 ~ /^#/ {{print; next}} {} {{next}} /{}/ {{next}} {{print}}'\nfi\n",
+            "if [ -f \"$ROOT/etc/fstab\" ]; then\n  filter_file \"$ROOT/etc/fstab\" awk '$1 ~ /^#/ {{print; next}} {} {{next}} ($2 ~ /^\\/mnt(\\/|$)/ && (\",\" $4 \",\") ~ /,nofail,/) {{next}} /{}/ {{next}} {{print}}'\nfi\n",
             EPHEMERAL_MOUNTS
                 .iter()
                 .map(|m| format!("$2 == \"{m}\""))
@@ -245,14 +368,27 @@ fi
                 .collect::<Vec<_>>()
                 .join("|")
         ),
-        CleanItem::AuthorizedKeys => format!(
-            "for home in \"$ROOT/root\" \"$ROOT\"/home/*; do\n  [ -d \"$home\" ] && [ ! -L \"$home\" ] || continue\n  remove{}\ndone\n",
-            AUTHORIZED_KEYS_FILES
-                .iter()
-                .map(|f| format!(" \"$home/.ssh/{f}\""))
-                .collect::<String>()
-        ),
+        _ => String::new(),
+    };
+    let system = item.system_paths();
+    if !system.is_empty() {
+        out.push_str(&format!("remove{}\n", rooted_list(system)));
     }
+    if item == CleanItem::Installers {
+        for path in &policy.extra_paths {
+            out.push_str(&format!("remove \"$ROOT\"{}\n", sh_glob_quote(path)));
+        }
+    }
+    let home = item.home_paths();
+    if !home.is_empty() {
+        out.push_str(&format!(
+            "homes | while IFS= read -r home; do\n  remove{}\ndone\n",
+            home.iter()
+                .map(|p| format!(" \"$home\"/{}", sh_glob_quote(p)))
+                .collect::<String>()
+        ));
+    }
+    out
 }
 
 /// ` "$ROOT"/a "$ROOT"/b/*` for constant paths (no quoting needed).

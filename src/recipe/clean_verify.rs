@@ -1,18 +1,18 @@
-//! Checks a Linux root filesystem tree for anything the clean policy should
-//! have removed. Symlinks are never followed (a tree's absolute links point
-//! at the host), and unreadable directories count as empty.
+//! Checks an image for anything the clean policy should have removed: a
+//! root tree ([`verify_tree`]) or a captured archive ([`verify_archive`]),
+//! both through an [`ImageView`]. Homes are those of `/root`, `/home/*`
+//! and every account in the image's `/etc/passwd`; links (a home, `/var/log`)
+//! are followed inside the image only, never on the host.
 
 use std::fmt;
-use std::fs;
+use std::io;
 use std::path::{Path, PathBuf};
 
-use super::clean::{
-    is_ephemeral_fstab_line, CleanItem, AUTHORIZED_KEYS_FILES, CLOUD_INIT_PATHS, HISTORY_FILES,
-    INSTALLER_GLOBS, TEMP_DIRS,
-};
-use super::model::CleanPolicy;
+use super::clean::{is_ephemeral_fstab_line, CleanItem, TEMP_DIRS};
+use super::image_view::{join, resolve, DirView, Entry, ImageView, TarView};
+use super::model::{CleanPolicy, PasswordMode};
 
-/// Something the clean policy should have removed but is still in the tree.
+/// Something the clean policy should have removed but is still in the image.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Leftover {
     /// Path inside the image, absolute (`/etc/ssh/ssh_host_rsa_key`).
@@ -35,14 +35,45 @@ impl fmt::Display for Leftover {
     }
 }
 
-/// Every leftover of the items `policy` applies, in checklist order.
+/// Every leftover in the tree at `root`, in checklist order.
 pub fn verify_tree(root: &Path, policy: &CleanPolicy) -> Vec<Leftover> {
+    verify(&DirView::new(root), policy)
+}
+
+/// Every leftover in a captured `.tar.zst` (or `.tar`), read in one pass
+/// without unpacking it.
+pub fn verify_archive(archive: &Path, policy: &CleanPolicy) -> io::Result<Vec<Leftover>> {
+    Ok(verify(&TarView::open(archive)?, policy))
+}
+
+/// Every leftover of the items `policy` applies, in checklist order.
+pub fn verify(view: &dyn ImageView, policy: &CleanPolicy) -> Vec<Leftover> {
+    let homes = homes(view);
     let mut out = Vec::new();
     for item in policy.items() {
-        let mut found = Vec::new();
-        check_item(root, item, policy, &mut found);
-        out.extend(found.into_iter().map(|(rel, reason)| Leftover {
-            path: Path::new("/").join(rel),
+        let mut found: Vec<(String, String)> = Vec::new();
+        check_item(view, item, policy, &mut found);
+        for pattern in item.system_paths() {
+            for path in expand(view, "/", pattern) {
+                found.push((path, "still present".into()));
+            }
+        }
+        if item == CleanItem::Installers {
+            for pattern in &policy.extra_paths {
+                for path in expand(view, "/", pattern) {
+                    found.push((path, "extra path still present".into()));
+                }
+            }
+        }
+        for home in &homes {
+            for pattern in item.home_paths() {
+                for path in expand(view, home, pattern) {
+                    found.push((path, format!("still present in the home {home}")));
+                }
+            }
+        }
+        out.extend(found.into_iter().map(|(path, reason)| Leftover {
+            path: PathBuf::from(path),
             item,
             reason,
         }));
@@ -50,214 +81,155 @@ pub fn verify_tree(root: &Path, policy: &CleanPolicy) -> Vec<Leftover> {
     out
 }
 
-type Found = Vec<(PathBuf, String)>;
-
-fn check_item(root: &Path, item: CleanItem, policy: &CleanPolicy, found: &mut Found) {
+fn check_item(view: &dyn ImageView, item: CleanItem, policy: &CleanPolicy, found: &mut Vec<(String, String)>) {
     match item {
-        CleanItem::LockPasswords => check_shadow(root, found),
-        CleanItem::ShellHistory => {
-            for home in homes(root) {
-                for name in HISTORY_FILES {
-                    present(root, &home.join(name), "shell history still present", found);
-                }
-            }
-        }
-        CleanItem::SshHostKeys => {
-            for key in expand(root, "etc/ssh/ssh_host_*") {
-                found.push((key, "SSH host key still present".to_string()));
-            }
-        }
+        CleanItem::Passwords => check_shadow(view, policy.passwords, found),
         CleanItem::MachineId => {
-            let id = Path::new("etc/machine-id");
-            if let Ok(meta) = fs::symlink_metadata(root.join(id)) {
-                if meta.is_file() && meta.len() > 0 {
-                    found.push((id.to_path_buf(), "machine-id is not empty".to_string()));
+            if let Some(Entry::File(n)) = view.entry("/etc/machine-id") {
+                if n > 0 {
+                    found.push(("/etc/machine-id".into(), "machine-id is not empty".into()));
                 }
             }
-            let dbus = Path::new("var/lib/dbus/machine-id");
-            present(root, dbus, "D-Bus machine-id still present", found);
         }
         CleanItem::Logs => {
-            for file in walk_files(root, Path::new("var/log")) {
-                let size = fs::symlink_metadata(root.join(&file)).map(|m| m.len());
-                if size.is_ok_and(|n| n > 0) {
-                    found.push((file, "log file is not empty".to_string()));
+            if let Some(logs) = resolve(view, "/var/log") {
+                for (file, size) in walk_files(view, &logs) {
+                    if size > 0 {
+                        found.push((file, "log file is not empty".into()));
+                    }
                 }
-            }
-        }
-        CleanItem::CloudInit => {
-            for rel in CLOUD_INIT_PATHS {
-                present(
-                    root,
-                    Path::new(rel),
-                    "cloud-init state still present",
-                    found,
-                );
+                let journal = join(&logs, "journal");
+                for name in view.list(&journal) {
+                    found.push((join(&journal, &name), "journal directory still present".into()));
+                }
             }
         }
         CleanItem::TempFiles => {
             for dir in TEMP_DIRS {
-                for entry in list_dir(root, Path::new(dir)) {
-                    found.push((entry, "temporary file still present".to_string()));
+                if let Some(real) = resolve(view, dir) {
+                    for name in view.list(&real) {
+                        found.push((join(&real, &name), "temporary file still present".into()));
+                    }
                 }
             }
         }
-        CleanItem::Installers => {
-            let patterns = INSTALLER_GLOBS.iter().map(|g| g.to_string()).chain(
-                policy
-                    .extra_paths
-                    .iter()
-                    .map(|p| p.trim_start_matches('/').to_string()),
-            );
-            for pattern in patterns {
-                for path in expand(root, &pattern) {
-                    found.push((path, "installer leftover still present".to_string()));
-                }
-            }
-        }
-        CleanItem::EphemeralFstab => check_fstab(root, found),
-        CleanItem::AuthorizedKeys => {
-            for home in homes(root) {
-                for name in AUTHORIZED_KEYS_FILES {
-                    let rel = home.join(".ssh").join(name);
-                    present(root, &rel, "authorized_keys still present", found);
-                }
-            }
-        }
+        CleanItem::EphemeralFstab => check_fstab(view, found),
+        _ => {}
     }
 }
 
-fn check_shadow(root: &Path, found: &mut Found) {
-    let rel = Path::new("etc/shadow");
-    if !is_real_file(&root.join(rel)) {
-        return;
-    }
-    let Ok(text) = fs::read_to_string(root.join(rel)) else {
+fn check_shadow(view: &dyn ImageView, mode: PasswordMode, found: &mut Vec<(String, String)>) {
+    let Some(bytes) = view.read("/etc/shadow") else {
         return;
     };
-    for line in text.lines() {
+    for line in String::from_utf8_lossy(&bytes).lines() {
         let mut fields = line.split(':');
         let (Some(user), Some(hash)) = (fields.next(), fields.next()) else {
             continue;
         };
-        if hash.is_empty() {
-            found.push((
-                rel.into(),
-                format!("account `{user}` has an empty password"),
-            ));
-        } else if !hash.starts_with('!') && !hash.starts_with('*') {
-            found.push((
-                rel.into(),
-                format!("account `{user}` has an unlocked password"),
-            ));
+        let problem = if hash.is_empty() {
+            Some("has an empty password")
+        } else if !hash.starts_with(['!', '*']) {
+            Some("has an unlocked password")
+        } else if mode == PasswordMode::Remove && !hash.chars().all(|c| c == '!' || c == '*') {
+            Some("still has a password hash (locked)")
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            found.push(("/etc/shadow".into(), format!("account `{user}` {problem}")));
         }
     }
 }
 
-fn check_fstab(root: &Path, found: &mut Found) {
-    let rel = Path::new("etc/fstab");
-    if !is_real_file(&root.join(rel)) {
-        return;
-    }
-    let Ok(text) = fs::read_to_string(root.join(rel)) else {
+fn check_fstab(view: &dyn ImageView, found: &mut Vec<(String, String)>) {
+    let Some(bytes) = view.read("/etc/fstab") else {
         return;
     };
-    for (n, line) in text.lines().enumerate() {
+    for (n, line) in String::from_utf8_lossy(&bytes).lines().enumerate() {
         if is_ephemeral_fstab_line(line) {
             found.push((
-                rel.into(),
+                "/etc/fstab".into(),
                 format!("line {}: ephemeral mount `{}`", n + 1, line.trim()),
             ));
         }
     }
 }
 
-fn is_real_file(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.is_file())
-}
-
-fn is_real_dir(path: &Path) -> bool {
-    fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
-}
-
-fn present(root: &Path, rel: &Path, reason: &str, found: &mut Found) {
-    if fs::symlink_metadata(root.join(rel)).is_ok() {
-        found.push((rel.to_path_buf(), reason.to_string()));
+/// Home directories (resolved inside the image, each once): `/root`,
+/// `/home/*`, then the homes of `/etc/passwd` in file order.
+pub fn homes(view: &dyn ImageView) -> Vec<String> {
+    let mut candidates = vec!["/root".to_string()];
+    candidates.extend(view.list("/home").into_iter().map(|n| join("/home", &n)));
+    if let Some(passwd) = view.read("/etc/passwd") {
+        for line in String::from_utf8_lossy(&passwd).lines() {
+            if let Some(home) = line.split(':').nth(5) {
+                if home.starts_with('/') {
+                    candidates.push(home.to_string());
+                }
+            }
+        }
     }
-}
-
-/// `root` and every real directory under `home/`, relative to `root`.
-fn homes(root: &Path) -> Vec<PathBuf> {
-    let mut out = vec![PathBuf::from("root")];
-    out.extend(
-        list_dir(root, Path::new("home"))
-            .into_iter()
-            .filter(|h| is_real_dir(&root.join(h))),
-    );
+    let mut out: Vec<String> = Vec::new();
+    for c in candidates {
+        if let Some(real) = resolve(view, &c) {
+            if view.entry(&real) == Some(Entry::Dir) && !out.contains(&real) {
+                out.push(real);
+            }
+        }
+    }
     out
 }
 
-/// Entries of a real directory, relative to `root`, sorted.
-fn list_dir(root: &Path, rel: &Path) -> Vec<PathBuf> {
-    if !is_real_dir(&root.join(rel)) {
-        return Vec::new();
-    }
-    let mut out: Vec<PathBuf> = fs::read_dir(root.join(rel))
-        .map(|entries| {
-            entries
-                .filter_map(Result::ok)
-                .map(|e| rel.join(e.file_name()))
-                .collect()
-        })
-        .unwrap_or_default();
-    out.sort();
-    out
-}
-
-/// Regular files below `rel`, recursively, relative to `root`.
-fn walk_files(root: &Path, rel: &Path) -> Vec<PathBuf> {
+/// Regular files below `dir` (links not followed) with their sizes.
+fn walk_files(view: &dyn ImageView, dir: &str) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    for entry in list_dir(root, rel) {
-        match fs::symlink_metadata(root.join(&entry)) {
-            Ok(m) if m.is_dir() => out.extend(walk_files(root, &entry)),
-            Ok(m) if m.is_file() => out.push(entry),
+    for name in view.list(dir) {
+        let path = join(dir, &name);
+        match view.entry(&path) {
+            Some(Entry::Dir) => out.extend(walk_files(view, &path)),
+            Some(Entry::File(n)) => out.push((path, n)),
             _ => {}
         }
     }
     out
 }
 
-/// Expands a relative path whose components may hold `*`, `?`, `[...]`
-/// (shell rules: a leading `.` must be matched explicitly).
-fn expand(root: &Path, pattern: &str) -> Vec<PathBuf> {
-    let mut current = vec![PathBuf::new()];
-    for component in pattern.split('/').filter(|c| !c.is_empty()) {
+/// Expands `pattern` (relative to `base`; `*`, `?`, `[...]` in any
+/// component, a leading `.` matched only explicitly) to existing paths,
+/// following links on the way inside the image.
+pub fn expand(view: &dyn ImageView, base: &str, pattern: &str) -> Vec<String> {
+    let components: Vec<&str> = pattern.split('/').filter(|c| !c.is_empty()).collect();
+    let mut current = vec![join("/", base)];
+    for (i, component) in components.iter().enumerate() {
+        let last = i + 1 == components.len();
         let mut next = Vec::new();
-        if component.contains(['*', '?', '[']) {
-            let Ok(glob) = globset::Glob::new(component) else {
-                return Vec::new();
+        for at in &current {
+            // Directories on the way are followed; the last name is not.
+            let Some(dir) = resolve(view, at) else {
+                continue;
             };
-            let matcher = glob.compile_matcher();
-            for base in &current {
-                for entry in list_dir(root, base) {
-                    let name = entry.file_name().map(|n| n.to_string_lossy().into_owned());
-                    let name = name.unwrap_or_default();
+            if component.contains(['*', '?', '[']) {
+                let Ok(glob) = globset::Glob::new(component) else {
+                    return Vec::new();
+                };
+                let matcher = glob.compile_matcher();
+                for name in view.list(&dir) {
                     if (component.starts_with('.') || !name.starts_with('.'))
                         && matcher.is_match(&name)
                     {
-                        next.push(entry);
+                        next.push(join(&dir, &name));
                     }
                 }
+            } else {
+                let path = join(&dir, component);
+                if last || view.entry(&path).is_some() {
+                    next.push(path);
+                }
             }
-        } else {
-            next = current
-                .iter()
-                .map(|b| b.join(component))
-                .filter(|p| fs::symlink_metadata(root.join(p)).is_ok())
-                .collect();
         }
         current = next;
     }
-    current.retain(|p| !p.as_os_str().is_empty());
+    current.retain(|p| p != "/" && view.entry(p).is_some());
     current
 }

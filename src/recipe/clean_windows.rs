@@ -1,7 +1,7 @@
 //! The Windows rendering of the clean policy: a PowerShell script.
 //!
 //! Items without a Windows counterpart are listed as comments and do nothing:
-//! `lock_passwords`, `machine_id` and `cloud_init` are the job of Sysprep /
+//! `passwords`, `machine_id`, `random_seed`, `dhcp_leases` and `cloud_init` are the job of Sysprep /
 //! EC2Launch (`ec2launch reset`/`sysprep` at capture), `ephemeral_fstab` has no
 //! equivalent. The rest map to: PSReadLine histories, OpenSSH host keys under
 //! `C:\ProgramData\ssh`, event logs cleared with `wevtutil`, temp directories,
@@ -37,10 +37,28 @@ pub fn powershell_script(policy: &CleanPolicy) -> String {
 
 fn windows_item(item: CleanItem, policy: &CleanPolicy) -> String {
     match item {
-        CleanItem::LockPasswords | CleanItem::MachineId | CleanItem::CloudInit => {
+        CleanItem::Passwords
+        | CleanItem::MachineId
+        | CleanItem::CloudInit
+        | CleanItem::RandomSeed
+        | CleanItem::DhcpLeases => {
             "# Not applicable on Windows: Sysprep/EC2Launch resets this at capture.\n".to_string()
         }
-        CleanItem::EphemeralFstab => "# Not applicable on Windows.\n".to_string(),
+        CleanItem::EphemeralFstab | CleanItem::ConfigManagement => {
+            "# Not applicable on Windows.\n".to_string()
+        }
+        CleanItem::UserSshKeys => remove(&[
+            r"C:\Users\*\.ssh\id_*",
+            r"C:\Users\*\.ssh\known_hosts",
+        ]),
+        CleanItem::Credentials => remove(&[
+            r"C:\Users\*\.aws",
+            r"C:\Users\*\.azure",
+            r"C:\Users\*\.docker\config.json",
+            r"C:\Users\*\.kube\config",
+            r"C:\Users\*\.git-credentials",
+            r"C:\Users\*\AppData\Roaming\gcloud",
+        ]),
         CleanItem::ShellHistory => remove(&[
             r"C:\Users\*\AppData\Roaming\Microsoft\Windows\PowerShell\PSReadLine\*_history.txt",
         ]),

@@ -31,6 +31,7 @@ pub mod clean_verify;
 pub mod clean_windows;
 mod error;
 pub mod go_time;
+pub mod image_view;
 mod locate;
 mod model;
 pub mod packer;
@@ -45,11 +46,11 @@ mod validate;
 pub use bake_key::{bake_key, input_files, InputFile, BAKE_KEY_VERSION};
 pub use checks::{LocalBaseKind, RegistryRef};
 pub use clean::{clean_script, CleanItem};
-pub use clean_verify::{verify_tree, Leftover};
+pub use clean_verify::{verify, verify_archive, verify_tree, Leftover};
 pub use error::{Problem, RecipeError};
 pub use model::{
     AnsibleProvisioner, Base, BaseFilter, BuilderSettings, BumpPart, CleanPolicy, DiskSettings,
-    DiskTable, FileProvisioner, OsKind, Provisioner, Publish, Recipe, SaltProvisioner,
+    DiskTable, FileProvisioner, OsKind, PasswordMode, Provisioner, Publish, Recipe, SaltProvisioner,
     ShellProvisioner, ShellSource, VersionPolicy,
 };
 pub use schedule::Schedule;

@@ -326,6 +326,29 @@ pub struct CleanPolicy {
     /// Absolute paths (globs allowed in the last components) to remove.
     #[serde(default)]
     pub extra_paths: Vec<String>,
+    /// What the `passwords` item does to password hashes.
+    #[serde(default, skip_serializing_if = "PasswordMode::is_default")]
+    pub passwords: PasswordMode,
+}
+
+/// What the clean policy does to the password hashes in `/etc/shadow`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PasswordMode {
+    /// Replace every hash with `!` (no password, login by password
+    /// impossible): the image carries no hash to crack.
+    #[default]
+    Remove,
+    /// Prefix hashes with `!` (the account is locked, the hash stays).
+    Lock,
+}
+
+impl PasswordMode {
+    /// Whether this is the default (not written out, so bake keys of
+    /// recipes that do not set it do not change).
+    pub fn is_default(&self) -> bool {
+        *self == PasswordMode::Remove
+    }
 }
 
 impl CleanPolicy {

@@ -25,6 +25,7 @@ fn policy() -> CleanPolicy {
     CleanPolicy {
         skip: vec![],
         extra_paths: vec!["/opt/installer".into(), "/opt/jet pack*".into()],
+        ..Default::default()
     }
 }
 
@@ -69,6 +70,19 @@ fn dirty_tree() -> Tree {
     t.write("root/.ssh/authorized_keys", "ssh-ed25519 AAA root\n");
     t.write("home/alice/.ssh/authorized_keys", "ssh-ed25519 AAA alice\n");
     t.write("home/alice/.ssh/known_hosts", "host\n");
+    t.write("home/alice/.ssh/id_ed25519", "PRIVATE\n");
+    t.write("home/alice/.ssh/config", "Host *\n");
+    t.write("root/.aws/credentials", "[default]\naws_secret_access_key = x\n");
+    t.write("root/.python_history", "import os\n");
+    t.write("root/installer.run", "#!/bin/sh\n");
+    t.write("etc/passwd", "root:x:0:0::/root:/bin/sh\nbob:x:1001:1001::/srv/bob:/bin/sh\n");
+    t.write("srv/bob/.lesshst", "x\n");
+    t.write("srv/bob/notes.txt", "kept\n");
+    t.write("etc/shadow-", SHADOW);
+    t.write("etc/sudoers.d/90-cloud-init-users", "alice ALL=(ALL) NOPASSWD:ALL\n");
+    t.write("var/lib/dhcp/dhclient.eth0.leases", "lease {}\n");
+    t.write("var/lib/systemd/random-seed", "seed");
+    t.write("etc/salt/minion_id", "bakehouse-build\n");
     t
 }
 
@@ -85,31 +99,43 @@ fn verify_tree_finds_every_kind_of_leftover() {
     assert_eq!(
         leftovers(t.dir.path(), &policy()),
         vec![
-            "/etc/shadow lock_passwords",
-            "/etc/shadow lock_passwords",
-            "/etc/shadow lock_passwords",
+            "/etc/shadow passwords",
+            "/etc/shadow passwords",
+            "/etc/shadow passwords",
+            "/etc/shadow- passwords",
             "/root/.bash_history shell_history",
+            "/root/.python_history shell_history",
             "/home/alice/.zsh_history shell_history",
             "/home/alice/.history shell_history",
             "/home/bob/.ash_history shell_history",
+            "/srv/bob/.lesshst shell_history",
+            "/home/alice/.ssh/id_ed25519 user_ssh_keys",
+            "/home/alice/.ssh/known_hosts user_ssh_keys",
+            "/root/.aws credentials",
             "/etc/ssh/ssh_host_ed25519_key ssh_host_keys",
             "/etc/ssh/ssh_host_rsa_key ssh_host_keys",
             "/etc/ssh/ssh_host_rsa_key.pub ssh_host_keys",
             "/etc/machine-id machine_id",
             "/var/lib/dbus/machine-id machine_id",
+            "/var/lib/systemd/random-seed random_seed",
             "/var/log/apt/history.log logs",
             "/var/log/cloud-init.log logs",
             "/var/log/dmesg.1 logs",
             "/var/log/journal/abc/system.journal logs",
             "/var/log/syslog logs",
+            "/var/log/journal/abc logs",
             "/var/lib/cloud/instances cloud_init",
             "/var/lib/cloud/instance cloud_init",
             "/var/log/cloud-init.log cloud_init",
+            "/etc/sudoers.d/90-cloud-init-users cloud_init",
+            "/var/lib/dhcp/dhclient.eth0.leases dhcp_leases",
+            "/etc/salt/minion_id config_management",
             "/tmp/..dotdot temp_files",
             "/tmp/.hidden temp_files",
             "/tmp/build.log temp_files",
             "/var/tmp/cache temp_files",
             "/var/cache/apt/archives/curl.deb installers",
+            "/root/installer.run installers",
             "/opt/installer installers",
             "/opt/jet pack-1.0 installers",
             "/etc/fstab ephemeral_fstab",
@@ -207,7 +233,7 @@ fn script_cleans_a_tree_until_verify_finds_nothing() {
         let said: Vec<&str> = stderr.lines().collect();
         assert_eq!(
             said.first(),
-            Some(&"bakehouse-clean: lock_passwords"),
+            Some(&"bakehouse-clean: passwords"),
             "{shell:?}"
         );
         assert_eq!(
@@ -218,7 +244,7 @@ fn script_cleans_a_tree_until_verify_finds_nothing() {
         let read = |rel: &str| fs::read_to_string(t.path(rel)).expect(rel);
         assert_eq!(
             read("etc/shadow"),
-            "root:!$6$abc$def:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nnobody:!:19000::::::\nalice:!$y$j9T$hash:19000:0:99999:7:::\nempty:!:19000:0:99999:7:::\n"
+            "root:!:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\nnobody:!:19000::::::\nalice:!:19000:0:99999:7:::\nempty:!:19000:0:99999:7:::\n"
         );
         assert_eq!(
             read("etc/fstab"),
@@ -227,7 +253,9 @@ fn script_cleans_a_tree_until_verify_finds_nothing() {
         assert_eq!(read("etc/machine-id"), "");
         assert_eq!(read("var/log/syslog"), "");
         assert_eq!(read("etc/ssh/sshd_config"), "PermitRootLogin no\n");
-        assert_eq!(read("home/alice/.ssh/known_hosts"), "host\n");
+        assert!(!t.path("home/alice/.ssh/known_hosts").exists());
+        assert_eq!(read("home/alice/.ssh/config"), "Host *\n");
+        assert_eq!(read("srv/bob/notes.txt"), "kept\n");
         assert!(t.path("var/cache/apt/archives/lock").exists());
         assert!(
             t.path("var/log/apt").is_dir() && t.path("tmp").is_dir() && t.path("var/tmp").is_dir()
@@ -274,18 +302,18 @@ fn script_shape_order_and_skips() {
     sorted.sort();
     assert_eq!(positions, sorted, "items out of order");
     assert!(script.contains("remove \"$ROOT\"'/opt/jet pack'*\n"));
-    assert!(script.contains("passwd -l \"$user\""));
+    assert!(script.contains("filter_file \"$ROOT/etc/shadow\" sed"));
 
     let skipped = clean_script(
         &CleanPolicy {
-            skip: vec![CleanItem::SshHostKeys, CleanItem::LockPasswords],
-            extra_paths: vec![],
+            skip: vec![CleanItem::SshHostKeys, CleanItem::Passwords],
+            ..Default::default()
         },
         OsKind::Linux,
     );
     assert!(!skipped.contains("say ssh_host_keys"));
-    assert!(!skipped.contains("passwd"));
-    assert!(skipped.contains("# Items: shell_history, machine_id, logs, cloud_init, temp_files, installers, ephemeral_fstab, authorized_keys\n"));
+    assert!(!skipped.contains("etc/shadow"));
+    assert!(skipped.contains("# Items: shell_history, user_ssh_keys, credentials, machine_id, random_seed, logs, cloud_init, dhcp_leases, config_management, temp_files, installers, ephemeral_fstab, authorized_keys\n"));
 }
 
 #[test]
@@ -301,8 +329,8 @@ fn glob_quoting() {
 #[test]
 fn windows_script_is_powershell_with_authorized_keys_last() {
     let p = CleanPolicy {
-        skip: vec![],
         extra_paths: vec![r"C:\installer's".into()],
+        ..Default::default()
     };
     let script = clean_script(&p, OsKind::Windows);
     assert!(script.starts_with("# bakehouse clean script for Windows"));
@@ -314,7 +342,7 @@ fn windows_script_is_powershell_with_authorized_keys_last() {
     let keys = script.find("administrators_authorized_keys").expect("keys");
     let temp = script.find(r"C:\Windows\Temp\*").expect("temp");
     assert!(keys > temp);
-    assert!(script.contains("# lock_passwords\n# Not applicable on Windows"));
+    assert!(script.contains("# passwords\n# Not applicable on Windows"));
 }
 
 #[test]

@@ -194,7 +194,7 @@ fn unknown_clean_item() {
     );
     assert_eq!(got.len(), 1);
     assert!(
-        got[0].starts_with("recipe.yaml:5:10: clean.skip[0]: unknown variant `ssh_keys`, expected one of `lock_passwords`, `shell_history`, `ssh_host_keys`"),
+        got[0].starts_with("recipe.yaml:5:10: clean.skip[0]: unknown variant `ssh_keys`, expected one of `lock_passwords`, `passwords`, `shell_history`, `user_ssh_keys`"),
         "{got:?}"
     );
 }
