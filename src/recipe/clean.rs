@@ -244,7 +244,9 @@ pub fn is_ephemeral_fstab_line(line: &str) -> bool {
         Some(_) => {
             let mount = fields.get(1).copied().unwrap_or_default();
             let nofail_under_mnt = (mount == "/mnt" || mount.starts_with("/mnt/"))
-                && fields.get(3).is_some_and(|o| o.split(',').any(|x| x == "nofail"));
+                && fields
+                    .get(3)
+                    .is_some_and(|o| o.split(',').any(|x| x == "nofail"));
             EPHEMERAL_MOUNTS.contains(&mount)
                 || nofail_under_mnt
                 || EPHEMERAL_MARKERS.iter().any(|m| line.contains(m))

@@ -81,7 +81,12 @@ pub fn verify(view: &dyn ImageView, policy: &CleanPolicy) -> Vec<Leftover> {
     out
 }
 
-fn check_item(view: &dyn ImageView, item: CleanItem, policy: &CleanPolicy, found: &mut Vec<(String, String)>) {
+fn check_item(
+    view: &dyn ImageView,
+    item: CleanItem,
+    policy: &CleanPolicy,
+    found: &mut Vec<(String, String)>,
+) {
     match item {
         CleanItem::Passwords => check_shadow(view, policy.passwords, found),
         CleanItem::MachineId => {
@@ -100,7 +105,10 @@ fn check_item(view: &dyn ImageView, item: CleanItem, policy: &CleanPolicy, found
                 }
                 let journal = join(&logs, "journal");
                 for name in view.list(&journal) {
-                    found.push((join(&journal, &name), "journal directory still present".into()));
+                    found.push((
+                        join(&journal, &name),
+                        "journal directory still present".into(),
+                    ));
                 }
             }
         }

@@ -47,10 +47,9 @@ fn windows_item(item: CleanItem, policy: &CleanPolicy) -> String {
         CleanItem::EphemeralFstab | CleanItem::ConfigManagement => {
             "# Not applicable on Windows.\n".to_string()
         }
-        CleanItem::UserSshKeys => remove(&[
-            r"C:\Users\*\.ssh\id_*",
-            r"C:\Users\*\.ssh\known_hosts",
-        ]),
+        CleanItem::UserSshKeys => {
+            remove(&[r"C:\Users\*\.ssh\id_*", r"C:\Users\*\.ssh\known_hosts"])
+        }
         CleanItem::Credentials => remove(&[
             r"C:\Users\*\.aws",
             r"C:\Users\*\.azure",

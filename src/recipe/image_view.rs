@@ -37,7 +37,11 @@ pub fn join(parent: &str, name: &str) -> String {
     let mut parts: Vec<String> = if name.starts_with('/') {
         Vec::new()
     } else {
-        parent.split('/').filter(|p| !p.is_empty()).map(str::to_string).collect()
+        parent
+            .split('/')
+            .filter(|p| !p.is_empty())
+            .map(str::to_string)
+            .collect()
     };
     for c in name.split('/') {
         match c {

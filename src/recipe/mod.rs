@@ -50,8 +50,8 @@ pub use clean_verify::{verify, verify_archive, verify_tree, Leftover};
 pub use error::{Problem, RecipeError};
 pub use model::{
     AnsibleProvisioner, Base, BaseFilter, BuilderSettings, BumpPart, CleanPolicy, DiskSettings,
-    DiskTable, FileProvisioner, OsKind, PasswordMode, Provisioner, Publish, Recipe, SaltProvisioner,
-    ShellProvisioner, ShellSource, VersionPolicy,
+    DiskTable, FileProvisioner, OsKind, PasswordMode, Provisioner, Publish, Recipe,
+    SaltProvisioner, ShellProvisioner, ShellSource, VersionPolicy,
 };
 pub use schedule::Schedule;
 

@@ -72,14 +72,23 @@ fn dirty_tree() -> Tree {
     t.write("home/alice/.ssh/known_hosts", "host\n");
     t.write("home/alice/.ssh/id_ed25519", "PRIVATE\n");
     t.write("home/alice/.ssh/config", "Host *\n");
-    t.write("root/.aws/credentials", "[default]\naws_secret_access_key = x\n");
+    t.write(
+        "root/.aws/credentials",
+        "[default]\naws_secret_access_key = x\n",
+    );
     t.write("root/.python_history", "import os\n");
     t.write("root/installer.run", "#!/bin/sh\n");
-    t.write("etc/passwd", "root:x:0:0::/root:/bin/sh\nbob:x:1001:1001::/srv/bob:/bin/sh\n");
+    t.write(
+        "etc/passwd",
+        "root:x:0:0::/root:/bin/sh\nbob:x:1001:1001::/srv/bob:/bin/sh\n",
+    );
     t.write("srv/bob/.lesshst", "x\n");
     t.write("srv/bob/notes.txt", "kept\n");
     t.write("etc/shadow-", SHADOW);
-    t.write("etc/sudoers.d/90-cloud-init-users", "alice ALL=(ALL) NOPASSWD:ALL\n");
+    t.write(
+        "etc/sudoers.d/90-cloud-init-users",
+        "alice ALL=(ALL) NOPASSWD:ALL\n",
+    );
     t.write("var/lib/dhcp/dhclient.eth0.leases", "lease {}\n");
     t.write("var/lib/systemd/random-seed", "seed");
     t.write("etc/salt/minion_id", "bakehouse-build\n");
@@ -364,4 +373,49 @@ fn ephemeral_fstab_rule() {
         "UUID=x /mnt/data ext4 defaults 0 0"
     ));
     assert!(!is_ephemeral_fstab_line(""));
+}
+
+#[test]
+fn the_archive_checker_names_each_leftover_of_a_captured_image() {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in [
+        (
+            "./etc/shadow",
+            "root:!:19000:0:99999:7:::\nbob:!$6$x$y:19000::::::\n",
+        ),
+        (
+            "./etc/passwd",
+            "root:x:0:0::/root:/bin/sh\nbob:x:1001:1001::/srv/bob:/bin/sh\n",
+        ),
+        ("./srv/bob/.ssh/id_rsa", "PRIVATE"),
+        ("./root/.profile", "kept"),
+    ] {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(content.len() as u64);
+        h.set_mode(0o600);
+        b.append_data(&mut h, path, content.as_bytes())
+            .expect("append");
+    }
+    let bytes = b.into_inner().expect("tar");
+    let view = super::image_view::TarView::from_reader(&bytes[..]).expect("index");
+    let found: Vec<String> = super::verify(&view, &CleanPolicy::default())
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(
+        found,
+        [
+            "/etc/shadow (passwords): account `bob` still has a password hash (locked)",
+            "/srv/bob/.ssh/id_rsa (user_ssh_keys): still present in the home /srv/bob",
+        ]
+    );
+    let lock = CleanPolicy {
+        passwords: PasswordMode::Lock,
+        ..Default::default()
+    };
+    assert_eq!(
+        super::verify(&view, &lock).len(),
+        1,
+        "a locked hash is enough with passwords: lock"
+    );
 }

@@ -1,12 +1,13 @@
 //! The clean step of a local build: the recipe's clean policy applied to
 //! the tree from inside the sandbox (so absolute links in the tree resolve
 //! inside it, never on the host), then a check that nothing it removes is
-//! left.
+//! left in the tree; after capture the same check runs on the captured
+//! archive ([`check_artifact`]).
 
 use std::fs;
 
 use crate::pipeline::{BuildContext, StepError};
-use crate::recipe::{clean_script, verify_tree, OsKind};
+use crate::recipe::{clean_script, verify_archive, verify_tree, OsKind};
 
 use super::fsutil::blocking;
 use super::sandbox::{Sandbox, Stage};
@@ -22,6 +23,10 @@ pub(crate) async fn clean(ctx: &BuildContext, sandbox: &Sandbox) -> Result<(), S
             "local builds bake Linux images only (os: windows needs the AWS backend)".into(),
         ));
     }
+    // What the policy finds before it runs is what it removes: the record
+    // lists it.
+    let (root, policy) = (sandbox.root.clone(), recipe.clean.clone());
+    let present = blocking(move || Ok(verify_tree(&root, &policy))).await?;
     let script = clean_script(&recipe.clean, recipe.os);
     let stage = Stage::create(&sandbox.root, "clean")?;
     let result = async {
@@ -55,6 +60,48 @@ pub(crate) async fn clean(ctx: &BuildContext, sandbox: &Sandbox) -> Result<(), S
             list.join("; ")
         )));
     }
-    tracing::info!(build = %ctx.build_id, "clean policy applied and verified");
+    let mut removed: Vec<String> = present
+        .iter()
+        .map(|l| format!("{} ({})", l.path.display(), l.item))
+        .collect();
+    removed.dedup();
+    ctx.note(format!(
+        "clean removed {} item(s){}{}",
+        removed.len(),
+        if removed.is_empty() { "" } else { ": " },
+        removed.join(", ")
+    ))
+    .await?;
+    tracing::info!(build = %ctx.build_id, removed = removed.len(), "clean policy applied and verified on the tree");
+    Ok(())
+}
+
+/// Checks the captured archive itself (not the work tree) for anything the
+/// policy removes; a leftover fails the build naming each path.
+pub(crate) async fn check_artifact(
+    ctx: &BuildContext,
+    archive: &std::path::Path,
+) -> Result<(), StepError> {
+    let policy = ctx.recipe()?.recipe.clean.clone();
+    let path = archive.to_path_buf();
+    let leftovers = blocking(move || {
+        verify_archive(&path, &policy).map_err(|e| {
+            StepError::NonRetryable(format!(
+                "reading {} for the clean check: {e}",
+                path.display()
+            ))
+        })
+    })
+    .await?;
+    if !leftovers.is_empty() {
+        let list: Vec<String> = leftovers.iter().map(|l| l.to_string()).collect();
+        return Err(StepError::BuildFailed(format!(
+            "the captured image {} still holds {} item(s) the clean policy removes: {}",
+            archive.display(),
+            leftovers.len(),
+            list.join("; ")
+        )));
+    }
+    tracing::info!(build = %ctx.build_id, artifact = %archive.display(), "clean policy verified on the artifact");
     Ok(())
 }

@@ -558,6 +558,7 @@ impl BuilderBackend for LocalBackend {
             Ok([qd, td])
         })
         .await?;
+        clean::check_artifact(ctx, &tar_zst).await?;
         let mut artifacts = Vec::new();
         for (path, digest) in [qcow2, tar_zst].iter().zip(digests) {
             let key = path.display().to_string();
