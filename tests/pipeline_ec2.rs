@@ -530,7 +530,13 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
         .iter()
         .map(|n| n.lines().next().unwrap())
         .collect();
-    assert_eq!(heads, ["test 1 `test -s /etc/motd`: ok (exit 0)"]);
+    assert_eq!(
+        heads,
+        [
+            "clean check of the booted image: ok (exit 0)",
+            "test 1 `test -s /etc/motd`: ok (exit 0)"
+        ]
+    );
     assert_eq!(
         step_record(&record, Step::Clean).notes,
         ["clean script: ok (exit 0)"]
@@ -543,8 +549,8 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
     );
     assert_eq!(
         kinds(ResourceKind::Command),
-        4,
-        "two provisioners, the clean script, one test"
+        5,
+        "two provisioners, the clean script, the clean check, one test"
     );
     assert_eq!(kinds(ResourceKind::Image), 2);
     assert_eq!(kinds(ResourceKind::Snapshot), 2);
@@ -622,14 +628,20 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
     // test is checked through the ledger below)
     let mut sent: Vec<_> = commands.commands().to_vec();
     sent.sort_by_key(|c| c.requested_date_time().map(|t| t.as_nanos()));
-    assert_eq!(sent.len(), 4);
+    assert_eq!(sent.len(), 5);
     let comments: Vec<String> = sent
         .iter()
         .map(|c| c.comment().unwrap().rsplit(' ').next().unwrap().to_string())
         .collect();
     assert_eq!(
         comments,
-        ["provision/1-shell", "provision/2-file", "clean", "test/1"]
+        [
+            "provision/1-shell",
+            "provision/2-file",
+            "clean",
+            "test/clean-check",
+            "test/1"
+        ]
     );
 
     // The tests ran on a test instance launched from the new AMI (same
@@ -983,7 +995,11 @@ async fn launch_capture_and_register_twice_create_nothing_twice() {
     let test_id = tested[1].id.clone().expect("test instance recorded");
     assert!(tested[1].deleted);
     let sent = ssm.list_commands().send().await.unwrap();
-    assert_eq!(sent.commands().len(), 4, "the test command was sent once");
+    assert_eq!(
+        sent.commands().len(),
+        5,
+        "the clean check and the test command were sent once"
+    );
     assert_ne!(Some(test_id.as_str()), launched.first().map(String::as_str));
     let tagged = instance_ids(
         env.ec2(HOME)

@@ -318,6 +318,60 @@ fn linux_script(policy: &CleanPolicy) -> String {
     out
 }
 
+/// Items whose leftovers a booted image cannot have made again itself: a
+/// booted system writes logs, a machine id, a random seed, DHCP leases, SSH
+/// host keys, temporary files, cloud-init state and fstab lines at boot.
+pub const BOOT_STABLE: [CleanItem; 7] = [
+    CleanItem::Passwords,
+    CleanItem::ShellHistory,
+    CleanItem::UserSshKeys,
+    CleanItem::Credentials,
+    CleanItem::ConfigManagement,
+    CleanItem::Installers,
+    CleanItem::AuthorizedKeys,
+];
+
+/// A POSIX `sh` script checking a booted image (EC2's test instance, or a
+/// tree with `ROOT=`) for leftovers of the policy's [`BOOT_STABLE`] items:
+/// prints `leftover: <path> (<item>)` for each and exits 1 if there is any.
+pub fn check_script(policy: &CleanPolicy) -> String {
+    let mut out = String::from("#!/bin/sh\n# bakehouse clean check (generated, do not edit).\n");
+    out.push_str(PRELUDE);
+    out.push_str("found=$(mktemp)\nleft() { for p in \"$@\"; do if [ -e \"$p\" ] || [ -L \"$p\" ]; then echo \"leftover: ${p#\"$ROOT\"} ($item)\" >> \"$found\"; fi; done; }\n");
+    for item in policy
+        .items()
+        .into_iter()
+        .filter(|i| BOOT_STABLE.contains(i))
+    {
+        out.push_str(&format!("item={}\n", item.name()));
+        if item == CleanItem::Passwords && policy.passwords == PasswordMode::Remove {
+            out.push_str("if [ -f \"$ROOT/etc/shadow\" ]; then awk -F: '$2 == \"\" || $2 !~ /^[!*]+$/ {print \"leftover: /etc/shadow (passwords): account \" $1 \" has a password hash\"}' \"$ROOT/etc/shadow\" >> \"$found\"; fi\n");
+        } else if item == CleanItem::Passwords {
+            out.push_str("if [ -f \"$ROOT/etc/shadow\" ]; then awk -F: '$2 !~ /^[!*]/ {print \"leftover: /etc/shadow (passwords): account \" $1 \" is not locked\"}' \"$ROOT/etc/shadow\" >> \"$found\"; fi\n");
+        }
+        let system = item.system_paths();
+        if !system.is_empty() {
+            out.push_str(&format!("left{}\n", rooted_list(system)));
+        }
+        if item == CleanItem::Installers {
+            for path in &policy.extra_paths {
+                out.push_str(&format!("left \"$ROOT\"{}\n", sh_glob_quote(path)));
+            }
+        }
+        let home = item.home_paths();
+        if !home.is_empty() {
+            out.push_str(&format!(
+                "homes > \"$found.homes\"\nwhile IFS= read -r home; do\n  left{}\ndone < \"$found.homes\"\n",
+                home.iter()
+                    .map(|p| format!(" \"$home\"/{}", sh_glob_quote(p)))
+                    .collect::<String>()
+            ));
+        }
+    }
+    out.push_str("rm -f -- \"$found.homes\"\ncat \"$found\"\nif [ -s \"$found\" ]; then rm -f -- \"$found\"; exit 1; fi\nrm -f -- \"$found\"\necho 'bakehouse-clean-check: nothing left'\n");
+    out
+}
+
 fn linux_item(item: CleanItem, policy: &CleanPolicy) -> String {
     let mut out = match item {
         CleanItem::Passwords => {

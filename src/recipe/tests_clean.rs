@@ -419,3 +419,52 @@ fn the_archive_checker_names_each_leftover_of_a_captured_image() {
         "a locked hash is enough with passwords: lock"
     );
 }
+
+#[test]
+fn the_check_script_finds_boot_stable_leftovers_until_clean_ran() {
+    let check = super::clean::check_script(&policy());
+    let t = dirty_tree();
+    let run_check = |root: &Path| {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("check.sh");
+        fs::write(&path, &check).expect("write");
+        let out = Command::new("sh")
+            .arg(&path)
+            .env("ROOT", root)
+            .output()
+            .expect("sh");
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let (code, out) = run_check(t.dir.path());
+    assert_eq!(code, Some(1), "{out}");
+    for line in [
+        "leftover: /etc/shadow (passwords): account root has a password hash",
+        "leftover: /etc/shadow- (passwords)",
+        "leftover: /srv/bob/.lesshst (shell_history)",
+        "leftover: /home/alice/.ssh/id_ed25519 (user_ssh_keys)",
+        "leftover: /root/.aws (credentials)",
+        "leftover: /etc/salt/minion_id (config_management)",
+        "leftover: /root/installer.run (installers)",
+        "leftover: /home/alice/.ssh/authorized_keys (authorized_keys)",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line} not in:\n{out}");
+    }
+    // Boot-time state (logs, machine id) is not the check's business.
+    assert!(
+        !out.contains("/var/log") && !out.contains("machine-id"),
+        "{out}"
+    );
+    let (ok, stderr) = run(
+        &["sh"],
+        &clean_script(&policy(), OsKind::Linux),
+        t.dir.path(),
+    );
+    assert!(ok, "{stderr}");
+    assert_eq!(
+        run_check(t.dir.path()),
+        (Some(0), "bakehouse-clean-check: nothing left\n".into())
+    );
+}

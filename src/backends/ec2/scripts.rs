@@ -351,6 +351,26 @@ pub(super) fn clean_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepEr
     })
 }
 
+/// The clean check of the booted image (see
+/// [`crate::recipe::clean::check_script`]), run first on the test instance.
+pub(super) fn clean_check_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
+    let body = crate::recipe::clean::check_script(&recipe.recipe.clean);
+    let label = "clean check of the booted image".to_string();
+    let script = with_payload(
+        &label,
+        "the clean check",
+        body.as_bytes(),
+        usize::MAX,
+        &BTreeMap::new(),
+        "sh \"$work/payload\"",
+    )?;
+    Ok(CommandSpec {
+        name: "test/clean-check".into(),
+        label,
+        script,
+    })
+}
+
 #[cfg(test)]
 #[path = "scripts_tests.rs"]
 mod tests;

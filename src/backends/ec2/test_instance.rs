@@ -1,8 +1,9 @@
 //! The test step on EC2: one test instance launched from the new AMI (in
 //! the build region, with the builder's settings: IMDSv2 required, no key
-//! pair, the builder's instance profile, tagged with the build), the
-//! recipe's `test` commands sent to it with `AWS-RunShellScript` one by
-//! one, and the instance terminated once they pass. A failing command
+//! pair, the builder's instance profile, tagged with the build), the clean
+//! check of the booted image (the policy's items a boot cannot make again:
+//! hashes, keys, credentials, histories, installers) and the recipe's
+//! `test` commands sent to it with `AWS-RunShellScript` one by one, and the instance terminated once they pass. A failing command
 //! fails the build at `Test`; teardown then terminates the instance (it is
 //! in the ledger and tagged, so the reaper finds it too) and deregisters
 //! the AMI and its snapshots. A retried or polled step reuses the instance
@@ -14,7 +15,7 @@ use crate::build::ResourceKind;
 use crate::pipeline::{BuildContext, Progress, StepError};
 
 use super::error::aws;
-use super::scripts::test_commands;
+use super::scripts::{clean_check_command, test_commands};
 use super::ssm::passed;
 use super::{client_token, Ec2Backend};
 
@@ -24,12 +25,10 @@ const TEST_INSTANCE: &str = "test";
 impl Ec2Backend {
     pub(super) async fn test_image(&self, ctx: &BuildContext) -> Result<Progress, StepError> {
         let recipe = ctx.recipe()?;
-        let commands = test_commands(recipe, self.settings.max_inline_file_bytes)?;
-        if commands.is_empty() {
-            ctx.note("no test commands: no test instance launched")
-                .await?;
-            return Ok(Progress::Done(()));
-        }
+        // The clean check first: it sees the AMI as booted, before the
+        // tests change anything.
+        let mut commands = vec![clean_check_command(recipe)?];
+        commands.extend(test_commands(recipe, self.settings.max_inline_file_bytes)?);
         let record = ctx.current().await?;
         let token = client_token(&ctx.build_id, TEST_INSTANCE);
         let recorded = record.resource(ResourceKind::Instance, &token);
