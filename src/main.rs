@@ -1,26 +1,31 @@
 //! The `bakehouse` command line.
 
+use std::io::Write;
+
 use clap::Parser;
 use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = bakehouse::cli::Cli::parse();
+    // Logs on stderr, without ANSI codes unless colours are on; a closed
+    // stderr is ignored (tracing drops what it cannot write).
     tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_env("BAKEHOUSE_LOG")
-                .unwrap_or_else(|_| EnvFilter::new("warn,bakehouse=info")),
-        )
+        .with_env_filter(EnvFilter::new(cli.log_filter()))
         .with_writer(std::io::stderr)
+        .with_ansi(cli.color.enabled())
         .with_target(false)
         .init();
-    let cli = bakehouse::cli::Cli::parse();
     let mut stdout = std::io::stdout().lock();
     match bakehouse::cli::run(cli, &mut stdout).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        // The reader of stdout went away (`| head -1`): what it wanted was
+        // written, and the command (a build included) succeeded.
+        Err(e) if e.is_broken_pipe() => std::process::ExitCode::SUCCESS,
         Err(e) => {
             let code = e.exit_code();
             let e = anyhow::Error::from(e);
-            eprintln!("error: {e:#}");
+            let _ = writeln!(std::io::stderr(), "error: {e:#}");
             std::process::ExitCode::from(code)
         }
     }

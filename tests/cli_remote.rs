@@ -229,3 +229,59 @@ async fn builds_list_and_show_read_the_records_from_the_table() {
     assert!(!ok);
     assert!(err.contains("no build nope"), "{err}");
 }
+
+/// `build --remote --json` prints exactly one JSON document on stdout (the
+/// execution's outcome), nothing before it.
+#[tokio::test]
+async fn remote_build_with_json_prints_one_document() {
+    let moto = moto().await.unwrap();
+    let sdk = moto.sdk_config("us-east-1").await;
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    let definition = std::fs::read_to_string(repo("statemachines/pipeline.asl.json")).unwrap();
+    let machine = sfn
+        .create_state_machine()
+        .name("bakehouse-pipeline-json")
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/bakehouse-pipeline")
+        .send()
+        .await
+        .unwrap()
+        .state_machine_arn()
+        .to_string();
+    let env = moto.process_env("us-east-1");
+    let cli = {
+        let machine = machine.clone();
+        std::thread::spawn(move || {
+            Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+                .args(["--json", "build", "--remote", "--state-machine", &machine])
+                .args(["--build-id", "json-build"])
+                .arg(repo("recipes/web-aws.yaml"))
+                .env_remove("BAKEHOUSE_TABLE")
+                .envs(env)
+                .output()
+                .unwrap()
+        })
+    };
+    let started = Instant::now();
+    let execution = loop {
+        if let Some(e) = executions(&sfn, &machine).await.first() {
+            break e.clone();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "no execution");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    sfn.stop_execution()
+        .execution_arn(execution.execution_arn())
+        .error("Test.Stopped")
+        .send()
+        .await
+        .unwrap();
+    let out = cli.join().unwrap();
+    assert!(!out.status.success());
+    let doc: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!("{e}: {}", String::from_utf8_lossy(&out.stdout));
+    });
+    assert_eq!(doc["status"], "ABORTED");
+    assert_eq!(doc["build_id"], "json-build");
+    assert_eq!(doc["execution_arn"], execution.execution_arn());
+}

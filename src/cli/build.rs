@@ -101,8 +101,15 @@ struct StepProgress {
 }
 
 impl StepProgress {
-    fn new() -> Arc<StepProgress> {
-        let bar = ProgressBar::new(PIPELINE_STATES.len() as u64);
+    /// The display, drawn on stderr when `shown` (a terminal with colours
+    /// on, no `--quiet`); hidden otherwise, so redirected output holds no
+    /// control codes.
+    fn new(shown: bool) -> Arc<StepProgress> {
+        let bar = if shown {
+            ProgressBar::new(PIPELINE_STATES.len() as u64)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {msg}",
@@ -220,8 +227,14 @@ pub async fn run_local(
     args: &BuildArgs,
     store: &StoreArgs,
     format: Format,
+    shown: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
+    if let Some(table) = &store.table {
+        return Err(CliError::Usage(format!(
+            "--table {table} (or BAKEHOUSE_TABLE) selects the DynamoDB registry, but a local build records into the embedded registry (--db): build with --remote, or drop --table; nothing was started"
+        )));
+    }
     let (name, _) = execution_input(&args.recipe, args.force, "probe")?;
     let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
     let (_, input) = execution_input(&args.recipe, args.force, &build_id)?;
@@ -246,7 +259,7 @@ pub async fn run_local(
         signals.push((stream, name, code));
     }
     tracing::info!(build = %build_id, recipe = %args.recipe.display(), "building locally");
-    let progress = StepProgress::new();
+    let progress = StepProgress::new(shown);
     let observer = {
         let progress = progress.clone();
         Arc::new(move |e: &HistoryEvent| progress.observe(e))
@@ -341,6 +354,7 @@ pub async fn run_remote(
     args: &BuildArgs,
     store: &StoreArgs,
     format: Format,
+    shown: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let machine = args.state_machine.clone().ok_or_else(|| {
@@ -364,8 +378,12 @@ pub async fn run_remote(
         .await
         .map_err(|e| aws(aws_sdk_sfn::error::DisplayErrorContext(e).to_string()))?;
     let arn = started.execution_arn().to_string();
-    writeln!(out, "started {arn}")?;
-    let progress = StepProgress::new();
+    if format == Format::Json {
+        tracing::info!(execution = %arn, "started");
+    } else {
+        writeln!(out, "started {arn}")?;
+    }
+    let progress = StepProgress::new(shown);
     let mut seen = 0usize;
     let status = loop {
         let mut events = Vec::new();
@@ -408,7 +426,20 @@ pub async fn run_remote(
             return report(&record, store, format, out).await;
         }
     }
-    writeln!(out, "execution {build_id} {}", status.0)?;
+    if format == Format::Json {
+        output::json(
+            out,
+            &serde_json::json!({
+                "build_id": build_id,
+                "execution_arn": arn,
+                "status": status.0,
+                "error": status.1,
+                "cause": status.2,
+            }),
+        )?;
+    } else {
+        writeln!(out, "execution {build_id} {}", status.0)?;
+    }
     match status.0.as_str() {
         "SUCCEEDED" => Ok(()),
         other => Err(CliError::Usage(format!(

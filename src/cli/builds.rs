@@ -92,7 +92,10 @@ pub async fn run(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let builds = store.builds().await?;
+    let builds = match cmd {
+        BuildsCommand::Gc { .. } => store.builds().await?,
+        _ => store.builds_for_reading().await?,
+    };
     let store_err = |e: crate::build::BuildStoreError| CliError::Usage(e.to_string());
     match cmd {
         BuildsCommand::Gc { home } => gc(&home, store, format, out).await?,

@@ -185,7 +185,7 @@ pub async fn run(
             }
         }
         ImageCommand::List { name } => {
-            let registry = store.registry().await?;
+            let registry = store.registry_for_reading().await?;
             let list = registry.list(name.as_deref()).await?;
             match format {
                 Format::Json => output::json(out, &list)?,
@@ -194,7 +194,7 @@ pub async fn run(
         }
         ImageCommand::Show { reference } => {
             let (name, version) = exact(&reference)?;
-            let registry = store.registry().await?;
+            let registry = store.registry_for_reading().await?;
             let package = registry.show(&name, &version).await?;
             match format {
                 Format::Json => output::json(out, &package)?,
@@ -203,7 +203,7 @@ pub async fn run(
         }
         ImageCommand::Resolve(args) => {
             let reference: Reference = args.reference.parse()?;
-            let registry = store.registry().await?;
+            let registry = store.registry_for_reading().await?;
             let query = ResolveQuery {
                 lookup: if args.label {
                     Lookup::Label(reference.name.clone())

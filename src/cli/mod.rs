@@ -55,6 +55,16 @@ impl CliError {
             _ => 1,
         }
     }
+
+    /// Whether writing the output failed only because its reader closed
+    /// the pipe.
+    pub fn is_broken_pipe(&self) -> bool {
+        match self {
+            CliError::Output(e) => e.kind() == std::io::ErrorKind::BrokenPipe,
+            CliError::Json(e) => e.io_error_kind() == Some(std::io::ErrorKind::BrokenPipe),
+            _ => false,
+        }
+    }
 }
 
 /// The `bakehouse` command.
@@ -64,12 +74,75 @@ pub struct Cli {
     /// Where the registry lives.
     #[command(flatten)]
     pub store: StoreArgs,
-    /// Print JSON instead of tables.
+    /// Print exactly one JSON document on stdout instead of tables.
     #[arg(long, global = true)]
     pub json: bool,
+    /// Every log line (debug level), not only warnings and the progress
+    /// display. `BAKEHOUSE_LOG` (an `EnvFilter`, e.g. `bakehouse=debug`)
+    /// overrides both flags.
+    #[arg(short, long, global = true, conflicts_with = "quiet")]
+    pub verbose: bool,
+    /// Errors only: no progress display, no log lines.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// Colours and the progress display: `auto` (on a terminal, unless
+    /// `NO_COLOR` is set), `always` or `never`.
+    #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
+    pub color: ColorChoice,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--color`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum ColorChoice {
+    /// On a terminal, unless `NO_COLOR` is set.
+    Auto,
+    /// Always.
+    Always,
+    /// Never.
+    Never,
+}
+
+impl ColorChoice {
+    /// Whether to colour (and animate) output written to stderr.
+    pub fn enabled(self) -> bool {
+        use std::io::IsTerminal;
+        match self {
+            ColorChoice::Always => true,
+            ColorChoice::Never => false,
+            ColorChoice::Auto => {
+                std::io::stderr().is_terminal()
+                    && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+            }
+        }
+    }
+}
+
+impl Cli {
+    /// The log filter: `BAKEHOUSE_LOG` if set; else errors with `-q`,
+    /// debug with `-v`, warnings while a progress display is shown (a
+    /// terminal), info otherwise (logs of CI runs).
+    pub fn log_filter(&self) -> String {
+        if let Ok(filter) = std::env::var("BAKEHOUSE_LOG") {
+            return filter;
+        }
+        if self.quiet {
+            "error".into()
+        } else if self.verbose {
+            "warn,bakehouse=debug".into()
+        } else if self.color.enabled() {
+            "warn".into()
+        } else {
+            "warn,bakehouse=info".into()
+        }
+    }
+
+    /// Whether the build's step display is drawn.
+    pub fn progress(&self) -> bool {
+        !self.quiet && self.color.enabled()
+    }
 }
 
 /// Registry store selection.
@@ -127,6 +200,27 @@ impl StoreArgs {
 }
 
 impl StoreArgs {
+    /// The registry for a command that only reads: an embedded database
+    /// that does not exist yet reads as empty and is not created.
+    pub async fn registry_for_reading(&self) -> Result<Registry, CliError> {
+        if self.table.is_none() && !self.db.exists() {
+            return Ok(Registry::new(Arc::new(SqliteStore::in_memory()?)));
+        }
+        self.registry().await
+    }
+
+    /// Build records for a command that only reads (see
+    /// [`StoreArgs::registry_for_reading`]).
+    pub async fn builds_for_reading(&self) -> Result<Arc<dyn BuildStore>, CliError> {
+        if self.table.is_none() && !self.db.exists() {
+            let sqlite = SqliteStore::in_memory()?;
+            let builds = SqliteBuildStore::new(sqlite.connection())
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            return Ok(Arc::new(builds));
+        }
+        self.builds().await
+    }
+
     /// The embedded registry and build records (one SQLite file).
     pub fn local_stores(&self) -> Result<(Registry, Arc<dyn BuildStore>), CliError> {
         let sqlite = SqliteStore::open(&self.db)?;
@@ -155,14 +249,15 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     } else {
         Format::Table
     };
+    let shown = cli.progress();
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
         Command::Validate { files } => validate(&files, format, out),
         Command::Builds(cmd) => builds::run(cmd, &cli.store, format, out).await,
         Command::Build(args) if args.remote => {
-            build::run_remote(&args, &cli.store, format, out).await
+            build::run_remote(&args, &cli.store, format, shown, out).await
         }
-        Command::Build(args) => build::run_local(&args, &cli.store, format, out).await,
+        Command::Build(args) => build::run_local(&args, &cli.store, format, shown, out).await,
     }
 }
 

@@ -1,0 +1,172 @@
+//! What the binary writes, driven as a script would: a build piped to
+//! `head -1` succeeds and is registered; piped output carries no ANSI
+//! codes; a closed stderr does not panic; `--json` gives one document;
+//! read-only commands create no files; `--table` with a local build is
+//! refused before anything starts.
+
+mod local_support;
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use local_support::{busybox_rootfs, pack};
+
+/// A home with a quick busybox recipe.
+fn world() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    busybox_rootfs(&tree);
+    fs::create_dir_all(dir.path().join("recipe")).unwrap();
+    pack(&tree, &dir.path().join("recipe/base.tar.gz"));
+    fs::write(
+        dir.path().join("recipe/quick.yaml"),
+        "name: quick\nbase: {path: base.tar.gz}\nprovisioners:\n  - type: shell\n    inline: [\"echo hello > /etc/hello\"]\ntest:\n  - grep -q hello /etc/hello\n",
+    )
+    .unwrap();
+    dir
+}
+
+fn bakehouse(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakehouse"));
+    cmd.current_dir(dir)
+        .arg("--db")
+        .arg(dir.join("home/registry.db"))
+        .env_remove("BAKEHOUSE_TABLE")
+        .env_remove("BAKEHOUSE_LOG")
+        .env("BAKEHOUSE_HOME", dir.join("home"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn registered(dir: &Path) -> serde_json::Value {
+    let out = bakehouse(dir)
+        .args(["--json", "image", "list"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("one JSON document")
+}
+
+#[test]
+fn a_build_piped_to_head_succeeds_and_is_registered() {
+    let dir = world();
+    let mut child = bakehouse(dir.path())
+        .args(["build", "--home"])
+        .arg(dir.path().join("home"))
+        .arg(dir.path().join("recipe/quick.yaml"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // A reader that went away before the result was written (`head -1`
+    // after its line, or sooner): every write to stdout fails with EPIPE.
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        !stderr.contains("Broken pipe") && !stderr.contains("panicked"),
+        "{stderr}"
+    );
+    // Piped: the log lines are plain text.
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "ANSI codes in piped output: {stderr:?}"
+    );
+    assert!(stderr.contains("registered"), "{stderr}");
+    assert_eq!(registered(dir.path())[0]["name"], "quick");
+}
+
+#[test]
+fn a_closed_stderr_does_not_fail_or_panic_a_build() {
+    let dir = world();
+    let status = Command::new("sh")
+        .arg("-c")
+        .arg("exec 2>&-; exec \"$@\"")
+        .arg("sh")
+        .arg(env!("CARGO_BIN_EXE_bakehouse"))
+        .arg("--db")
+        .arg(dir.path().join("home/registry.db"))
+        .args(["build", "--home"])
+        .arg(dir.path().join("home"))
+        .arg(dir.path().join("recipe/quick.yaml"))
+        .current_dir(dir.path())
+        .env_remove("BAKEHOUSE_TABLE")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(status.success(), "{status}");
+    assert_eq!(registered(dir.path())[0]["name"], "quick");
+}
+
+#[test]
+fn json_output_is_one_document_and_quiet_is_quiet() {
+    let dir = world();
+    let out = bakehouse(dir.path())
+        .args(["--json", "-q", "build", "--home"])
+        .arg(dir.path().join("home"))
+        .arg(dir.path().join("recipe/quick.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let record: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one document");
+    assert_eq!(record["status"], "SUCCEEDED");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stderr),
+        "",
+        "-q prints nothing"
+    );
+}
+
+#[test]
+fn read_only_commands_create_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    for args in [
+        &["image", "list"][..],
+        &["--json", "image", "list"],
+        &["builds", "list"],
+        &["image", "resolve", "nothing@1.x"],
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+            .args(args)
+            .current_dir(dir.path())
+            .env_remove("BAKEHOUSE_TABLE")
+            .env_remove("BAKEHOUSE_DB")
+            .output()
+            .unwrap();
+        let _ = out;
+        let left: Vec<PathBuf> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "{args:?} created {left:?}");
+    }
+}
+
+#[test]
+fn a_local_build_with_a_table_is_refused_before_anything_starts() {
+    let dir = world();
+    let out = bakehouse(dir.path())
+        .args(["--table", "images", "build", "--home"])
+        .arg(dir.path().join("home"))
+        .arg(dir.path().join("recipe/quick.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("--table images") && stderr.contains("--remote"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("home").exists(), "something was made");
+}
