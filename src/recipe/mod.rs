@@ -32,6 +32,7 @@ pub mod clean_windows;
 mod error;
 pub mod go_time;
 pub mod image_view;
+pub mod limits;
 mod locate;
 mod model;
 pub mod packer;
@@ -146,6 +147,9 @@ pub fn parse_with(
     origin: &Path,
     options: &LoadOptions,
 ) -> Result<LoadedRecipe, RecipeError> {
+    if let Some(problem) = limits::check(text, format, origin) {
+        return Err(RecipeError::Parse(vec![problem]));
+    }
     let dir = match origin.parent() {
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
