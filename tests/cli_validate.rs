@@ -207,3 +207,30 @@ fn deeply_nested_files_are_refused_with_a_clear_error() {
         );
     }
 }
+
+/// A local base is checked read-only: it must exist, and its content must
+/// be what its name says.
+#[test]
+fn a_missing_or_mislabelled_base_is_a_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("fake.qcow2"), "hostname\n").unwrap();
+    for (name, base, expected) in [
+        (
+            "missing.yaml",
+            "nothing-here.tar.zst",
+            "nothing-here.tar.zst: ",
+        ),
+        ("fake.yaml", "fake.qcow2", "is not a qcow2 image"),
+    ] {
+        let recipe = dir.path().join(name);
+        std::fs::write(&recipe, format!("name: x\nbase:\n  path: {base}\n")).unwrap();
+        let (ok, out, err) = validate(&[recipe.to_str().unwrap()]);
+        assert!(!ok, "{out}");
+        assert!(
+            out.contains(&format!("{name}:3:"))
+                && out.contains("base.path")
+                && out.contains(expected),
+            "{out}{err}"
+        );
+    }
+}

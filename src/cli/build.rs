@@ -70,6 +70,9 @@ pub fn execution_input(
 ) -> Result<(String, ExecutionInput), CliError> {
     let (loaded, bundle) =
         pipeline::load_for_build(recipe).map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(problem) = crate::recipe::check_local_base(&loaded) {
+        return Err(CliError::Usage(format!("{problem}; nothing was started")));
+    }
     let mut trigger = Trigger::of(TriggerKind::Cli);
     trigger.actor = std::env::var("USER").ok();
     Ok((

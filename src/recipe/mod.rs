@@ -197,10 +197,68 @@ where
     paths
         .into_iter()
         .flat_map(|p| match load(p.as_ref()) {
-            Ok(_) => Vec::new(),
+            Ok(loaded) => check_local_base(&loaded).into_iter().collect(),
             Err(e) => e.problems(),
         })
         .collect()
+}
+
+/// The local base of a loaded recipe checked read-only, as `validate` and
+/// a local build do before anything starts: it exists, and a file's
+/// content is of the kind its name says (qcow2 magic, gzip, zstd, tar
+/// header, a raw image of whole 512-byte sectors). `None` when fine or
+/// not a local base.
+pub fn check_local_base(loaded: &LoadedRecipe) -> Option<Problem> {
+    let Base::Path(written) = &loaded.recipe.base else {
+        return None;
+    };
+    let path = loaded.resolve(written);
+    let problem = |message: String| {
+        let text = fs::read_to_string(&loaded.path).unwrap_or_default();
+        let format = Format::from_path(&loaded.path).unwrap_or(Format::Yaml);
+        Some(parse::locate_problem(
+            Problem::new(&loaded.path, "base.path", message),
+            &text,
+            format,
+        ))
+    };
+    let meta = match fs::metadata(&path) {
+        Ok(m) => m,
+        Err(e) => return problem(format!("{written}: {} ({e})", path.display())),
+    };
+    if meta.is_dir() {
+        return None;
+    }
+    let mut head = [0u8; 512];
+    let read = fs::File::open(&path)
+        .and_then(|mut f| std::io::Read::read(&mut f, &mut head))
+        .unwrap_or(0);
+    let head = &head[..read];
+    let ok = match LocalBaseKind::from_path(&path) {
+        Some(LocalBaseKind::Qcow2) => head.starts_with(b"QFI\xfb"),
+        Some(LocalBaseKind::TarGz) => head.starts_with(&[0x1f, 0x8b]),
+        Some(LocalBaseKind::TarZst) => head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd]),
+        Some(LocalBaseKind::Tar) => head.len() == 512 && &head[257..262] == b"ustar",
+        Some(LocalBaseKind::Raw) => meta.len() >= 64 * 1024 && meta.len() % 512 == 0,
+        Some(LocalBaseKind::Directory) | None => false,
+    };
+    if ok {
+        None
+    } else {
+        problem(format!(
+            "{written}: {} is not a {} (its content does not match its name)",
+            path.display(),
+            match LocalBaseKind::from_path(&path) {
+                Some(LocalBaseKind::Qcow2) => "qcow2 image",
+                Some(LocalBaseKind::TarGz) => "gzip-compressed tar",
+                Some(LocalBaseKind::TarZst) => "zstd-compressed tar",
+                Some(LocalBaseKind::Tar) => "tar archive",
+                Some(LocalBaseKind::Raw) =>
+                    "raw disk or filesystem image (whole 512-byte sectors, at least 64 KiB)",
+                _ => "directory or image",
+            }
+        ))
+    }
 }
 
 #[cfg(test)]
