@@ -183,6 +183,16 @@ pub async fn run(
                 ]);
             }
             writeln!(out, "{steps}")?;
+            // The notes: provisioner and test output tails, what clean
+            // removed, the test boot's console.
+            for s in r.steps.iter().filter(|s| !s.notes.is_empty()) {
+                writeln!(out, "{} output:", s.step)?;
+                for note in &s.notes {
+                    for line in note.lines() {
+                        writeln!(out, "  {line}")?;
+                    }
+                }
+            }
             if !r.resources.is_empty() {
                 let mut res = table(&["RESOURCE", "NAME", "ID", "REGION", "STATE"]);
                 for x in &r.resources {
