@@ -170,3 +170,79 @@ fn a_local_build_with_a_table_is_refused_before_anything_starts() {
     );
     assert!(!dir.path().join("home").exists(), "something was made");
 }
+
+#[test]
+fn on_error_abort_keeps_the_sandbox_for_builds_shell_until_cleanup() {
+    let dir = world();
+    fs::write(
+        dir.path().join("recipe/failing.yaml"),
+        "name: failing\nbase: {path: base.tar.gz}\nprovisioners:\n  - type: shell\n    inline: [\"echo 'debug me' > /etc/motd\", \"exit 7\"]\n",
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let out = bakehouse(dir.path())
+        .args([
+            "build",
+            "--on-error=abort",
+            "--build-id",
+            "kept-1",
+            "--home",
+        ])
+        .arg(&home)
+        .arg(dir.path().join("recipe/failing.yaml"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let show = bakehouse(dir.path())
+        .args(["--json", "builds", "show", "kept-1"])
+        .output()
+        .unwrap();
+    let record: serde_json::Value = serde_json::from_slice(&show.stdout).unwrap();
+    assert_eq!(record["status"], "FAILED");
+    let kept = record["kept"]
+        .as_str()
+        .expect("the record says where")
+        .to_string();
+    assert!(Path::new(&kept).join("etc/motd").exists(), "{kept}");
+
+    // A later gc leaves it alone; a command runs in it.
+    let gc = bakehouse(dir.path())
+        .args(["builds", "gc", "--home"])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(gc.status.success());
+    let shell = bakehouse(dir.path())
+        .args(["builds", "shell", "kept-1", "--home"])
+        .arg(&home)
+        .args(["--", "cat", "/etc/motd"])
+        .output()
+        .unwrap();
+    assert!(
+        shell.status.success(),
+        "{}",
+        String::from_utf8_lossy(&shell.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&shell.stdout), "debug me\n");
+
+    // Cleanup removes it; the shell has nowhere to run then.
+    let cleanup = bakehouse(dir.path())
+        .args(["builds", "cleanup", "kept-1", "--home"])
+        .arg(&home)
+        .output()
+        .unwrap();
+    assert!(
+        cleanup.status.success(),
+        "{}",
+        String::from_utf8_lossy(&cleanup.stderr)
+    );
+    assert!(!Path::new(&kept).exists());
+    let again = bakehouse(dir.path())
+        .args(["builds", "shell", "kept-1", "--home"])
+        .arg(&home)
+        .args(["--", "true"])
+        .output()
+        .unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("kept no sandbox"));
+}

@@ -250,6 +250,11 @@ pub struct BuildRecord {
     /// The process running a local build (absent for builds in AWS).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<super::Owner>,
+    /// Where a failed local build's sandbox was kept for debugging
+    /// (`build --on-error=abort`); `builds shell` runs in it, `builds
+    /// cleanup` removes it, and nothing else does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kept: Option<String>,
 }
 
 impl BuildRecord {
@@ -284,6 +289,7 @@ impl BuildRecord {
             updated_at: now,
             revision: 0,
             owner: None,
+            kept: None,
         }
     }
 

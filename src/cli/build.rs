@@ -13,7 +13,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use super::output::{self, Format};
 use super::{CliError, StoreArgs};
 use crate::asl::{EventKind, ExecutionStatus, HistoryEvent, SystemClock};
-use crate::backends::local::{LocalBackend, LocalSettings};
+use crate::backends::local::{LocalBackend, LocalSettings, OnError};
 use crate::build::{BuildRecord, BuildStatus};
 use crate::pipeline::io::{ExecutionInput, RecipeSpec, TriggerSpec};
 use crate::pipeline::{self, Pipeline, PipelineSettings};
@@ -41,6 +41,11 @@ pub struct BuildArgs {
     /// Where local builds keep work directories, images and scratch files.
     #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
     pub home: PathBuf,
+    /// What a failed local build leaves (Packer's `-on-error`): `cleanup`
+    /// everything, `abort` keeps the sandbox for `builds shell` (until
+    /// `builds cleanup`), `ask` asks on the terminal.
+    #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
+    pub on_error: OnError,
 }
 
 /// Checks a `--build-id` before anything is touched.
@@ -175,10 +180,12 @@ impl StepProgress {
 pub(crate) fn local_pipeline(
     store: &StoreArgs,
     home: &Path,
+    on_error: OnError,
 ) -> Result<(Pipeline, LocalBackend), CliError> {
     let backend = LocalBackend::new(LocalSettings {
         work_root: home.join("work"),
         images_dir: home.join("images"),
+        on_error,
     });
     let (registry, builds) = store.local_stores()?;
     let settings = PipelineSettings {
@@ -241,7 +248,7 @@ pub async fn run_local(
     let (name, _) = execution_input(&args.recipe, args.force, "probe")?;
     let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
     let (_, input) = execution_input(&args.recipe, args.force, &build_id)?;
-    let (pipeline, backend) = local_pipeline(store, &args.home)?;
+    let (pipeline, backend) = local_pipeline(store, &args.home, args.on_error)?;
     let builds = pipeline.builds().clone();
     collect_garbage(&pipeline, &backend).await?;
     if let Some(existing) = builds

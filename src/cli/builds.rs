@@ -23,6 +23,28 @@ pub enum BuildsCommand {
         /// Build id.
         id: String,
     },
+    /// Run a shell (or `-- CMD ARGS...`) in the sandbox a failed local
+    /// build kept (`build --on-error=abort`): the image's tree as `/`, no
+    /// network, attached to this terminal. For a remote build, prints the
+    /// `aws ssm start-session` command for its builder.
+    Shell {
+        /// Build id.
+        id: String,
+        /// Where local builds keep work directories and images.
+        #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
+        home: std::path::PathBuf,
+        /// The command (after `--`); a shell when absent.
+        #[arg(last = true)]
+        command: Vec<String>,
+    },
+    /// Tear down a failed build kept with `--on-error=abort`.
+    Cleanup {
+        /// Build id.
+        id: String,
+        /// Where local builds keep work directories and images.
+        #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
+        home: std::path::PathBuf,
+    },
     /// Clean what killed local builds left: builds whose process is gone
     /// are torn down (sandbox processes, cgroup, work directory, outputs)
     /// and marked CANCELLED; leftover work directories are removed. Runs
@@ -32,6 +54,15 @@ pub enum BuildsCommand {
         #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
         home: std::path::PathBuf,
     },
+}
+
+/// The builder instance of a build that is still alive in the ledger (a
+/// remote build), for `builds shell`.
+fn kept_instance(record: &BuildRecord) -> Option<String> {
+    record
+        .resources_of(crate::build::ResourceKind::Instance)
+        .find(|r| !r.deleted)
+        .and_then(|r| r.id.clone())
 }
 
 fn duration(record: &BuildRecord) -> String {
@@ -61,7 +92,8 @@ async fn gc(
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let (pipeline, backend) = super::build::local_pipeline(store, home)?;
+    let (pipeline, backend) =
+        super::build::local_pipeline(store, home, crate::backends::local::OnError::Cleanup)?;
     let (collected, swept) = super::build::collect_garbage(&pipeline, &backend).await?;
     if format == Format::Json {
         return output::json(
@@ -93,12 +125,68 @@ pub async fn run(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     let builds = match cmd {
-        BuildsCommand::Gc { .. } => store.builds().await?,
+        BuildsCommand::Gc { .. } | BuildsCommand::Cleanup { .. } => store.builds().await?,
         _ => store.builds_for_reading().await?,
     };
     let store_err = |e: crate::build::BuildStoreError| CliError::Usage(e.to_string());
     match cmd {
         BuildsCommand::Gc { home } => gc(&home, store, format, out).await?,
+        BuildsCommand::Shell { id, home, command } => {
+            let record = builds
+                .get(&id)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+            if record.kept.is_none() {
+                if let Some(instance) = kept_instance(&record) {
+                    writeln!(
+                        out,
+                        "aws ssm start-session --target {instance}{}",
+                        record
+                            .resources
+                            .iter()
+                            .find_map(|r| r.region.as_ref())
+                            .map(|r| format!(" --region {r}"))
+                            .unwrap_or_default()
+                    )?;
+                    return Ok(());
+                }
+            }
+            let (_, backend) = super::build::local_pipeline(
+                store,
+                &home,
+                crate::backends::local::OnError::Cleanup,
+            )?;
+            let status = backend
+                .shell(&record, &command)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            if status != 0 {
+                return Err(CliError::Usage(format!(
+                    "the command in build {id}'s sandbox exited with {status}"
+                )));
+            }
+        }
+        BuildsCommand::Cleanup { id, home } => {
+            let record = builds
+                .get(&id)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+            let (_, backend) = super::build::local_pipeline(
+                store,
+                &home,
+                crate::backends::local::OnError::Cleanup,
+            )?;
+            backend
+                .cleanup_kept(builds.clone(), record)
+                .await
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            if format == Format::Json {
+                return output::json(out, &serde_json::json!({"build_id": id, "cleaned": true}));
+            }
+            writeln!(out, "build {id}: kept sandbox removed")?;
+        }
         BuildsCommand::List { limit } => {
             let list = builds.list(limit).await.map_err(store_err)?;
             if format == Format::Json {

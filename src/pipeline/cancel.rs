@@ -44,6 +44,10 @@ fn abandoned(record: &BuildRecord) -> bool {
     let Some(owner) = &record.owner else {
         return false;
     };
+    if record.kept.is_some() && record.status != BuildStatus::Running {
+        // Kept for debugging (`--on-error=abort`): `builds cleanup` only.
+        return false;
+    }
     let kept =
         |r: &crate::build::Resource| record.status == BuildStatus::Succeeded && r.keep_on_success;
     let holds = record.resources.iter().any(|r| !r.deleted && !kept(r));

@@ -108,6 +108,7 @@ impl Harness {
         let backend = LocalBackend::new(LocalSettings {
             work_root: dir.path().join("work"),
             images_dir: dir.path().join("images"),
+            ..Default::default()
         });
         let pipeline = Pipeline::new(
             registry.clone(),

@@ -40,6 +40,7 @@ mod disk;
 mod export;
 mod fsutil;
 mod idmap;
+mod kept;
 mod layout;
 mod lines;
 mod provision;
@@ -56,7 +57,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 
-use crate::build::{BuildStatus, BuildStore, ResourceKind};
+use crate::build::{BuildRecord, BuildStatus, BuildStore, ResourceKind};
 use crate::pipeline::{
     build_path_component, BuildContext, BuilderBackend, Progress, ResolvedBase, StepError,
 };
@@ -133,6 +134,8 @@ pub struct LocalSettings {
     pub work_root: PathBuf,
     /// Captured images, `<recipe>/<build id>/` (default `.bakehouse/images`).
     pub images_dir: PathBuf,
+    /// What teardown does with a failed build's sandbox.
+    pub on_error: OnError,
 }
 
 impl Default for LocalSettings {
@@ -140,8 +143,24 @@ impl Default for LocalSettings {
         LocalSettings {
             work_root: PathBuf::from(".bakehouse/work"),
             images_dir: PathBuf::from(".bakehouse/images"),
+            on_error: OnError::Cleanup,
         }
     }
+}
+
+/// `build --on-error` (Packer's `-on-error`): what happens to a failed
+/// local build's sandbox (its work tree and ledger entry).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum OnError {
+    /// Tear everything down (the default).
+    #[default]
+    Cleanup,
+    /// Keep the work tree for `builds shell`; `builds cleanup` removes it.
+    /// Processes, mounts and the failed outputs are removed all the same.
+    Abort,
+    /// Ask on the terminal whether to keep it (cleanup when stdin is not a
+    /// terminal).
+    Ask,
 }
 
 /// The local chroot builder (see the module documentation).
@@ -160,7 +179,43 @@ impl LocalBackend {
             settings: LocalSettings {
                 work_root: absolute(settings.work_root),
                 images_dir: absolute(settings.images_dir),
+                on_error: settings.on_error,
             },
+        }
+    }
+
+    /// Whether teardown keeps this failed build's work tree (`--on-error`):
+    /// only a build whose tree was unpacked, and for `ask` only when the
+    /// user says so on the terminal.
+    async fn keeps_failed(&self, ctx: &BuildContext, record: &BuildRecord, work: &Path) -> bool {
+        if !work.join("root").is_dir() {
+            return false;
+        }
+        match self.settings.on_error {
+            OnError::Cleanup => false,
+            OnError::Abort => true,
+            OnError::Ask => {
+                let question = format!(
+                    "build {} failed{}: keep its sandbox for `bakehouse builds shell`? [y/N] ",
+                    ctx.build_id,
+                    record
+                        .unfinished_step()
+                        .map(|s| format!(" at {s}"))
+                        .unwrap_or_default()
+                );
+                tokio::task::spawn_blocking(move || {
+                    use std::io::{BufRead, IsTerminal, Write};
+                    if !std::io::stdin().is_terminal() {
+                        return false;
+                    }
+                    let _ = write!(std::io::stderr(), "{question}");
+                    let mut answer = String::new();
+                    let _ = std::io::stdin().lock().read_line(&mut answer);
+                    matches!(answer.trim(), "y" | "Y" | "yes")
+                })
+                .await
+                .unwrap_or(false)
+            }
         }
     }
 
@@ -209,6 +264,10 @@ impl LocalBackend {
             let Some(record) = builds.get(&name).await? else {
                 continue;
             };
+            if record.kept.is_some() {
+                // Kept for debugging: only `builds cleanup` removes it.
+                continue;
+            }
             let live = record.status == BuildStatus::Running
                 && record.owner.as_ref().is_none_or(|o| o.is_alive());
             if live {
@@ -586,6 +645,7 @@ impl BuilderBackend for LocalBackend {
     async fn teardown(&self, ctx: &BuildContext, succeeded: bool) -> Result<(), StepError> {
         let record = ctx.current().await?;
         let work = self.work_dir(&ctx.build_id)?;
+        let keep = !succeeded && self.keeps_failed(ctx, &record, &work).await;
         for res in record.resources.iter().filter(|r| !r.deleted) {
             let path = PathBuf::from(res.id.clone().unwrap_or_else(|| res.name.clone()));
             match res.kind {
@@ -607,6 +667,7 @@ impl BuilderBackend for LocalBackend {
                     .await?;
                     ctx.deleted(res.kind, &res.name).await?;
                 }
+                ResourceKind::WorkDir if keep => {}
                 ResourceKind::WorkDir => {
                     self.remove_resource(ctx, res.kind, &res.name, &path, &self.settings.work_root)
                         .await?
@@ -639,9 +700,22 @@ impl BuilderBackend for LocalBackend {
         })
         .await?;
         let (leftover, root) = (work.clone(), self.settings.work_root.clone());
-        blocking(move || remove_below(&leftover, &root).map_err(io_error(leftover.display())))
+        if keep {
+            let root_dir = work.join("root");
+            ctx.update(|r| r.kept = Some(root_dir.display().to_string()))
+                .await?;
+            tracing::warn!(build = %ctx.build_id, sandbox = %root_dir.display(), "kept the failed build's sandbox: `bakehouse builds shell {0}` runs in it, `bakehouse builds cleanup {0}` removes it", ctx.build_id);
+        } else {
+            blocking(move || {
+                export::detach_mounts_below(&leftover).map_err(io_error(leftover.display()))?;
+                remove_below(&leftover, &root).map_err(io_error(leftover.display()))
+            })
             .await?;
-        tracing::info!(build = %ctx.build_id, succeeded, "local teardown done");
+            if record.kept.is_some() {
+                ctx.update(|r| r.kept = None).await?;
+            }
+        }
+        tracing::info!(build = %ctx.build_id, succeeded, kept = keep, "local teardown done");
         Ok(())
     }
 }

@@ -225,15 +225,25 @@ pub(crate) struct Layout {
     mounts: Vec<std::ffi::OsString>,
     /// Share the host's network.
     network: bool,
+    /// Attach the command to this process's stdin, stdout and stderr
+    /// (`builds shell`) instead of collecting its output.
+    attached: bool,
 }
 
 impl Layout {
+    /// The same layout, with the command attached to this terminal.
+    pub fn attached(mut self) -> Layout {
+        self.attached = true;
+        self
+    }
+
     /// The image tree as `/`, with its own `/proc` and a minimal `/dev`.
     pub fn image(root: &Path, network: bool) -> Layout {
         let mut layout = Layout {
             binds: Vec::new(),
             mounts: Vec::new(),
             network,
+            attached: false,
         };
         let point = layout.bind(root, true);
         layout.arg("--bind").arg(point).arg("/");
@@ -253,6 +263,7 @@ impl Layout {
             binds: Vec::new(),
             mounts: Vec::new(),
             network: false,
+            attached: false,
         };
         let point = layout.bind(root, true);
         layout.arg("--ro-bind").arg(point).arg("/");
@@ -272,6 +283,7 @@ impl Layout {
             binds: Vec::new(),
             mounts: Vec::new(),
             network: false,
+            attached: false,
         };
         layout.arg("--ro-bind").arg("/usr").arg("/usr");
         for top in ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
@@ -357,10 +369,16 @@ impl Layout {
             .args(argv)
             .env_clear()
             .envs(ENV)
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
             .kill_on_drop(true);
+        if self.attached {
+            cmd.stdin(Stdio::inherit())
+                .stdout(Stdio::inherit())
+                .stderr(Stdio::inherit());
+        } else {
+            cmd.stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+        }
         cmd
     }
 }
