@@ -18,7 +18,9 @@ impl LocalBackend {
     fn kept_root(&self, record: &BuildRecord) -> Result<PathBuf, StepError> {
         let expected = self.work_dir(&record.id)?.join("root");
         match &record.kept {
-            Some(kept) if PathBuf::from(kept) == expected && expected.is_dir() => Ok(expected),
+            Some(kept) if std::path::Path::new(kept) == expected && expected.is_dir() => {
+                Ok(expected)
+            }
             Some(kept) => Err(StepError::NonRetryable(format!(
                 "build {}: its sandbox was kept at {kept}, not under this --home ({})",
                 record.id,
