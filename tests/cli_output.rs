@@ -246,3 +246,45 @@ fn on_error_abort_keeps_the_sandbox_for_builds_shell_until_cleanup() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("kept no sandbox"));
 }
+
+#[test]
+fn builds_logs_prints_every_line_of_a_chatty_provisioner() {
+    let dir = world();
+    fs::write(
+        dir.path().join("recipe/chatty.yaml"),
+        "name: chatty\nbase: {path: base.tar.gz}\nprovisioners:\n  - type: shell\n    inline: [\"i=1; while [ $i -le 10000 ]; do echo line-$i; i=$((i+1)); done\"]\n",
+    )
+    .unwrap();
+    let home = dir.path().join("home");
+    let out = bakehouse(dir.path())
+        .args(["build", "--build-id", "chatty-1", "--home"])
+        .arg(&home)
+        .arg(dir.path().join("recipe/chatty.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let logs = bakehouse(dir.path())
+        .args(["builds", "logs", "chatty-1"])
+        .output()
+        .unwrap();
+    assert!(
+        logs.status.success(),
+        "{}",
+        String::from_utf8_lossy(&logs.stderr)
+    );
+    let text = String::from_utf8_lossy(&logs.stdout);
+    let lines: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("[provisioners[0] (shell inline)] line-"))
+        .collect();
+    assert_eq!(lines.len(), 10_000);
+    assert!(lines[9_999].ends_with("line-10000"));
+    assert!(
+        text.contains("[clean] bakehouse-clean: done"),
+        "the clean script is logged too"
+    );
+}

@@ -255,6 +255,10 @@ pub struct BuildRecord {
     /// cleanup` removes it, and nothing else does.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kept: Option<String>,
+    /// Where the build's full output is kept (a local build's log file);
+    /// `builds logs` prints it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 impl BuildRecord {
@@ -290,6 +294,7 @@ impl BuildRecord {
             revision: 0,
             owner: None,
             kept: None,
+            log: None,
         }
     }
 

@@ -37,6 +37,15 @@ pub enum BuildsCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
+    /// The full output of a local build's commands (every line, each
+    /// prefixed with the provisioner, clean or test that printed it).
+    Logs {
+        /// Build id.
+        id: String,
+        /// Keep printing what the build writes until it ends.
+        #[arg(long, short)]
+        follow: bool,
+    },
     /// Tear down a failed build kept with `--on-error=abort`.
     Cleanup {
         /// Build id.
@@ -54,6 +63,30 @@ pub enum BuildsCommand {
         #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
         home: std::path::PathBuf,
     },
+}
+
+/// Copies the log file at `path` from `offset` to `out`; returns how many
+/// bytes. A log not written yet is empty.
+fn copy_from(path: &str, offset: u64, out: &mut dyn Write) -> Result<u64, CliError> {
+    use std::io::{Read, Seek};
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e.into()),
+    };
+    file.seek(std::io::SeekFrom::Start(offset))?;
+    let mut copied = 0u64;
+    let mut buf = vec![0u8; 64 * 1024];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        out.write_all(&buf[..n])?;
+        copied += n as u64;
+    }
+    out.flush()?;
+    Ok(copied)
 }
 
 /// The builder instance of a build that is still alive in the ledger (a
@@ -165,6 +198,35 @@ pub async fn run(
                 return Err(CliError::Usage(format!(
                     "the command in build {id}'s sandbox exited with {status}"
                 )));
+            }
+        }
+        BuildsCommand::Logs { id, follow } => {
+            let record = builds
+                .get(&id)
+                .await
+                .map_err(store_err)?
+                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+            let Some(log) = record.log.clone() else {
+                return Err(CliError::Usage(format!(
+                    "build {id} keeps no log file (remote builds keep their command output in SSM; the record's notes hold the tails: `builds show {id}`)"
+                )));
+            };
+            let mut offset = 0u64;
+            loop {
+                offset += copy_from(&log, offset, out)?;
+                if !follow {
+                    break;
+                }
+                let running = builds
+                    .get(&id)
+                    .await
+                    .map_err(store_err)?
+                    .is_some_and(|r| r.status == crate::build::BuildStatus::Running);
+                if !running {
+                    copy_from(&log, offset, out)?;
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
             }
         }
         BuildsCommand::Cleanup { id, home } => {

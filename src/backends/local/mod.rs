@@ -94,6 +94,7 @@ pub async fn run_in_sandbox(
         network: false,
         deadline: None,
         cgroup,
+        log: None,
     };
     Ok(sandbox.run("run", argv).await?.status)
 }
@@ -233,6 +234,21 @@ impl LocalBackend {
             .join(build_path_component(build_id)?))
     }
 
+    /// The full log of a build: every output line of its commands, kept
+    /// after the build in `<home>/logs/<build id>.log` (the home is the
+    /// work root's parent); `builds logs` prints it.
+    pub fn log_file(&self, build_id: &str) -> Result<PathBuf, StepError> {
+        let home = self
+            .settings
+            .work_root
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| self.settings.work_root.clone());
+        Ok(home
+            .join("logs")
+            .join(format!("{}.log", build_path_component(build_id)?)))
+    }
+
     /// The directory a build's images are written to (recipe names follow
     /// the registry's name grammar, build ids theirs).
     pub fn output_dir(&self, recipe_name: &str, build_id: &str) -> Result<PathBuf, StepError> {
@@ -306,6 +322,7 @@ impl LocalBackend {
             network,
             deadline: Self::time_left(ctx)?.map(|left| Instant::now() + left),
             cgroup: self.cgroup(ctx)?,
+            log: Some(self.log_file(&ctx.build_id)?),
         })
     }
 
@@ -505,6 +522,10 @@ impl BuilderBackend for LocalBackend {
             StepError::NonRetryable(format!("build {}: base not resolved", ctx.build_id))
         })?;
         let work = self.work_dir(&ctx.build_id)?;
+        let log = self.log_file(&ctx.build_id)?.display().to_string();
+        if ctx.record.log.as_deref() != Some(log.as_str()) {
+            ctx.update(|r| r.log = Some(log.clone())).await?;
+        }
         let name = work.display().to_string();
         ctx.plan(ResourceKind::WorkDir, &name, None).await?;
         let cgroup = BuildCgroup::of_build(&ctx.build_id).name();

@@ -103,6 +103,8 @@ pub(crate) struct Sandbox {
     pub deadline: Option<Instant>,
     /// The build's control group.
     pub cgroup: BuildCgroup,
+    /// The build's full log (every output line), if it keeps one.
+    pub log: Option<PathBuf>,
 }
 
 /// How a command ended.
@@ -188,7 +190,7 @@ impl Sandbox {
         label: &str,
         argv: &[String],
     ) -> Result<RunResult, StepError> {
-        let layout = Layout::image_read_only(&self.root);
+        let layout = Layout::image_read_only(&self.root).logged(self.log.clone());
         run_sandboxed(
             &layout,
             label,
@@ -202,7 +204,7 @@ impl Sandbox {
 
     /// Runs `argv` over the tree.
     async fn spawn(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
-        let layout = Layout::image(&self.root, self.network);
+        let layout = Layout::image(&self.root, self.network).logged(self.log.clone());
         run_sandboxed(
             &layout,
             label,
@@ -228,9 +230,17 @@ pub(crate) struct Layout {
     /// Attach the command to this process's stdin, stdout and stderr
     /// (`builds shell`) instead of collecting its output.
     attached: bool,
+    /// The build's log file: every output line is appended to it.
+    log: Option<PathBuf>,
 }
 
 impl Layout {
+    /// The same layout, appending every output line to `log`.
+    pub fn logged(mut self, log: Option<PathBuf>) -> Layout {
+        self.log = log;
+        self
+    }
+
     /// The same layout, with the command attached to this terminal.
     pub fn attached(mut self) -> Layout {
         self.attached = true;
@@ -244,6 +254,7 @@ impl Layout {
             mounts: Vec::new(),
             network,
             attached: false,
+            log: None,
         };
         let point = layout.bind(root, true);
         layout.arg("--bind").arg(point).arg("/");
@@ -264,6 +275,7 @@ impl Layout {
             mounts: Vec::new(),
             network: false,
             attached: false,
+            log: None,
         };
         let point = layout.bind(root, true);
         layout.arg("--ro-bind").arg(point).arg("/");
@@ -284,6 +296,7 @@ impl Layout {
             mounts: Vec::new(),
             network: false,
             attached: false,
+            log: None,
         };
         layout.arg("--ro-bind").arg("/usr").arg("/usr");
         for top in ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
@@ -448,6 +461,10 @@ pub(crate) async fn run_sandboxed(
     }
     let mut tail: Vec<String> = Vec::new();
     let build = build_id.to_string();
+    let mut log = layout
+        .log
+        .as_deref()
+        .and_then(|path| BuildLog::open(path, label));
     let stream = async {
         let mut out = stdout.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
         let mut err = stderr.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
@@ -470,6 +487,9 @@ pub(crate) async fn run_sandboxed(
                 if logged >= MAX_LOGGED_BYTES {
                     tracing::warn!(build = %build, provisioner = %label, "output past {} MiB is not logged", MAX_LOGGED_BYTES >> 20);
                 }
+            }
+            if let Some(log) = log.as_mut() {
+                log.line(&line);
             }
             if tail.len() == TAIL_LINES {
                 tail.remove(0);
@@ -503,6 +523,67 @@ pub(crate) async fn run_sandboxed(
         return Err(setup(tail.join(" | ")));
     }
     Ok(RunResult { status, tail })
+}
+
+/// A build's full log file: every output line of every command, each
+/// prefixed with what ran (`[provisioners[0] (shell inline)] ...`), up to
+/// [`MAX_LOG_BYTES`]. Writing it never fails a build: a log that cannot be
+/// written is reported once and skipped.
+struct BuildLog {
+    file: std::io::LineWriter<fs::File>,
+    label: String,
+    written: u64,
+}
+
+/// The most a build's log keeps.
+const MAX_LOG_BYTES: u64 = 1 << 30;
+
+impl BuildLog {
+    fn open(path: &Path, label: &str) -> Option<BuildLog> {
+        let opened = path
+            .parent()
+            .map_or(Ok(()), fs::create_dir_all)
+            .and_then(|()| fs::OpenOptions::new().create(true).append(true).open(path));
+        match opened {
+            Ok(file) => {
+                let written = file.metadata().map(|m| m.len()).unwrap_or(0);
+                Some(BuildLog {
+                    file: std::io::LineWriter::new(file),
+                    label: label.to_string(),
+                    written,
+                })
+            }
+            Err(e) => {
+                tracing::warn!(log = %path.display(), "cannot write the build log: {e}");
+                None
+            }
+        }
+    }
+
+    fn line(&mut self, line: &str) {
+        use std::io::Write;
+        if self.written >= MAX_LOG_BYTES {
+            return;
+        }
+        let text = if self.written + line.len() as u64 >= MAX_LOG_BYTES {
+            format!(
+                "[{}] (log truncated at {} MiB)\n",
+                self.label,
+                MAX_LOG_BYTES >> 20
+            )
+        } else {
+            format!("[{}] {line}\n", self.label)
+        };
+        self.written += text.len() as u64;
+        let _ = self.file.write_all(text.as_bytes());
+    }
+}
+
+impl Drop for BuildLog {
+    fn drop(&mut self) {
+        use std::io::Write;
+        let _ = self.file.flush();
+    }
 }
 
 /// The descriptors bwrap is handed: its info pipe, the pipe it waits on

@@ -90,6 +90,7 @@ impl LocalBackend {
                     network: false,
                     deadline,
                     cgroup: cgroup.clone(),
+                    log: Some(self.log_file(&ctx.build_id)?),
                 };
                 test_tree(ctx, &sandbox, &tar).await
             }
