@@ -110,6 +110,7 @@ bench: setup $(STAMP_VC) $(DEMO_BASE) $(DEMO_DISK) package
 	$(CARGO) bench --bench local_bake
 	$(CARGO) bench --bench lambda_init
 	$(CARGO) bench --bench validate
+	$(CARGO) bench --bench test_phase
 
 ## package: every function with cargo lambda (x86_64, provided.al2023) into
 ## target/lambda/NAME/bootstrap.zip, then a glibc check (<= 2.34).
