@@ -273,7 +273,7 @@ fi
 say() { echo "bakehouse-clean: $*" >&2; }
 remove() {
   for p in "$@"; do
-    if [ -e "$p" ] || [ -L "$p" ]; then rm -rf -- "$p"; fi
+    if [ -e "$p" ] || [ -L "$p" ]; then rm -rf -- "$p"; say "removed ${p#"$ROOT"}"; fi
   done
 }
 # Every home directory: /root, /home/*, and each home in /etc/passwd. On the

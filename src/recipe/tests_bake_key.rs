@@ -10,7 +10,7 @@ use super::*;
 /// The key of `tests/fixtures/recipes/bake` on `ami-0123456789abcdef0`.
 /// It changes when the encoding, the fixture, the model's serialization or
 /// the generated clean script changes; update it deliberately.
-const FIXTURE_KEY: &str = "29aa1ab7da701e8d2ea7e453c24f0837fd170a31c003a44486060b4149aff736";
+const FIXTURE_KEY: &str = "94ac901954b1e753cd06ebf4214339781d29beb59035b36be7da4c7084bde741";
 
 const BASE: &str = "ami-0123456789abcdef0";
 
