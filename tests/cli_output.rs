@@ -288,3 +288,46 @@ fn builds_logs_prints_every_line_of_a_chatty_provisioner() {
         "the clean script is logged too"
     );
 }
+
+/// On a terminal (a pseudo-terminal made by util-linux `script`) the step
+/// display is drawn: each finished step with its time, in colour; the same
+/// build piped shows neither (see the tests above).
+#[test]
+fn a_terminal_gets_the_step_display() {
+    let dir = world();
+    let command = format!(
+        "{} --db {} build --home {} {}",
+        env!("CARGO_BIN_EXE_bakehouse"),
+        dir.path().join("home/registry.db").display(),
+        dir.path().join("home").display(),
+        dir.path().join("recipe/quick.yaml").display()
+    );
+    let out = Command::new("script")
+        .args(["-q", "-e", "-c", &command, "/dev/null"])
+        .current_dir(dir.path())
+        .env_remove("BAKEHOUSE_TABLE")
+        .env_remove("BAKEHOUSE_LOG")
+        .env_remove("NO_COLOR")
+        .env("TERM", "xterm")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    for step in [
+        "launch",
+        "provision",
+        "clean",
+        "capture",
+        "test",
+        "register",
+    ] {
+        assert!(
+            text.lines()
+                .any(|l| l.contains('✓') && l.contains(step) && l.trim_end().ends_with(" s")),
+            "no finished {step} in the display:\n{text}"
+        );
+    }
+    // Warnings only on a terminal: no INFO lines under the display.
+    assert!(!text.contains(" INFO "), "{text}");
+}
