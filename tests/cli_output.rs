@@ -331,3 +331,46 @@ fn a_terminal_gets_the_step_display() {
     // Warnings only on a terminal: no INFO lines under the display.
     assert!(!text.contains(" INFO "), "{text}");
 }
+
+/// `--log-format json`: stderr is JSON lines only — steps started and
+/// finished, and every output line of the provisioner.
+#[test]
+fn json_logs_are_one_event_per_line() {
+    let dir = world();
+    let out = bakehouse(dir.path())
+        .args(["--log-format", "json", "build", "--home"])
+        .arg(dir.path().join("home"))
+        .arg(dir.path().join("recipe/quick.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stderr)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let finished: Vec<&str> = events
+        .iter()
+        .filter(|e| e["message"] == "step finished")
+        .filter_map(|e| e["step"].as_str())
+        .collect();
+    assert_eq!(
+        finished,
+        [
+            "launch",
+            "provision",
+            "clean",
+            "capture",
+            "test",
+            "register",
+            "teardown"
+        ]
+    );
+    // Output lines of the commands: the clean script's, one event each.
+    assert!(events
+        .iter()
+        .any(|e| e["provisioner"] == "clean" && e["message"] == "bakehouse-clean: done"));
+}

@@ -137,12 +137,12 @@ impl StepProgress {
         };
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((prev, started)) = current.take() {
-            self.bar.println(format!(
-                "  ✓ {prev:<10} {:>7.1} s",
-                started.elapsed().as_secs_f64()
-            ));
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(step = %prev, seconds, "step finished");
+            self.bar.println(format!("  ✓ {prev:<10} {seconds:>7.1} s"));
             self.bar.inc(1);
         }
+        tracing::info!(step = %step, "step started");
         self.bar.set_message(format!("{step} …"));
         *current = Some((step.to_string(), Instant::now()));
     }
@@ -151,10 +151,10 @@ impl StepProgress {
         let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((prev, started)) = current.take() {
             let mark = if ok { "✓" } else { "✗" };
-            self.bar.println(format!(
-                "  {mark} {prev:<10} {:>7.1} s",
-                started.elapsed().as_secs_f64()
-            ));
+            let seconds = started.elapsed().as_secs_f64();
+            tracing::info!(step = %prev, seconds, ok, "step finished");
+            self.bar
+                .println(format!("  {mark} {prev:<10} {seconds:>7.1} s"));
         }
         self.bar.finish_and_clear();
     }

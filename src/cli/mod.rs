@@ -89,9 +89,23 @@ pub struct Cli {
     /// `NO_COLOR` is set), `always` or `never`.
     #[arg(long, global = true, value_enum, default_value_t = ColorChoice::Auto)]
     pub color: ColorChoice,
+    /// Log lines on stderr as text, or as JSON lines (one event per line:
+    /// steps started and finished, every output line of a provisioner,
+    /// test or clean script); JSON turns the step display off.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
+}
+
+/// `--log-format`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// `--color`.
@@ -132,7 +146,7 @@ impl Cli {
             "error".into()
         } else if self.verbose {
             "warn,bakehouse=debug".into()
-        } else if self.color.enabled() {
+        } else if self.color.enabled() && self.log_format == LogFormat::Text {
             "warn".into()
         } else {
             "warn,bakehouse=info".into()
@@ -141,7 +155,7 @@ impl Cli {
 
     /// Whether the build's step display is drawn.
     pub fn progress(&self) -> bool {
-        !self.quiet && self.color.enabled()
+        !self.quiet && self.color.enabled() && self.log_format == LogFormat::Text
     }
 }
 
