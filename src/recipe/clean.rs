@@ -3,10 +3,12 @@
 //!
 //! [`clean_script`] renders one POSIX `sh` script (dash and busybox sh) for
 //! Linux. It works on the running system, or, with `ROOT=/some/tree`, on a
-//! root filesystem tree: every path is prefixed with `$ROOT`, and passwords
-//! are then locked by editing `$ROOT/etc/shadow` (prefixing hashes with `!`)
-//! rather than with `passwd -l`. Symlinked home directories are skipped so a
-//! tree cannot redirect removals onto the host. For Windows it renders a
+//! root filesystem tree: every path is prefixed with `$ROOT`. `ROOT=` mode
+//! is for trusted trees only (the unit tests): a link anywhere in an
+//! untrusted tree would redirect removals and edits onto the host, and the
+//! script checks only a home's last component. bakehouse itself never uses
+//! it: locally the script runs inside the build's sandbox, whose `/` is the
+//! image (links resolve inside it), and on EC2 on the builder itself. For Windows it renders a
 //! PowerShell script covering the items that apply there (see
 //! [`super::clean_windows`]). [`super::clean_verify::verify_tree`] checks a
 //! tree for anything the policy should have removed.
@@ -345,9 +347,9 @@ pub fn check_script(policy: &CleanPolicy) -> String {
     {
         out.push_str(&format!("item={}\n", item.name()));
         if item == CleanItem::Passwords && policy.passwords == PasswordMode::Remove {
-            out.push_str("if [ -f \"$ROOT/etc/shadow\" ]; then awk -F: '$2 == \"\" || $2 !~ /^[!*]+$/ {print \"leftover: /etc/shadow (passwords): account \" $1 \" has a password hash\"}' \"$ROOT/etc/shadow\" >> \"$found\"; fi\n");
+            out.push_str("if [ -f \"$ROOT/etc/shadow\" ]; then awk -F: 'NF > 1 && ($2 == \"\" || $2 !~ /^[!*]+$/) {print \"leftover: /etc/shadow (passwords): account \" $1 \" has a password hash\"}' \"$ROOT/etc/shadow\" >> \"$found\"; fi\n");
         } else if item == CleanItem::Passwords {
-            out.push_str("if [ -f \"$ROOT/etc/shadow\" ]; then awk -F: '$2 !~ /^[!*]/ {print \"leftover: /etc/shadow (passwords): account \" $1 \" is not locked\"}' \"$ROOT/etc/shadow\" >> \"$found\"; fi\n");
+            out.push_str("if [ -f \"$ROOT/etc/shadow\" ]; then awk -F: 'NF > 1 && $2 !~ /^[!*]/ {print \"leftover: /etc/shadow (passwords): account \" $1 \" is not locked\"}' \"$ROOT/etc/shadow\" >> \"$found\"; fi\n");
         }
         let system = item.system_paths();
         if !system.is_empty() {

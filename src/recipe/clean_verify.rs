@@ -128,6 +128,13 @@ fn check_item(
 
 fn check_shadow(view: &dyn ImageView, mode: PasswordMode, found: &mut Vec<(String, String)>) {
     let Some(bytes) = view.read("/etc/shadow") else {
+        if view.entry("/etc/shadow").is_some() {
+            // A link or something else where the hashes should be.
+            found.push((
+                "/etc/shadow".into(),
+                "is not a regular file: its hashes cannot be checked".into(),
+            ));
+        }
         return;
     };
     for line in String::from_utf8_lossy(&bytes).lines() {
@@ -192,14 +199,18 @@ pub fn homes(view: &dyn ImageView) -> Vec<String> {
 /// Regular files below `dir` (links not followed) with their sizes.
 fn walk_files(view: &dyn ImageView, dir: &str) -> Vec<(String, u64)> {
     let mut out = Vec::new();
-    for name in view.list(dir) {
-        let path = join(dir, &name);
-        match view.entry(&path) {
-            Some(Entry::Dir) => out.extend(walk_files(view, &path)),
-            Some(Entry::File(n)) => out.push((path, n)),
-            _ => {}
+    let mut pending = vec![dir.to_string()];
+    while let Some(dir) = pending.pop() {
+        for name in view.list(&dir) {
+            let path = join(&dir, &name);
+            match view.entry(&path) {
+                Some(Entry::Dir) => pending.push(path),
+                Some(Entry::File(n)) => out.push((path, n)),
+                _ => {}
+            }
         }
     }
+    out.sort();
     out
 }
 

@@ -214,12 +214,25 @@ impl TarView {
                     .map(|t| t.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 Entry::Link(target)
-            } else if kind.is_file() || kind.is_hard_link() {
+            } else if kind.is_hard_link() {
+                // The same inode as an entry earlier in the archive: its
+                // size and kept content are the target's.
+                let target = entry
+                    .link_name()?
+                    .map(|t| join("/", &t.to_string_lossy()))
+                    .unwrap_or_default();
+                if let Some(content) = view.contents.get(&target).cloned() {
+                    if KEPT.contains(&path.as_str()) {
+                        view.contents.insert(path.clone(), content);
+                    }
+                }
+                view.entries.get(&target).cloned().unwrap_or(Entry::File(0))
+            } else if kind.is_file() {
                 Entry::File(header.size()?)
             } else {
                 Entry::Other
             };
-            if KEPT.contains(&path.as_str()) && matches!(item, Entry::File(_)) {
+            if KEPT.contains(&path.as_str()) && kind.is_file() {
                 let mut content = Vec::new();
                 (&mut entry).take(KEPT_MAX).read_to_end(&mut content)?;
                 view.contents.insert(path.clone(), content);
@@ -234,15 +247,30 @@ impl TarView {
     }
 
     fn add(&mut self, path: String, item: Entry) {
+        // An archive may omit directories' own entries: add the missing
+        // ones, outermost first (a loop, however deep the path).
+        let mut missing = Vec::new();
+        let mut at = path.clone();
+        while let Some((parent, _)) = at.rsplit_once('/') {
+            let parent = if parent.is_empty() { "/" } else { parent }.to_string();
+            if self.entries.contains_key(&parent) {
+                break;
+            }
+            missing.push(parent.clone());
+            at = parent;
+        }
+        for dir in missing.into_iter().rev() {
+            self.link(dir, Entry::Dir);
+        }
+        self.link(path, item);
+    }
+
+    fn link(&mut self, path: String, item: Entry) {
         let (parent, name) = match path.rsplit_once('/') {
             Some(("", name)) => ("/".to_string(), name.to_string()),
             Some((parent, name)) => (parent.to_string(), name.to_string()),
             None => return,
         };
-        if !self.entries.contains_key(&parent) {
-            // An archive may omit a directory's own entry.
-            self.add(parent.clone(), Entry::Dir);
-        }
         self.children.entry(parent).or_default().push(name);
         self.entries.insert(path, item);
     }
@@ -303,5 +331,41 @@ mod tests {
         assert_eq!(v.list("/srv/carol"), [".bash_history"]);
         assert_eq!(v.entry("/srv/carol/.bash_history"), Some(Entry::File(1)));
         assert_eq!(join("/a/b", "../../../c"), "/c");
+    }
+
+    #[test]
+    fn hard_links_are_their_targets_and_deep_paths_do_not_recurse() {
+        let mut b = tar::Builder::new(Vec::new());
+        let shadow = "root:$6$x:1::::::\n";
+        let mut h = tar::Header::new_gnu();
+        h.set_size(shadow.len() as u64);
+        h.set_mode(0o640);
+        b.append_data(&mut h, "etc/shadow.orig", shadow.as_bytes())
+            .unwrap();
+        let mut l = tar::Header::new_gnu();
+        l.set_entry_type(tar::EntryType::Link);
+        l.set_size(0);
+        b.append_link(&mut l, "etc/shadow", "etc/shadow.orig")
+            .unwrap();
+        let deep = vec!["d"; 20_000].join("/") + "/f";
+        let mut d = tar::Header::new_gnu();
+        d.set_size(1);
+        d.set_mode(0o644);
+        b.append_data(&mut d, &deep, &b"x"[..]).unwrap();
+        let v = TarView::from_reader(&b.into_inner().unwrap()[..]).unwrap();
+        assert_eq!(
+            v.entry("/etc/shadow"),
+            Some(Entry::File(shadow.len() as u64))
+        );
+        // The target's content was not kept (not a file the check reads):
+        // unreadable, which the check reports rather than passing.
+        assert_eq!(v.read("/etc/shadow"), None);
+        let left = crate::recipe::verify(&v, &Default::default());
+        assert!(
+            left.iter()
+                .any(|l| l.reason.contains("hashes cannot be checked")),
+            "{left:?}"
+        );
+        assert_eq!(v.entry(&format!("/{deep}")), Some(Entry::File(1)));
     }
 }

@@ -38,8 +38,8 @@ pub(crate) struct DiskExport {
 impl DiskExport {
     /// Exports `image` (qcow2) onto `path` (created empty), readable and,
     /// with `writable`, writable by the sandbox's ids.
-    /// The daemon runs in the build's control group (so cancelling or
-    /// collecting the build kills it) and gets SIGTERM when the CLI dies.
+    /// The daemon runs in the build's control group, so cancelling or
+    /// collecting the build kills it.
     pub fn start(
         image: &Path,
         path: &Path,
@@ -75,15 +75,12 @@ impl DiskExport {
             .stdin(std::process::Stdio::null())
             .stdout(std::process::Stdio::null())
             .stderr(std::process::Stdio::piped());
-        // SAFETY: async-signal-safe calls only (write, prctl) in the child.
+        // SAFETY: async-signal-safe calls only (write) in the child. No
+        // parent-death signal: it follows the forking *thread*, and a pool
+        // thread may retire while the export is in use; a daemon the CLI
+        // leaves behind dies with the build's cgroup (teardown, gc).
         unsafe {
-            daemon.pre_exec(move || {
-                cgroup::enter(&group_fds)?;
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
-                    return Err(io::Error::last_os_error());
-                }
-                Ok(())
-            });
+            daemon.pre_exec(move || cgroup::enter(&group_fds));
         }
         let daemon = daemon.spawn().map_err(|e| {
             StepError::NonRetryable(format!(
@@ -181,31 +178,36 @@ fn comma_escaped(path: &Path) -> String {
 /// Mount points as `/proc/self/mountinfo` lists them (octal escapes of
 /// space, tab, newline and backslash undone).
 fn mount_points() -> io::Result<Vec<PathBuf>> {
-    let text = fs::read_to_string("/proc/self/mountinfo")?;
-    Ok(text
-        .lines()
-        .filter_map(|l| l.split(' ').nth(4))
-        .map(|p| PathBuf::from(unescape(p)))
+    // Bytes, not text: a mount point need not be UTF-8.
+    let bytes = fs::read("/proc/self/mountinfo")?;
+    Ok(bytes
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.split(|&b| b == b' ').nth(4))
+        .map(|p| {
+            use std::os::unix::ffi::OsStringExt;
+            PathBuf::from(std::ffi::OsString::from_vec(unescape(p)))
+        })
         .collect())
 }
 
-fn unescape(field: &str) -> String {
-    let mut out = String::new();
-    let mut chars = field.chars().peekable();
-    while let Some(c) = chars.next() {
-        if c == '\\' {
-            let digits: String = chars.clone().take(3).collect();
-            if digits.len() == 3 {
-                if let Ok(n) = u8::from_str_radix(&digits, 8) {
-                    out.push(n as char);
-                    for _ in 0..3 {
-                        chars.next();
-                    }
-                    continue;
-                }
+/// Undoes mountinfo's octal escapes (`\040` for a space, ...).
+fn unescape(field: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(field.len());
+    let mut i = 0;
+    while i < field.len() {
+        if field[i] == b'\\' && i + 4 <= field.len() {
+            let digits = &field[i + 1..i + 4];
+            if let Some(n) = std::str::from_utf8(digits)
+                .ok()
+                .and_then(|d| u8::from_str_radix(d, 8).ok())
+            {
+                out.push(n);
+                i += 4;
+                continue;
             }
         }
-        out.push(c);
+        out.push(field[i]);
+        i += 1;
     }
     out
 }
@@ -253,9 +255,10 @@ mod tests {
 
     #[test]
     fn mountinfo_escapes_are_undone() {
-        assert_eq!(unescape(r"/a\040b/c\134d"), "/a b/c\\d");
-        assert_eq!(unescape(r"/plain"), "/plain");
-        assert_eq!(unescape(r"/odd\04"), r"/odd\04");
+        assert_eq!(unescape(br"/a\040b/c\134d"), b"/a b/c\\d");
+        assert_eq!(unescape(br"/plain"), b"/plain");
+        assert_eq!(unescape(br"/odd\04"), br"/odd\04");
+        assert_eq!(unescape(b"/\xff"), b"/\xff");
     }
 
     #[test]

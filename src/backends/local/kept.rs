@@ -14,11 +14,14 @@ use super::{LocalBackend, LocalSettings, OnError};
 
 impl LocalBackend {
     /// The kept sandbox of `record`: its work tree, checked to be this
-    /// work root's.
-    fn kept_root(&self, record: &BuildRecord) -> Result<PathBuf, StepError> {
+    /// work root's (and, unless `gone_ok`, still there: a cleanup that
+    /// failed half-way may be run again).
+    fn kept_root(&self, record: &BuildRecord, gone_ok: bool) -> Result<PathBuf, StepError> {
         let expected = self.work_dir(&record.id)?.join("root");
         match &record.kept {
-            Some(kept) if std::path::Path::new(kept) == expected && expected.is_dir() => {
+            Some(kept)
+                if std::path::Path::new(kept) == expected && (gone_ok || expected.is_dir()) =>
+            {
                 Ok(expected)
             }
             Some(kept) => Err(StepError::NonRetryable(format!(
@@ -37,7 +40,7 @@ impl LocalBackend {
     /// attached to this terminal, with the build's limits and no network;
     /// returns its exit status.
     pub async fn shell(&self, record: &BuildRecord, argv: &[String]) -> Result<i32, StepError> {
-        let root = self.kept_root(record)?;
+        let root = self.kept_root(record, false)?;
         ensure_real_dir(&root, "proc", 0o555)?;
         ensure_real_dir(&root, "dev", 0o755)?;
         let cgroup = BuildCgroup::of_build(&record.id);
@@ -62,7 +65,7 @@ impl LocalBackend {
         builds: Arc<dyn BuildStore>,
         record: BuildRecord,
     ) -> Result<(), StepError> {
-        self.kept_root(&record)?;
+        self.kept_root(&record, true)?;
         let backend = LocalBackend::new(LocalSettings {
             on_error: OnError::Cleanup,
             ..self.settings.clone()

@@ -243,12 +243,8 @@ async fn boot_and_test(
     let result =
         run_sandboxed(&layout, "test boot", &argv, cgroup, deadline, &ctx.build_id).await?;
     let elapsed = started.elapsed();
-    let read = |name: &str| {
-        let p = vm.join(name);
-        String::from_utf8_lossy(&fs::read(&p).unwrap_or_default()).into_owned()
-    };
-    let report = test_script::parse(&read("report.log"), &nonce);
-    let console = read("console.log");
+    let report = test_script::parse(&read_tail(&vm.join("report.log"), REPORT_MAX), &nonce);
+    let console = read_tail(&vm.join("console.log"), CONSOLE_MAX);
     tracing::info!(
         build = %ctx.build_id,
         accel,
@@ -462,13 +458,49 @@ async fn judge(
     )))
 }
 
-/// The last `n` non-empty lines of `text`, control characters removed.
+/// How much of the report port's output is read (the end of it).
+const REPORT_MAX: u64 = 4 << 20;
+/// How much of the console's output is read (the end of it).
+const CONSOLE_MAX: u64 = 256 << 10;
+/// The longest line kept in notes and errors.
+const LINE_MAX: usize = 500;
+
+/// The last `max` bytes of a serial log the (untrusted) guest wrote,
+/// read without following a link or blocking on a FIFO the sandbox may
+/// have put there instead; empty when it is not a regular file.
+fn read_tail(path: &Path, max: u64) -> String {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::fs::OpenOptionsExt;
+    let opened = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path);
+    let Ok(mut file) = opened else {
+        return String::new();
+    };
+    let Ok(meta) = file.metadata() else {
+        return String::new();
+    };
+    if !meta.is_file() {
+        return String::new();
+    }
+    let start = meta.len().saturating_sub(max);
+    let mut bytes = Vec::new();
+    if file.seek(SeekFrom::Start(start)).is_ok() {
+        let _ = file.take(max).read_to_end(&mut bytes);
+    }
+    String::from_utf8_lossy(&bytes).into_owned()
+}
+
+/// The last `n` non-empty lines of `text`, control characters removed,
+/// each cut at [`LINE_MAX`] characters.
 fn tail_lines(text: &str, n: usize) -> String {
     let lines: Vec<String> = text
         .lines()
         .map(|l| {
             l.chars()
                 .filter(|c| !c.is_control() || *c == '\t')
+                .take(LINE_MAX)
                 .collect::<String>()
         })
         .filter(|l| !l.trim().is_empty())
