@@ -335,38 +335,39 @@ pub(super) fn test_commands(
 /// inside the generated script).
 pub(super) fn clean_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
     let body = clean_script(&recipe.recipe.clean, recipe.recipe.os);
-    let label = "clean script".to_string();
-    let script = with_payload(
-        &label,
-        "the clean script",
-        body.as_bytes(),
-        usize::MAX,
-        &BTreeMap::new(),
-        "sh \"$work/payload\"",
-    )?;
-    Ok(CommandSpec {
-        name: "clean".into(),
-        label,
-        script,
-    })
+    script_command("clean", "clean script", "the clean script", &body)
 }
 
 /// The clean check of the booted image (see
 /// [`crate::recipe::clean::check_script`]), run first on the test instance.
 pub(super) fn clean_check_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
     let body = crate::recipe::clean::check_script(&recipe.recipe.clean);
-    let label = "clean check of the booted image".to_string();
-    let script = with_payload(
-        &label,
+    script_command(
+        "test/clean-check",
+        "clean check of the booted image",
         "the clean check",
+        &body,
+    )
+}
+
+/// A generated script (`what`, for messages) as one `sh` command.
+fn script_command(
+    name: &str,
+    label: &str,
+    what: &str,
+    body: &str,
+) -> Result<CommandSpec, StepError> {
+    let script = with_payload(
+        label,
+        what,
         body.as_bytes(),
         usize::MAX,
         &BTreeMap::new(),
         "sh \"$work/payload\"",
     )?;
     Ok(CommandSpec {
-        name: "test/clean-check".into(),
-        label,
+        name: name.into(),
+        label: label.to_string(),
         script,
     })
 }

@@ -114,10 +114,17 @@ impl LocalBackend {
     /// The whole-disk layout launch recorded for the build, if its base is
     /// a whole disk.
     fn disk_layout(&self, ctx: &BuildContext) -> Result<Option<layout::DiskLayout>, StepError> {
-        let file = self
-            .work_dir(&ctx.build_id)?
-            .join("state")
-            .join(LAYOUT_FILE);
+        self.state_layout(ctx, LAYOUT_FILE)
+    }
+
+    /// A disk layout the build saved as `state/<name>` (launch: the base's;
+    /// capture: the output's), `None` when it saved none.
+    fn state_layout(
+        &self,
+        ctx: &BuildContext,
+        name: &str,
+    ) -> Result<Option<layout::DiskLayout>, StepError> {
+        let file = self.work_dir(&ctx.build_id)?.join("state").join(name);
         match fs::read(&file) {
             Ok(bytes) => serde_json::from_slice(&bytes)
                 .map(Some)

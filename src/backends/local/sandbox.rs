@@ -190,21 +190,24 @@ impl Sandbox {
         label: &str,
         argv: &[String],
     ) -> Result<RunResult, StepError> {
-        let layout = Layout::image_read_only(&self.root).logged(self.log.clone());
-        run_sandboxed(
-            &layout,
-            label,
-            argv,
-            &self.cgroup,
-            self.deadline,
-            &self.build_id,
-        )
-        .await
+        self.run_in(Layout::image_read_only(&self.root), label, argv)
+            .await
     }
 
     /// Runs `argv` over the tree.
     async fn spawn(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
-        let layout = Layout::image(&self.root, self.network).logged(self.log.clone());
+        self.run_in(Layout::image(&self.root, self.network), label, argv)
+            .await
+    }
+
+    /// Runs `argv` in `layout` with this sandbox's cgroup, deadline and log.
+    async fn run_in(
+        &self,
+        layout: Layout,
+        label: &str,
+        argv: &[String],
+    ) -> Result<RunResult, StepError> {
+        let layout = layout.logged(self.log.clone());
         run_sandboxed(
             &layout,
             label,

@@ -108,17 +108,7 @@ impl LocalBackend {
 
     /// The layout of the captured disk, if the output is a whole disk.
     fn output_layout(&self, ctx: &BuildContext) -> Result<Option<DiskLayout>, StepError> {
-        let file = self
-            .work_dir(&ctx.build_id)?
-            .join("state")
-            .join(OUTPUT_LAYOUT_FILE);
-        match fs::read(&file) {
-            Ok(bytes) => serde_json::from_slice(&bytes)
-                .map(Some)
-                .map_err(|e| StepError::NonRetryable(format!("{}: {e}", file.display()))),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(file.display())(e)),
-        }
+        self.state_layout(ctx, OUTPUT_LAYOUT_FILE)
     }
 }
 
