@@ -120,9 +120,17 @@ fn memory_and_process_limits_hold_in_the_sandbox() {
     fs::write(
         dir.path().join("recipe/greedy.sh"),
         r#"#!/bin/sh
-(n=0; while [ $n -lt 64 ]; do sleep 30 & n=$((n+1)); echo $n >/tmp/started; done) 2>/dev/null
-echo "sleeps started: $(cat /tmp/started)"
-killall sleep
+# Only shell builtins once the sleeps run: at the process limit nothing
+# can fork (the subshell dies of it), so the pids go to a file and the
+# outer shell kills them with its builtin kill and waits until they are gone.
+(n=0; while [ $n -lt 64 ]; do sleep 30 & echo $! >>/tmp/pids; n=$((n+1)); echo $n >/tmp/started; done) 2>/dev/null
+read started </tmp/started
+echo "sleeps started: $started"
+while read pid; do
+  kill $pid
+  spins=0
+  while kill -0 $pid 2>/dev/null && [ $spins -lt 200000 ]; do spins=$((spins+1)); done
+done </tmp/pids
 head -c 300000000 /dev/zero | tr '\0' a | fold -w 100 | sort >/dev/null
 "#,
     )
