@@ -234,3 +234,25 @@ fn a_missing_or_mislabelled_base_is_a_problem() {
         );
     }
 }
+
+/// Five mistakes of five kinds (unknown field, bad enum value, wrong type,
+/// missing file, bad schedule) come out of one run, in file order.
+#[test]
+fn five_mistakes_of_different_kinds_are_reported_in_one_run() {
+    let file = "tests/fixtures/recipes/invalid/five-kinds.yaml";
+    let (ok, out, err) = validate(&[file]);
+    assert!(!ok);
+    assert!(err.contains("5 problem(s) found"), "{err}");
+    let expected = [
+        ":3:1: descriptin: unknown field `descriptin`",
+        ":4:1: os: unknown variant `linx`",
+        ":6:11: builder.memory_mb: invalid type: string \"lots\"",
+        ":9:5: provisioners[0].script: file scripts/missing.sh does not exist",
+        ":10:1: schedule: \"every tuesday\"",
+    ];
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), expected.len(), "{out}");
+    for (line, want) in lines.iter().zip(expected) {
+        assert!(line.starts_with(file) && line.contains(want), "{want:?} not in {line:?}");
+    }
+}

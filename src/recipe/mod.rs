@@ -8,9 +8,11 @@
 //!
 //! - [`load`] / [`parse()`] read and check a recipe; every problem found is
 //!   returned at once as [`Problem`]s (`file:line:column: field: message`).
-//!   Structural errors (syntax, unknown or mistyped fields) stop at the first;
+//!   Structural mistakes (unknown or mistyped fields) are reported together:
+//!   the field a mistake names is dropped and the rest parsed again, so the
 //!   semantic checks (names, references, missing files, schedules, regions,
-//!   ...) are all reported together.
+//!   ...) still run. Only a syntax error, a missing required field or a
+//!   mistake that names a whole list item stops the structural pass there.
 //! - [`clean_script`] renders the clean policy; [`verify_tree`] checks a tree.
 //! - [`bake_key()`] hashes everything that determines the image;
 //!   [`input_files`] lists the files it reads.

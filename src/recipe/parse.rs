@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::Problem;
-use super::locate::{field_index, field_key, locate};
+use super::locate::{field_index, field_key, locate, parse_path, Seg};
 use super::model::Recipe;
 use super::raw::{base_kind_message, shell_source_message, BASE_KINDS};
 use super::Format;
@@ -30,28 +30,82 @@ pub(crate) fn parse_recipe(
         Format::Json => serde_json::from_str(text).ok(),
     };
     let mut shape = Vec::new();
-    let repaired = generic.and_then(|mut v| {
+    let mut doc = generic.map(|mut v| {
         shape_check(&mut v, &mut shape);
-        (!shape.is_empty()).then_some(v)
+        v
     });
-    let mut shape: Vec<Problem> = shape
+    let mut problems: Vec<Problem> = shape
         .into_iter()
         .map(|(field, message)| locate_problem(Problem::new(file, field, message), text, format))
         .collect();
-    let parsed = match repaired {
-        None => deserialize_text::<Recipe>(text, format, file),
-        Some(value) => serde_path_to_error::deserialize(value).map_err(|e| {
-            let path = e.path().to_string();
-            let message = e.inner().to_string();
-            structural_problem(file, text, format, &path, &message, None)
-        }),
+    let first = match (&doc, problems.is_empty()) {
+        (Some(value), false) => deserialize_value::<Recipe>(value.clone(), text, format, file),
+        _ => deserialize_text::<Recipe>(text, format, file),
     };
-    match parsed {
-        Ok(recipe) => Ok((recipe, shape)),
-        Err(problem) => {
-            shape.push(problem);
-            Err(shape)
+    let mut problem = match first {
+        Ok(recipe) => return Ok((recipe, problems)),
+        Err(problem) => problem,
+    };
+    // Report every structural mistake in one run: drop the field a mistake
+    // names from the generic document and parse again, until the rest
+    // parses or a mistake cannot be dropped without changing what later
+    // paths mean (a whole list item, a missing field, a syntax error).
+    for _ in 0..MAX_STRUCTURAL_PROBLEMS {
+        let removed = doc
+            .as_mut()
+            .is_some_and(|d| remove_field(d, &problem.field));
+        problems.push(problem);
+        let Some(value) = doc.as_ref().filter(|_| removed) else {
+            return Err(problems);
+        };
+        problem = match deserialize_value::<Recipe>(value.clone(), text, format, file) {
+            Ok(recipe) => return Ok((recipe, problems)),
+            Err(next) => next,
+        };
+    }
+    problems.push(problem);
+    Err(problems)
+}
+
+/// How many structural mistakes one file reports before giving up.
+const MAX_STRUCTURAL_PROBLEMS: usize = 50;
+
+/// Deserializes a generic document (already parsed, possibly repaired).
+fn deserialize_value<T: DeserializeOwned>(
+    value: Value,
+    text: &str,
+    format: Format,
+    file: &Path,
+) -> Result<T, Problem> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let message = e.inner().to_string();
+        structural_problem(file, text, format, &path, &message, None)
+    })
+}
+
+/// Removes the map entry at `field` from `doc`; false when the path does
+/// not end in a key of a map that holds it (nothing is changed then).
+fn remove_field(doc: &mut Value, field: &str) -> bool {
+    let mut segs = parse_path(field);
+    let Some(Seg::Key(last)) = segs.pop() else {
+        return false;
+    };
+    let mut node = doc;
+    for seg in &segs {
+        let next = match (seg, node) {
+            (Seg::Key(k), Value::Object(map)) => map.get_mut(k),
+            (Seg::Index(i), Value::Array(list)) => list.get_mut(*i),
+            _ => None,
+        };
+        match next {
+            Some(n) => node = n,
+            None => return false,
         }
+    }
+    match node {
+        Value::Object(map) => map.remove(&last).is_some(),
+        _ => false,
     }
 }
 
