@@ -196,6 +196,9 @@ pub enum Command {
         #[arg(required = true)]
         files: Vec<PathBuf>,
     },
+    /// Print the JSON Schema of a recipe (draft 2020-12), for editors and
+    /// CI checks; `validate` remains the complete check.
+    Schema,
 }
 
 impl StoreArgs {
@@ -267,6 +270,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
         Command::Validate { files } => validate(&files, format, out),
+        Command::Schema => Ok(output::json(out, &crate::recipe::schema::recipe_schema())?),
         Command::Builds(cmd) => builds::run(cmd, &cli.store, format, out).await,
         Command::Build(args) if args.remote => {
             build::run_remote(&args, &cli.store, format, shown, out).await

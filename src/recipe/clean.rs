@@ -13,12 +13,15 @@
 //! [`super::clean_windows`]). [`super::clean_verify::verify_tree`] checks a
 //! tree for anything the policy should have removed.
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::model::{CleanPolicy, OsKind, PasswordMode};
 
 /// One item of the clean-up checklist.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
 #[serde(rename_all = "snake_case")]
 pub enum CleanItem {
     /// Remove every password hash from `/etc/shadow` (or only lock them,

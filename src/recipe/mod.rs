@@ -44,6 +44,7 @@ mod packer_types;
 mod parse;
 mod raw;
 pub mod schedule;
+pub mod schema;
 mod validate;
 
 pub use bake_key::{bake_key, input_files, InputFile, BAKE_KEY_VERSION};

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::clean::CleanItem;
@@ -14,10 +15,11 @@ use super::raw::{RawBase, RawShell, RawVersion};
 
 /// A recipe: which base image to start from, how to provision and clean it,
 /// where to publish it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Recipe {
     /// Package name in the registry, `[a-z0-9][a-z0-9._-]*`.
+    #[schemars(regex(pattern = r"^[a-z0-9][a-z0-9._-]*$"))]
     pub name: String,
     /// Human-readable label; defaults to `name` (see [`Recipe::label`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -74,7 +76,7 @@ impl Recipe {
 }
 
 /// Operating system family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum OsKind {
     /// Linux (the default).
@@ -95,7 +97,7 @@ impl OsKind {
 }
 
 /// Which part of the version to increment.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum BumpPart {
     /// First part (`1.4` -> `2.0`).
@@ -108,7 +110,7 @@ pub enum BumpPart {
 
 /// How the version of a new build is chosen. YAML: `{bump: minor}` or
 /// `{version: "2.0"}`; the default is `{bump: minor}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "RawVersion", into = "RawVersion")]
 pub enum VersionPolicy {
     /// Increment the latest registered version.
@@ -125,7 +127,7 @@ impl Default for VersionPolicy {
 }
 
 /// The image a build starts from: exactly one kind.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "RawBase", into = "RawBase")]
 pub enum Base {
     /// An image id (`ami-...`).
@@ -141,7 +143,7 @@ pub enum Base {
 }
 
 /// An EC2 `DescribeImages` filter choosing the base image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BaseFilter {
     /// Image name pattern (`*` wildcards), the `name` filter.
@@ -158,7 +160,7 @@ pub struct BaseFilter {
 }
 
 /// Builder instance settings (AWS) and local build settings; all optional.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct BuilderSettings {
     /// EC2 instance type, e.g. `t3.small`.
@@ -172,6 +174,7 @@ pub struct BuilderSettings {
     pub security_group_ids: Vec<String>,
     /// Root volume size in GiB.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
     pub volume_size_gb: Option<u32>,
     /// KMS key for the root volume and image snapshots (encrypts when set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -209,7 +212,7 @@ pub struct BuilderSettings {
 
 /// The bootable whole disk a local build makes from a tree
 /// (`builder.disk`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DiskSettings {
     /// Partition table: `gpt` (BIOS-boot, EFI system and root partitions)
@@ -222,7 +225,7 @@ pub struct DiskSettings {
 }
 
 /// A partition table kind.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum DiskTable {
     /// GUID partition table.
@@ -232,7 +235,7 @@ pub enum DiskTable {
 }
 
 /// One provisioning step, tagged by `type`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum Provisioner {
     /// Run shell commands or a script.
@@ -258,7 +261,7 @@ impl Provisioner {
 }
 
 /// A shell provisioner: `inline` commands xor a `script` file, plus `env`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(try_from = "RawShell", into = "RawShell")]
 pub struct ShellProvisioner {
     /// What to run.
@@ -277,7 +280,7 @@ pub enum ShellSource {
 }
 
 /// Upload a file (or a directory, recursively) into the image.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileProvisioner {
     /// Source path, relative to the recipe's directory.
@@ -290,7 +293,7 @@ pub struct FileProvisioner {
 }
 
 /// Apply a Salt state tree masterless.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SaltProvisioner {
     /// State tree directory, relative to the recipe's directory.
@@ -304,7 +307,7 @@ pub struct SaltProvisioner {
 }
 
 /// Apply an Ansible playbook against the image itself.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AnsibleProvisioner {
     /// Playbook file, relative to the recipe's directory; its directory
@@ -317,7 +320,7 @@ pub struct AnsibleProvisioner {
 
 /// The clean-up policy: the default hardening list minus `skip`, plus
 /// `extra_paths` removed as installer leftovers.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CleanPolicy {
     /// Items of the default list not to apply.
@@ -332,7 +335,7 @@ pub struct CleanPolicy {
 }
 
 /// What the clean policy does to the password hashes in `/etc/shadow`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PasswordMode {
     /// Replace every hash with `!` (no password, login by password
@@ -368,7 +371,7 @@ impl CleanPolicy {
 }
 
 /// Where the image goes after capture.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Publish {
     /// AWS regions to copy the image to.

@@ -4,6 +4,7 @@
 
 use std::collections::BTreeMap;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::model::{Base, BaseFilter, BumpPart, ShellProvisioner, ShellSource, VersionPolicy};
@@ -12,11 +13,12 @@ use super::model::{Base, BaseFilter, BumpPart, ShellProvisioner, ShellSource, Ve
 pub(crate) const BASE_KINDS: [&str; 4] = ["image", "filter", "registry", "path"];
 
 /// `base:` as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "a map with one of `image`, `filter`, `registry` or `path`"
 )]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct RawBase {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     image: Option<String>,
@@ -90,11 +92,12 @@ impl From<Base> for RawBase {
 }
 
 /// `version:` as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "a map such as {bump: minor} or {version: \"2.0\"}"
 )]
+#[schemars(extend("minProperties" = 1, "maxProperties" = 1))]
 pub struct RawVersion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     bump: Option<BumpPart>,
@@ -134,7 +137,7 @@ impl From<VersionPolicy> for RawVersion {
 }
 
 /// A shell provisioner as written.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(
     deny_unknown_fields,
     expecting = "a shell provisioner with `inline` or `script`"
