@@ -253,6 +253,9 @@ fn five_mistakes_of_different_kinds_are_reported_in_one_run() {
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), expected.len(), "{out}");
     for (line, want) in lines.iter().zip(expected) {
-        assert!(line.starts_with(file) && line.contains(want), "{want:?} not in {line:?}");
+        assert!(
+            line.starts_with(file) && line.contains(want),
+            "{want:?} not in {line:?}"
+        );
     }
 }
