@@ -3,21 +3,13 @@
 use std::io::Write;
 
 use clap::Parser;
-use tracing_subscriber::EnvFilter;
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = bakehouse::cli::Cli::parse();
-    // Logs on stderr, without ANSI codes unless colours are on; a closed
-    // stderr is ignored (tracing drops what it cannot write).
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(EnvFilter::new(cli.log_filter()))
-        .with_writer(std::io::stderr)
-        .with_target(false);
-    match cli.log_format {
-        bakehouse::cli::LogFormat::Json => logs.json().flatten_event(true).init(),
-        bakehouse::cli::LogFormat::Text => logs.with_ansi(cli.color.enabled()).init(),
-    }
+    // Logs on stderr (a closed stderr is ignored: tracing drops what it
+    // cannot write), with the step display on a terminal.
+    bakehouse::cli::init_logging(&cli);
     let mut stdout = std::io::stdout().lock();
     match bakehouse::cli::run(cli, &mut stdout).await {
         Ok(()) => std::process::ExitCode::SUCCESS,

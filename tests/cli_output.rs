@@ -295,12 +295,19 @@ fn builds_logs_prints_every_line_of_a_chatty_provisioner() {
 #[test]
 fn a_terminal_gets_the_step_display() {
     let dir = world();
+    // A provisioner that prints a line and then takes a second, so the bar
+    // is redrawn while its last line is current.
+    fs::write(
+        dir.path().join("recipe/slow.yaml"),
+        "name: slow\nbase: {path: base.tar.gz}\nprovisioners:\n  - type: shell\n    inline: [\"echo hello > /etc/hello\", \"echo compiling-widgets\", \"sleep 1\"]\ntest:\n  - grep -q hello /etc/hello\n",
+    )
+    .unwrap();
     let command = format!(
         "{} --db {} build --home {} {}",
         env!("CARGO_BIN_EXE_bakehouse"),
         dir.path().join("home/registry.db").display(),
         dir.path().join("home").display(),
-        dir.path().join("recipe/quick.yaml").display()
+        dir.path().join("recipe/slow.yaml").display()
     );
     let out = Command::new("script")
         .args(["-q", "-e", "-c", &command, "/dev/null"])
@@ -328,6 +335,16 @@ fn a_terminal_gets_the_step_display() {
             "no finished {step} in the display:\n{text}"
         );
     }
+    // The bar: steps done of 7, and the provisioner with its last line.
+    assert!(
+        text.contains("/7 "),
+        "no step count in the display:\n{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.contains("provision … provisioners[0] (shell inline): compiling-widgets")),
+        "no provisioner line on the bar:\n{text}"
+    );
     // Warnings only on a terminal: no INFO lines under the display.
     assert!(!text.contains(" INFO "), "{text}");
 }

@@ -4,13 +4,13 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
 
 use super::output::{self, Format};
+use super::progress::StepProgress;
 use super::{CliError, StoreArgs};
 use crate::asl::{EventKind, ExecutionStatus, HistoryEvent, SystemClock};
 use crate::backends::local::{LocalBackend, LocalSettings, OnError};
@@ -102,76 +102,23 @@ const PIPELINE_STATES: [(&str, &str); 7] = [
     ("Teardown", "teardown"),
 ];
 
-/// Shows one line per pipeline step as the execution enters it.
-struct StepProgress {
-    bar: ProgressBar,
-    current: Mutex<Option<(String, Instant)>>,
-}
-
-impl StepProgress {
-    /// The display, drawn on stderr when `shown` (a terminal with colours
-    /// on, no `--quiet`); hidden otherwise, so redirected output holds no
-    /// control codes.
-    fn new(shown: bool) -> Arc<StepProgress> {
-        let bar = if shown {
-            ProgressBar::new(PIPELINE_STATES.len() as u64)
-        } else {
-            ProgressBar::hidden()
-        };
-        bar.set_style(
-            ProgressStyle::with_template(
-                "{spinner} [{elapsed_precise}] {bar:20} {pos}/{len} {msg}",
-            )
-            .unwrap_or_else(|_| ProgressStyle::default_bar()),
-        );
-        bar.enable_steady_tick(Duration::from_millis(120));
-        Arc::new(StepProgress {
-            bar,
-            current: Mutex::new(None),
-        })
-    }
-
-    fn state(&self, state: &str) {
-        let Some((_, step)) = PIPELINE_STATES.iter().find(|(s, _)| *s == state) else {
-            return;
-        };
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((prev, started)) = current.take() {
-            let seconds = started.elapsed().as_secs_f64();
-            tracing::info!(step = %prev, seconds, "step finished");
-            self.bar.println(format!("  ✓ {prev:<10} {seconds:>7.1} s"));
-            self.bar.inc(1);
+/// Feeds history events to the step display.
+fn observe(progress: &StepProgress, event: &HistoryEvent) {
+    match &event.kind {
+        EventKind::StateEntered { state, .. } => {
+            if let Some((_, step)) = PIPELINE_STATES.iter().find(|(s, _)| s == state) {
+                progress.step(step);
+            }
         }
-        tracing::info!(step = %step, "step started");
-        self.bar.set_message(format!("{step} …"));
-        *current = Some((step.to_string(), Instant::now()));
-    }
-
-    fn finish(&self, ok: bool) {
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((prev, started)) = current.take() {
-            let mark = if ok { "✓" } else { "✗" };
-            let seconds = started.elapsed().as_secs_f64();
-            tracing::info!(step = %prev, seconds, ok, "step finished");
-            self.bar
-                .println(format!("  {mark} {prev:<10} {seconds:>7.1} s"));
-        }
-        self.bar.finish_and_clear();
-    }
-
-    fn observe(&self, event: &HistoryEvent) {
-        match &event.kind {
-            EventKind::StateEntered { state, .. } => self.state(state),
-            EventKind::TaskRetried {
-                state,
-                error,
-                attempt,
-                ..
-            } => self.bar.println(format!(
-                "    retrying {state} (attempt {attempt}) after {error}"
-            )),
-            _ => {}
-        }
+        EventKind::TaskRetried {
+            state,
+            error,
+            attempt,
+            ..
+        } => progress.line(&format!(
+            "    retrying {state} (attempt {attempt}) after {error}"
+        )),
+        _ => {}
     }
 }
 
@@ -269,10 +216,10 @@ pub async fn run_local(
         signals.push((stream, name, code));
     }
     tracing::info!(build = %build_id, recipe = %args.recipe.display(), "building locally");
-    let progress = StepProgress::new(shown);
+    let progress = StepProgress::new(shown, PIPELINE_STATES.len());
     let observer = {
         let progress = progress.clone();
-        Arc::new(move |e: &HistoryEvent| progress.observe(e))
+        Arc::new(move |e: &HistoryEvent| observe(&progress, e))
     };
     let execution = pipeline::local::execute(
         pipeline.clone(),
@@ -393,7 +340,7 @@ pub async fn run_remote(
     } else {
         writeln!(out, "started {arn}")?;
     }
-    let progress = StepProgress::new(shown);
+    let progress = StepProgress::new(shown, PIPELINE_STATES.len());
     let mut seen = 0usize;
     let status = loop {
         let mut events = Vec::new();
@@ -409,8 +356,9 @@ pub async fn run_remote(
             );
         }
         for event in events.iter().skip(seen) {
-            if let Some(name) = event.state_entered_event_details().map(|d| d.name()) {
-                progress.state(name);
+            let entered = event.state_entered_event_details().map(|d| d.name());
+            if let Some((_, step)) = PIPELINE_STATES.iter().find(|(s, _)| Some(*s) == entered) {
+                progress.step(step);
             }
         }
         seen = events.len();

@@ -6,6 +6,9 @@ mod build;
 mod builds;
 mod image;
 mod output;
+mod progress;
+
+pub use progress::init_logging;
 
 use std::io::Write;
 use std::path::PathBuf;
