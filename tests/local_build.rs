@@ -288,7 +288,8 @@ provisioners:
     assert!(message.contains("about to fail"), "{message}");
     assert!(matches!(
         &out.execution.status,
-        ExecutionStatus::Failed { error, cause } if error == "BuildFailed" && cause == &message
+        ExecutionStatus::Failed { error, cause } if error == "BuildFailed"
+            && cause.as_deref() == Some(message.as_str())
     ));
     assert_eq!(out.teardown.as_ref().unwrap()["status"], "FAILED");
     assert_eq!(out.status(), "FAILED");

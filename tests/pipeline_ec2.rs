@@ -337,10 +337,11 @@ async fn run_as(p: &Pipeline, request: Value, name: &str) -> Run {
             }
         }
         ExecutionStatus::Failed { error, cause } => {
+            let message = cause.clone().unwrap_or_default();
             let error = match error.as_str() {
-                "BuildFailed" => StepError::BuildFailed(cause.clone()),
-                "Retryable" => StepError::Retryable(cause.clone()),
-                _ => StepError::NonRetryable(cause.clone()),
+                "BuildFailed" => StepError::BuildFailed(message),
+                "Retryable" => StepError::Retryable(message),
+                _ => StepError::NonRetryable(message),
             };
             Run {
                 error: Some(error),

@@ -346,8 +346,20 @@ impl Test {
     }
 }
 
-/// Parses an RFC 3339 timestamp (`2016-03-14T01:59:00Z`).
+/// Parses a timestamp as the States Language defines it (Timestamps): "The
+/// Choice Rule and Wait State fields that compare or wait until timestamps
+/// accept strings which MUST conform to the RFC3339 profile of ISO 8601, with
+/// the further restrictions that an uppercase T must separate the date and
+/// time portions, and an uppercase Z must denote that a numeric time zone
+/// offset is not present, for example 2016-08-18T17:33:00Z."
+///
+/// So a time zone (`Z` or `+hh:mm`) is required, and the lowercase `t`/`z`
+/// and the space separator that RFC 3339 (and chrono) also allow are refused.
 pub(crate) fn timestamp(text: &str) -> Option<DateTime<FixedOffset>> {
+    // `YYYY-MM-DD` then the separator: byte 10 of an ASCII timestamp.
+    if text.as_bytes().get(10) != Some(&b'T') || text.contains(['t', 'z', ' ']) {
+        return None;
+    }
     DateTime::parse_from_rfc3339(text).ok()
 }
 

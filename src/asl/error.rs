@@ -31,9 +31,20 @@ pub const STATES_INTRINSIC_FAILURE: &str = "States.IntrinsicFailure";
 pub const STATES_NO_CHOICE_MATCHED: &str = "States.NoChoiceMatched";
 /// A branch of a Parallel state failed (used only when a branch error has no name).
 pub const STATES_BRANCH_FAILED: &str = "States.BranchFailed";
-/// Too much data; terminal like `States.Runtime` (never produced locally,
-/// listed so error matching treats it as Step Functions does).
+/// A state's input (after `Parameters`), a task's result or a state's output
+/// is larger than Step Functions' payload quota
+/// ([`PAYLOAD_LIMIT_BYTES`]). Terminal like `States.Runtime`: `States.ALL`
+/// and `States.TaskFailed` do not match it; only a retrier or catcher that
+/// names it does.
 pub const STATES_DATA_LIMIT_EXCEEDED: &str = "States.DataLimitExceeded";
+
+/// Step Functions' quota on the size of a state's input or output and of a
+/// task's result: 256 KiB of UTF-8 encoded JSON. The developer guide
+/// ("Error names", `States.DataLimitExceeded`): thrown "when the output of a
+/// connector is larger than payload size quota", "when the output of a state
+/// is larger than payload size quota" and "when, after Parameters
+/// processing, the input of a state is larger than the payload size quota".
+pub const PAYLOAD_LIMIT_BYTES: usize = 256 * 1024;
 
 /// A problem found while loading a definition. Every variant that concerns a
 /// state names the state (nested states as `Outer/Branches[0]/Inner`; an
@@ -119,7 +130,9 @@ fn at(state: &str) -> String {
 }
 
 /// A run-time error as Step Functions reports it: the error name the
-/// definition routes on (Retry/Catch `ErrorEquals`) and a cause.
+/// definition routes on (Retry/Catch `ErrorEquals`) and a cause, which Step
+/// Functions leaves out for some errors (a `Fail` state without `Cause`, a
+/// Task's `States.Timeout`).
 ///
 /// Task invokers return it for a failed task (e.g. `Retryable`,
 /// `BuildFailed`); the interpreter uses it for its own errors
@@ -128,8 +141,9 @@ fn at(state: &str) -> String {
 pub struct TaskFailure {
     /// The error name (`ErrorEquals` matches on it).
     pub error: String,
-    /// Human-readable details.
-    pub cause: String,
+    /// Human-readable details; `None` where Step Functions gives no cause.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cause: Option<String>,
 }
 
 impl TaskFailure {
@@ -137,8 +151,21 @@ impl TaskFailure {
     pub fn new(error: impl Into<String>, cause: impl Into<String>) -> Self {
         TaskFailure {
             error: error.into(),
-            cause: cause.into(),
+            cause: Some(cause.into()),
         }
+    }
+
+    /// A failure with an error name and no cause.
+    pub fn without_cause(error: impl Into<String>) -> Self {
+        TaskFailure {
+            error: error.into(),
+            cause: None,
+        }
+    }
+
+    /// The cause, or `""` when there is none.
+    pub fn cause_text(&self) -> &str {
+        self.cause.as_deref().unwrap_or_default()
     }
 
     /// A `States.Runtime` failure.
@@ -151,18 +178,23 @@ impl TaskFailure {
         Self::new(STATES_INTRINSIC_FAILURE, cause)
     }
 
-    /// A `States.Timeout` failure.
-    pub fn timeout(cause: impl Into<String>) -> Self {
-        Self::new(STATES_TIMEOUT, cause)
+    /// A Task's `States.Timeout` failure. Step Functions gives it no cause
+    /// (its `TaskTimedOut` event has only the error), so neither does this.
+    pub fn timeout() -> Self {
+        Self::without_cause(STATES_TIMEOUT)
+    }
+
+    /// A `States.DataLimitExceeded` failure.
+    pub fn data_limit(cause: impl Into<String>) -> Self {
+        Self::new(STATES_DATA_LIMIT_EXCEEDED, cause)
     }
 }
 
 impl fmt::Display for TaskFailure {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.cause.is_empty() {
-            write!(f, "{}", self.error)
-        } else {
-            write!(f, "{}: {}", self.error, self.cause)
+        match self.cause.as_deref() {
+            None | Some("") => write!(f, "{}", self.error),
+            Some(cause) => write!(f, "{}: {}", self.error, cause),
         }
     }
 }

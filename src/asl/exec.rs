@@ -13,7 +13,7 @@ use serde_json::{json, Map, Value};
 
 use super::clock::Clock;
 use super::definition::{Graph, Resource, State, StateKind, TextSource, WaitFor};
-use super::error::{TaskFailure, STATES_NO_CHOICE_MATCHED};
+use super::error::{TaskFailure, PAYLOAD_LIMIT_BYTES, STATES_NO_CHOICE_MATCHED};
 use super::history::{EventKind, Recorder};
 use super::path::type_name;
 use super::retry::error_output;
@@ -114,7 +114,8 @@ impl Exec<'_> {
         let mut retry_count = 0u64;
         loop {
             let context = self.context(state, entered, retry_count);
-            let failure = match self.attempt(state, &input, &context).await {
+            let attempt = self.attempt(state, &input, &context).await;
+            let failure = match attempt.and_then(|step| within_limit(state, step)) {
                 Ok(step) => {
                     let output = match &step {
                         Step::Next(_, v) | Step::End(v) => v.clone(),
@@ -153,9 +154,10 @@ impl Exec<'_> {
                 }
             }
             if let Some(catcher) = state.catch.iter().find(|c| c.matches(&failure.error)) {
-                let output = catcher
-                    .result_path
-                    .apply(&input, error_output(&failure.error, &failure.cause))?;
+                let output = catcher.result_path.apply(
+                    &input,
+                    error_output(&failure.error, failure.cause.as_deref()),
+                )?;
                 self.recorder.record(EventKind::ErrorCaught {
                     state: state.name.clone(),
                     error: failure.error,
@@ -242,9 +244,15 @@ impl Exec<'_> {
                 )?))
             }
             StateKind::Fail { error, cause } => {
+                // The specification (Fail State): "Fail States MAY have
+                // Error and Cause fields". Step Functions leaves out what
+                // the state leaves out: no cause is not an empty cause.
                 let error = self.text(error.as_ref(), raw, ctx, "ErrorPath")?;
                 let cause = self.text(cause.as_ref(), raw, ctx, "CausePath")?;
-                Err(Halt::Failed(TaskFailure::new(error, cause)))
+                Err(Halt::Failed(TaskFailure {
+                    error: error.unwrap_or_default(),
+                    cause,
+                }))
             }
             StateKind::Parallel { branches } => {
                 let effective = self.effective_input(state, raw, ctx)?;
@@ -303,10 +311,14 @@ impl Exec<'_> {
         ctx: &Value,
     ) -> Result<Value, TaskFailure> {
         let selected = state.input_path.apply(raw.clone(), ctx, "InputPath")?;
-        match &state.parameters {
-            Some(template) => template.render(&self.env(&selected, ctx)),
-            None => Ok(selected),
-        }
+        let effective = match &state.parameters {
+            Some(template) => template.render(&self.env(&selected, ctx))?,
+            None => selected,
+        };
+        check_size(&effective, || {
+            format!("the input of state '{}' (after Parameters)", state.name)
+        })?;
+        Ok(effective)
     }
 
     /// ResultSelector, ResultPath, OutputPath, then the transition.
@@ -366,12 +378,8 @@ impl Exec<'_> {
             None => call.await,
             Some(seconds) => {
                 let deadline = add_seconds(self.clock.now(), seconds);
-                let timed_out = || {
-                    TaskFailure::timeout(format!(
-                        "Task '{}' did not finish within {seconds} seconds",
-                        state.name
-                    ))
-                };
+                // Step Functions' TaskTimedOut gives only the error, no cause.
+                let timed_out = TaskFailure::timeout;
                 tokio::select! {
                     biased;
                     result = call => {
@@ -381,6 +389,10 @@ impl Exec<'_> {
                 }
             }
         };
+        let outcome = outcome.and_then(|result| {
+            check_size(&result, || format!("the result of task '{}'", state.name))?;
+            Ok(result)
+        });
         match outcome {
             Ok(result) => {
                 self.recorder.record(EventKind::TaskSucceeded {
@@ -454,22 +466,23 @@ impl Exec<'_> {
         Ok(())
     }
 
-    /// A Fail state's error or cause.
+    /// A Fail state's error or cause (`None` when the state has neither the
+    /// field nor its `...Path`).
     fn text(
         &self,
         source: Option<&TextSource>,
         raw: &Value,
         ctx: &Value,
         field: &str,
-    ) -> Result<String, Halt> {
+    ) -> Result<Option<String>, Halt> {
         let value = match source {
-            None => return Ok(String::new()),
-            Some(TextSource::Literal(s)) => return Ok(s.clone()),
+            None => return Ok(None),
+            Some(TextSource::Literal(s)) => return Ok(Some(s.clone())),
             Some(TextSource::Path(path)) => path.require(raw, ctx, field)?,
             Some(TextSource::Call(call)) => call.eval(&self.env(raw, ctx))?,
         };
         match value {
-            Value::String(s) => Ok(s),
+            Value::String(s) => Ok(Some(s)),
             other => Err(TaskFailure::runtime(format!(
                 "{field} must select a string, got {other}"
             ))
@@ -549,6 +562,47 @@ impl Exec<'_> {
         }
         result
     }
+}
+
+/// Fails with `States.DataLimitExceeded` when `value`, encoded as JSON, is
+/// larger than [`PAYLOAD_LIMIT_BYTES`]; `what` names it in the cause.
+pub(crate) fn check_size(value: &Value, what: impl FnOnce() -> String) -> Result<(), TaskFailure> {
+    if json_size(value) > PAYLOAD_LIMIT_BYTES {
+        return Err(TaskFailure::data_limit(format!(
+            "{} is larger than the payload quota of {PAYLOAD_LIMIT_BYTES} bytes",
+            what()
+        )));
+    }
+    Ok(())
+}
+
+/// A state's output within the payload quota, or `States.DataLimitExceeded`.
+fn within_limit<'a>(state: &State, step: Step<'a>) -> Result<Step<'a>, Halt> {
+    let (Step::Next(_, output) | Step::End(output)) = &step;
+    check_size(output, || format!("the output of state '{}'", state.name))?;
+    Ok(step)
+}
+
+/// The length of `value` encoded as JSON (UTF-8), counted without building
+/// the text; counting stops once past the quota.
+fn json_size(value: &Value) -> usize {
+    struct Count(usize);
+    impl std::io::Write for Count {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0 += buf.len();
+            if self.0 > PAYLOAD_LIMIT_BYTES {
+                // Stop serializing: the size is known to be too large.
+                return Err(std::io::Error::other("over the quota"));
+            }
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
 }
 
 fn transition(state: &State, output: Value) -> Step<'_> {

@@ -77,8 +77,9 @@ pub enum EventKind {
         resource: String,
         /// Error name.
         error: String,
-        /// Cause.
-        cause: String,
+        /// Cause (left out where Step Functions gives none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
     /// A Retrier matched a state's error: the state runs again after the delay.
     TaskRetried {
@@ -97,8 +98,9 @@ pub enum EventKind {
         state: String,
         /// The error.
         error: String,
-        /// Its cause.
-        cause: String,
+        /// Cause (left out where Step Functions gives none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
         /// The catcher's `Next` state.
         next: String,
     },
@@ -140,8 +142,9 @@ pub enum EventKind {
         index: usize,
         /// Error name.
         error: String,
-        /// Cause.
-        cause: String,
+        /// Cause (left out where Step Functions gives none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
     /// A Parallel branch began.
     ParallelBranchStarted {
@@ -165,8 +168,9 @@ pub enum EventKind {
         branch: usize,
         /// Error name.
         error: String,
-        /// Cause.
-        cause: String,
+        /// Cause (left out where Step Functions gives none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
     /// The execution succeeded.
     ExecutionSucceeded {
@@ -177,15 +181,17 @@ pub enum EventKind {
     ExecutionFailed {
         /// Error name.
         error: String,
-        /// Cause.
-        cause: String,
+        /// Cause (left out where Step Functions gives none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
     /// The execution ran past the machine's `TimeoutSeconds`.
     ExecutionTimedOut {
         /// Always `States.Timeout`.
         error: String,
-        /// Cause.
-        cause: String,
+        /// Cause (left out where Step Functions gives none).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
 }
 

@@ -390,14 +390,17 @@ fn array_range(a: &Args<'_>) -> Result<Value, TaskFailure> {
 fn hash(a: &Args<'_>) -> Result<Value, TaskFailure> {
     let data = a.string(0)?.as_bytes();
     let algorithm = a.string(1)?;
+    // The developer guide (States.Hash): "The hashing algorithm can be any
+    // of the following: MD5, SHA-1, SHA-256, SHA-384, SHA-512".
     let digest = match algorithm {
+        "MD5" => hex::encode(md5::Md5::digest(data)),
+        "SHA-1" => hex::encode(sha1::Sha1::digest(data)),
         "SHA-256" => hex::encode(sha2::Sha256::digest(data)),
         "SHA-384" => hex::encode(sha2::Sha384::digest(data)),
         "SHA-512" => hex::encode(sha2::Sha512::digest(data)),
         other => {
             return Err(TaskFailure::runtime(format!(
-                "{}: hash algorithm '{other}' is not supported by the local interpreter \
-                 (supported: SHA-256, SHA-384, SHA-512)",
+                "{}: hash algorithm '{other}' is not one of MD5, SHA-1, SHA-256, SHA-384, SHA-512",
                 a.name
             )))
         }

@@ -31,9 +31,8 @@
 //!
 //! Local choices where Step Functions leaves room: `States.MathRandom`
 //! returns an integer in `[start, end]`; `States.StringSplit` splits on each
-//! delimiter character and drops empty parts; `States.Hash` supports SHA-256,
-//! SHA-384 and SHA-512 (any other algorithm, including MD5 and SHA-1, is a
-//! `States.Runtime` failure); `lambda:invoke` without `Payload` sends `{}`.
+//! delimiter character and drops empty parts; `States.Hash` refuses an algorithm
+//! other than MD5, SHA-1, SHA-256, SHA-384 and SHA-512 with `States.Runtime`; `lambda:invoke` without `Payload` sends `{}`.
 //!
 //! Not supported (load errors): JSONata (`QueryLanguage`, `Arguments`,
 //! `Output`), variables (`Assign`), distributed Map (`ItemReader`,
@@ -63,9 +62,10 @@ mod tests;
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use definition::{State, StateMachine};
 pub use error::{
-    AslError, TaskFailure, STATES_ALL, STATES_BRANCH_FAILED, STATES_DATA_LIMIT_EXCEEDED,
-    STATES_INTRINSIC_FAILURE, STATES_NO_CHOICE_MATCHED, STATES_PARAMETER_PATH_FAILURE,
-    STATES_RESULT_PATH_MATCH_FAILURE, STATES_RUNTIME, STATES_TASK_FAILED, STATES_TIMEOUT,
+    AslError, TaskFailure, PAYLOAD_LIMIT_BYTES, STATES_ALL, STATES_BRANCH_FAILED,
+    STATES_DATA_LIMIT_EXCEEDED, STATES_INTRINSIC_FAILURE, STATES_NO_CHOICE_MATCHED,
+    STATES_PARAMETER_PATH_FAILURE, STATES_RESULT_PATH_MATCH_FAILURE, STATES_RUNTIME,
+    STATES_TASK_FAILED, STATES_TIMEOUT,
 };
 pub use history::{EventKind, HistoryEvent, Observer};
 pub use runner::{Execution, ExecutionStatus, Runner, TaskInvoker};

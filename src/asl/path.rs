@@ -499,7 +499,8 @@ mod unit {
             .require(&v, &ctx, "InputPath")
             .unwrap_err();
         assert_eq!(err.error, "States.Runtime");
-        assert!(err.cause.contains("$.zz") && err.cause.contains("InputPath"));
+        let cause = err.cause_text();
+        assert!(cause.contains("$.zz") && cause.contains("InputPath"));
         assert!(Path::parse("a.b").is_err());
         assert!(Path::parse("$.a[").is_err());
     }

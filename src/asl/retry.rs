@@ -210,9 +210,16 @@ pub(crate) fn parse_catch(state: &mut Obj<'_>) -> Result<Vec<Catcher>, AslError>
     Ok(out)
 }
 
-/// The `{"Error": ..., "Cause": ...}` object a catcher passes on.
-pub(crate) fn error_output(error: &str, cause: &str) -> Value {
-    serde_json::json!({ "Error": error, "Cause": cause })
+/// The `{"Error": ..., "Cause": ...}` object a catcher passes on, without
+/// `Cause` when the error has none (the developer guide, "Error output": the
+/// object "usually contains the field `Cause`").
+pub(crate) fn error_output(error: &str, cause: Option<&str>) -> Value {
+    let mut out = serde_json::Map::new();
+    out.insert("Error".to_string(), Value::from(error));
+    if let Some(cause) = cause {
+        out.insert("Cause".to_string(), Value::from(cause));
+    }
+    Value::Object(out)
 }
 
 #[cfg(test)]

@@ -12,7 +12,7 @@ use serde_json::{json, Map, Value};
 use super::clock::Clock;
 use super::definition::StateMachine;
 use super::error::{TaskFailure, STATES_TIMEOUT};
-use super::exec::{add_seconds, Exec, Halt};
+use super::exec::{add_seconds, check_size, Exec, Halt};
 use super::history::{EventKind, HistoryEvent, Observer, Recorder};
 
 /// Account and region used in the ARNs of the context object.
@@ -38,8 +38,10 @@ pub enum ExecutionStatus {
     Failed {
         /// Error name.
         error: String,
-        /// Cause.
-        cause: String,
+        /// Cause; `None` where Step Functions gives none (a `Fail` state
+        /// without `Cause`/`CausePath`, an uncaught Task `States.Timeout`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        cause: Option<String>,
     },
     /// The machine's `TimeoutSeconds` elapsed.
     TimedOut,
@@ -120,6 +122,15 @@ impl Runner {
     /// Runs the state machine to completion with `input`. Never panics on
     /// bad input: every problem ends the execution as
     /// [`ExecutionStatus::Failed`] with a Step Functions error name.
+    ///
+    /// Step Functions' payload quota ([`crate::asl::PAYLOAD_LIMIT_BYTES`])
+    /// applies as in AWS: a state input after `Parameters`, a task result or
+    /// a state output over 256 KiB fails the state with
+    /// `States.DataLimitExceeded`, which `States.ALL` and
+    /// `States.TaskFailed` do not catch (only a retrier or catcher that names
+    /// it does), so an uncaught one fails the execution. An execution input
+    /// over the quota (which `StartExecution` refuses in AWS) fails the
+    /// execution before its first state.
     pub async fn execute(&self, name: &str, input: Value) -> Execution {
         let machine = &*self.machine;
         let started_at = self.clock.now();
@@ -138,7 +149,12 @@ impl Runner {
             base_context: base_context(machine, name, &input, started_at),
             deadline,
         };
-        let run = exec.run_graph(&machine.graph, input);
+        // Step Functions refuses to start an execution whose input is over
+        // the payload quota; locally the execution fails at once instead.
+        let run = async {
+            check_size(&input, || "the execution input".to_string())?;
+            exec.run_graph(&machine.graph, input).await
+        };
         let result = match deadline {
             None => run.await,
             Some(deadline) => {
@@ -172,10 +188,10 @@ impl Runner {
             Err(Halt::TimedOut) => {
                 exec.recorder.record(EventKind::ExecutionTimedOut {
                     error: STATES_TIMEOUT.to_string(),
-                    cause: format!(
+                    cause: Some(format!(
                         "The execution ran longer than the state machine's TimeoutSeconds ({}s)",
                         machine.timeout_seconds.unwrap_or_default()
-                    ),
+                    )),
                 });
                 (ExecutionStatus::TimedOut, None)
             }

@@ -153,7 +153,7 @@ impl Template {
                 .map(Value::Array),
             Template::Path { field, path } => path.require(env.input, env.context, field),
             Template::Call { field, call } => call.eval(env).map_err(|mut f| {
-                f.cause = format!("{} (in field '{field}')", f.cause);
+                f.cause = Some(format!("{} (in field '{field}')", f.cause_text()));
                 f
             }),
         }

@@ -205,7 +205,8 @@ impl Harness {
             ExecutionStatus::Succeeded => assert!(out.error.is_none(), "{:?}", out.error),
             ExecutionStatus::Failed { error, cause } => {
                 let (_, kind, message) = out.error.clone().expect("a failed build records why");
-                assert_eq!((error, cause), (&kind, &message));
+                let said = cause.clone().unwrap_or_default();
+                assert_eq!((error, &said), (&kind, &message));
             }
             ExecutionStatus::TimedOut => panic!("execution timed out"),
         }

@@ -307,3 +307,73 @@ async fn choice_output_uses_input_and_output_paths() {
     let exec = run(def, json!({"in": {"go": true, "keep": [1]}})).await;
     assert_eq!(output(&exec), json!([1]));
 }
+
+#[tokio::test]
+async fn timestamps_follow_the_specification_profile() {
+    // The specification (Timestamps): strings "MUST conform to the RFC3339
+    // profile of ISO 8601, with the further restrictions that an uppercase T
+    // must separate the date and time portions, and an uppercase Z must
+    // denote that a numeric time zone offset is not present, for example
+    // 2016-08-18T17:33:00Z".
+    let cases = [
+        ("2016-08-18T17:33:00Z", true),
+        ("2016-08-18T17:33:00.123Z", true),
+        ("2016-08-18T17:33:00+02:00", true),
+        ("2016-08-18T17:33:00-00:00", true),
+        // no time zone
+        ("2016-08-18T17:33:00", false),
+        // lowercase separator or zone designator, or a space (RFC 3339 allows them)
+        ("2016-08-18t17:33:00Z", false),
+        ("2016-08-18T17:33:00z", false),
+        ("2016-08-18 17:33:00Z", false),
+        // not RFC 3339 at all
+        ("2016-08-18", false),
+        ("2016-8-18T17:33:00Z", false),
+        ("2016-08-18T17:33Z", false),
+        ("2016-08-18T17:33:00+0200", false),
+        ("2016-13-18T17:33:00Z", false),
+        ("", false),
+    ];
+    for (text, valid) in cases {
+        let input = json!({"t": text});
+        assert_eq!(
+            decide(
+                json!({"Variable": "$.t", "IsTimestamp": true}),
+                input.clone()
+            )
+            .await,
+            valid,
+            "IsTimestamp {text:?}"
+        );
+        // A comparison with a string that is not a timestamp is false.
+        assert_eq!(
+            decide(
+                json!({"Variable": "$.t", "TimestampLessThanEquals": "2100-01-01T00:00:00Z"}),
+                input
+            )
+            .await,
+            valid,
+            "TimestampLessThanEquals {text:?}"
+        );
+    }
+    // The same profile applies to a rule's own timestamp and to a Wait state.
+    for bad in [
+        "2016-08-18t17:33:00Z",
+        "2016-08-18T17:33:00",
+        "2016-08-18 17:33:00Z",
+    ] {
+        load_err(json!({"StartAt": "C", "States": {
+            "C": {"Type": "Choice", "Choices": [{"Variable": "$.t", "TimestampEquals": bad, "Next": "S"}]},
+            "S": {"Type": "Succeed"}
+        }}));
+        load_err(single(
+            json!({"Type": "Wait", "Timestamp": bad, "End": true}),
+        ));
+        let exec = run(
+            single(json!({"Type": "Wait", "TimestampPath": "$.t", "End": true})),
+            json!({"t": bad}),
+        )
+        .await;
+        assert_eq!(failed_error(&exec), "States.Runtime", "{bad}");
+    }
+}

@@ -232,7 +232,7 @@ async fn parallel_branch_failure_fails_the_state_with_the_branch_error() {
         exec.status,
         ExecutionStatus::Failed {
             error: "BuildFailed".into(),
-            cause: "no space".into()
+            cause: Some("no space".into())
         }
     );
 }

@@ -147,7 +147,7 @@ async fn failed_execution_history() {
         exec.status,
         ExecutionStatus::Failed {
             error: "BuildFailed".into(),
-            cause: "packer exited 1".into()
+            cause: Some("packer exited 1".into())
         }
     );
     assert_eq!(exec.output, None);
@@ -166,11 +166,11 @@ async fn failed_execution_history() {
                 state: "Build".into(),
                 resource: "bakehouse:build".into(),
                 error: "BuildFailed".into(),
-                cause: "packer exited 1".into()
+                cause: Some("packer exited 1".into())
             },
             EventKind::ExecutionFailed {
                 error: "BuildFailed".into(),
-                cause: "packer exited 1".into()
+                cause: Some("packer exited 1".into())
             },
         ]
     );
@@ -204,7 +204,7 @@ async fn events_and_executions_serialize_with_a_type_tag() {
     assert_eq!(back, exec);
     let failed = serde_json::to_value(ExecutionStatus::Failed {
         error: "E".into(),
-        cause: "C".into(),
+        cause: Some("C".into()),
     })
     .unwrap();
     assert_eq!(

@@ -9,7 +9,7 @@ async fn eval(call: &str, input: Value) -> Result<Value, (String, String)> {
     let exec = run(def, input).await;
     match exec.status {
         ExecutionStatus::Succeeded => Ok(exec.output.unwrap()["r"].clone()),
-        ExecutionStatus::Failed { error, cause } => Err((error, cause)),
+        ExecutionStatus::Failed { error, cause } => Err((error, cause.unwrap_or_default())),
         ExecutionStatus::TimedOut => panic!("timed out"),
     }
 }
@@ -202,12 +202,25 @@ async fn hash() {
         ok("States.Hash($.Data, 'SHA-512')", input.clone()).await,
         json!("6ce4adb348546d4f449c4d25aad9a7c9cb711d9e91982d3f0b29ca2f3f47d4ce2deba23bf2954f0f1d593fc50283731a533d30d425402d4f91316d871303aac4")
     );
-    match eval("States.Hash($.Data, 'MD5')", input).await {
-        Err((error, cause)) => {
-            assert_eq!(error, "States.Runtime");
-            assert!(cause.contains("'MD5'"), "{cause}");
+    // The developer guide (States.Hash): "The hashing algorithm can be any
+    // of the following: MD5, SHA-1, SHA-256, SHA-384, SHA-512".
+    assert_eq!(
+        ok("States.Hash($.Data, 'MD5')", input.clone()).await,
+        json!("812f45842bc6d66ee14572ce20db8e86")
+    );
+    assert_eq!(
+        ok("States.Hash($.Data, 'SHA-1')", input.clone()).await,
+        json!("aaff4a450a104cd177d28d18d74485e8cae074b7")
+    );
+    // Anything else is refused, lowercase spellings included.
+    for other in ["SHA-224", "sha-256", "md5"] {
+        match eval(&format!("States.Hash($.Data, '{other}')"), input.clone()).await {
+            Err((error, cause)) => {
+                assert_eq!(error, "States.Runtime");
+                assert!(cause.contains(&format!("'{other}'")), "{cause}");
+            }
+            Ok(v) => panic!("{other}: {v}"),
         }
-        Ok(v) => panic!("{v}"),
     }
 }
 

@@ -284,6 +284,7 @@ async fn missing_path_is_a_runtime_error_that_states_all_does_not_catch() {
     let (exec, clock) = run_with(def, json!({"present": 1}), Arc::new(Echo::default())).await;
     match &exec.status {
         ExecutionStatus::Failed { error, cause } => {
+            let cause = cause.as_deref().unwrap_or_default();
             assert_eq!(error, "States.Runtime");
             assert!(cause.contains("$.missing"), "{cause}");
         }
@@ -303,6 +304,7 @@ async fn missing_path_is_a_runtime_error_that_states_all_does_not_catch() {
     .await;
     match &exec.status {
         ExecutionStatus::Failed { error, cause } => {
+            let cause = cause.as_deref().unwrap_or_default();
             assert_eq!(error, "States.Runtime");
             assert!(
                 cause.contains("$.nope") && cause.contains("Parameters.a.$"),
@@ -324,7 +326,7 @@ async fn fail_state_error_and_cause() {
         exec.status,
         ExecutionStatus::Failed {
             error: "BuildFailed".into(),
-            cause: "disk full".into()
+            cause: Some("disk full".into())
         }
     );
     let exec = run(
@@ -336,7 +338,7 @@ async fn fail_state_error_and_cause() {
         exec.status,
         ExecutionStatus::Failed {
             error: "E1".into(),
-            cause: "step 3 failed".into()
+            cause: Some("step 3 failed".into())
         }
     );
     let exec = run(
@@ -345,6 +347,53 @@ async fn fail_state_error_and_cause() {
     )
     .await;
     assert_eq!(failed_error(&exec), "States.Runtime");
+}
+
+#[tokio::test]
+async fn fail_state_without_cause_has_no_cause() {
+    // The specification (Fail State): "Fail States MAY have Error and Cause
+    // fields". One without `Cause` (or `CausePath`) fails with no cause at
+    // all, not an empty one: the execution, its history and a catcher's
+    // error output leave `Cause` out.
+    let exec = run(single(json!({"Type": "Fail", "Error": "E"})), json!({})).await;
+    assert_eq!(
+        exec.status,
+        ExecutionStatus::Failed {
+            error: "E".into(),
+            cause: None
+        }
+    );
+    let last = serde_json::to_value(&exec.history.last().unwrap().kind).unwrap();
+    assert_eq!(last["type"], json!("ExecutionFailed"));
+    assert!(last.get("cause").is_none(), "{last}");
+    let status = serde_json::to_value(&exec.status).unwrap();
+    assert_eq!(status, json!({"status": "Failed", "error": "E"}));
+
+    // Inside a Parallel branch, caught by the Parallel state.
+    let def = json!({"StartAt": "P", "States": {
+        "P": {"Type": "Parallel", "Branches": [
+                {"StartAt": "F", "States": {"F": {"Type": "Fail", "Error": "E"}}}
+              ],
+              "Catch": [{"ErrorEquals": ["States.ALL"], "ResultPath": "$.error", "Next": "Done"}],
+              "Next": "Done"},
+        "Done": {"Type": "Succeed"}
+    }});
+    let exec = run(def, json!({"x": 1})).await;
+    assert_eq!(output(&exec), json!({"x": 1, "error": {"Error": "E"}}));
+
+    // An empty Cause is a cause.
+    let exec = run(
+        single(json!({"Type": "Fail", "Error": "E", "Cause": ""})),
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        exec.status,
+        ExecutionStatus::Failed {
+            error: "E".into(),
+            cause: Some(String::new())
+        }
+    );
 }
 
 #[tokio::test]

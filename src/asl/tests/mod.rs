@@ -16,6 +16,7 @@ mod concurrency;
 mod history;
 mod intrinsics;
 mod io;
+mod limits;
 mod load;
 mod retry;
 mod wait;
