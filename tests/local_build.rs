@@ -289,7 +289,7 @@ provisioners:
     assert!(matches!(
         &out.execution.status,
         ExecutionStatus::Failed { error, cause } if error == "BuildFailed"
-            && cause.as_deref() == Some(message.as_str())
+            && bakehouse::pipeline::failure_message(error, cause.as_deref()) == message
     ));
     assert_eq!(out.teardown.as_ref().unwrap()["status"], "FAILED");
     assert_eq!(out.status(), "FAILED");

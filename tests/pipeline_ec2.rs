@@ -337,7 +337,8 @@ async fn run_as(p: &Pipeline, request: Value, name: &str) -> Run {
             }
         }
         ExecutionStatus::Failed { error, cause } => {
-            let message = cause.clone().unwrap_or_default();
+            // The cause is the Lambda error payload, as in AWS.
+            let message = bakehouse::pipeline::failure_message(error, cause.as_deref());
             let error = match error.as_str() {
                 "BuildFailed" => StepError::BuildFailed(message),
                 "Retryable" => StepError::Retryable(message),

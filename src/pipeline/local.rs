@@ -13,7 +13,7 @@ use crate::asl::{Clock, Execution, Observer, Runner, StateMachine, TaskFailure, 
 use crate::build::Step;
 
 use super::io::ExecutionInput;
-use super::{Pipeline, StepError};
+use super::{lambda_error_cause, Pipeline, StepError};
 
 /// The pipeline definition, as deployed.
 pub const DEFINITION: &str = include_str!("../../statemachines/pipeline.asl.json");
@@ -68,12 +68,15 @@ impl TaskInvoker for StepInvoker {
             .strip_prefix(LOCAL_RESOURCE)
             .and_then(Step::from_name)
             .ok_or_else(|| {
-                TaskFailure::new("NonRetryable", format!("unknown resource {resource}"))
+                let error = StepError::NonRetryable(format!("unknown resource {resource}"));
+                TaskFailure::new(error.name(), lambda_error_cause(&error))
             })?;
+        // As in AWS: the error is the function's errorType and the cause its
+        // error payload as a JSON string (see `lambda_error_cause`).
         self.pipeline
             .invoke(step, input)
             .await
-            .map_err(|e| TaskFailure::new(e.name(), e.message()))
+            .map_err(|e| TaskFailure::new(e.name(), lambda_error_cause(&e)))
     }
 }
 

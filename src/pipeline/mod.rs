@@ -13,5 +13,5 @@ mod steps;
 
 pub use backend::{BuildContext, BuilderBackend, Progress, ResolvedBase};
 pub use cancel::{owned_by_another_live_process, Collected, CANCELLED};
-pub use error::StepError;
+pub use error::{failure_message, lambda_error_cause, StepError};
 pub use steps::{build_path_component, load_for_build, Pipeline, PipelineSettings};

@@ -349,11 +349,13 @@ impl Pipeline {
             .ok_or_else(|| StepError::NonRetryable("teardown: no build id in the state".into()))?;
         // Nothing is looked up, written or removed for an id outside the grammar.
         build_path_component(&build_id)?;
+        // `$.error` is a catcher's error output. Its cause is a Lambda error
+        // payload (AWS and the local runner), a plain text, or absent (a
+        // Task's States.Timeout): the record keeps the message alone.
         let error = state.get("error").map(|e| {
-            (
-                text(e.get("Error")).unwrap_or_else(|| "States.TaskFailed".into()),
-                text(e.get("Cause")).unwrap_or_default(),
-            )
+            let name = text(e.get("Error")).unwrap_or_else(|| "States.TaskFailed".into());
+            let cause = super::failure_message(&name, text(e.get("Cause")).as_deref());
+            (name, cause)
         });
         let mut record = match self.builds.get(&build_id).await? {
             Some(r) => {

@@ -205,7 +205,9 @@ impl Harness {
             ExecutionStatus::Succeeded => assert!(out.error.is_none(), "{:?}", out.error),
             ExecutionStatus::Failed { error, cause } => {
                 let (_, kind, message) = out.error.clone().expect("a failed build records why");
-                let said = cause.clone().unwrap_or_default();
+                // The execution's cause is the Lambda error payload, as in
+                // AWS; the record keeps its message.
+                let said = bakehouse::pipeline::failure_message(error, cause.as_deref());
                 assert_eq!((error, &said), (&kind, &message));
             }
             ExecutionStatus::TimedOut => panic!("execution timed out"),
