@@ -101,6 +101,92 @@ pub async fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::asl::{ExecutionStatus, VirtualClock, PAYLOAD_LIMIT_BYTES};
+    use serde_json::json;
+    use std::sync::Mutex;
+    use std::time::Duration;
+
+    /// Stands in for the step handlers: launch finishes at once, provision
+    /// does what the test says, teardown records the state it was given.
+    struct Steps {
+        clock: Arc<VirtualClock>,
+        provision: fn(&VirtualClock) -> Option<Value>,
+        teardowns: Mutex<Vec<Value>>,
+    }
+
+    #[async_trait]
+    impl TaskInvoker for Steps {
+        async fn invoke(&self, resource: &str, input: Value) -> Result<Value, TaskFailure> {
+            let out = json!({"build_id": "b-1", "done": true, "wait_seconds": 0, "polls": 0, "cache_hit": false});
+            match resource {
+                "bakehouse:launch" => Ok(out),
+                "bakehouse:provision" => match (self.provision)(&self.clock) {
+                    Some(v) => Ok(v),
+                    None => futures::future::pending().await,
+                },
+                "bakehouse:teardown" => {
+                    self.teardowns.lock().unwrap().push(input["state"].clone());
+                    Ok(json!({"build_id": "b-1", "status": "FAILED"}))
+                }
+                other => Err(TaskFailure::new(
+                    "NonRetryable",
+                    format!("unexpected {other}"),
+                )),
+            }
+        }
+    }
+
+    async fn run(provision: fn(&VirtualClock) -> Option<Value>) -> (Execution, Vec<Value>) {
+        let clock = Arc::new(VirtualClock::new(chrono::Utc::now()));
+        let steps = Arc::new(Steps {
+            clock: clock.clone(),
+            provision,
+            teardowns: Mutex::new(Vec::new()),
+        });
+        let runner = Runner::new(load_definition().unwrap(), steps.clone(), clock)
+            .with_rng(fastrand::Rng::with_seed(1));
+        let execution = runner
+            .execute("b-1", json!({"recipe": "web", "build_id": "b-1"}))
+            .await;
+        let teardowns = steps.teardowns.lock().unwrap().clone();
+        (execution, teardowns)
+    }
+
+    #[tokio::test]
+    async fn a_step_result_over_the_payload_quota_still_tears_down() {
+        // States.DataLimitExceeded is terminal: States.ALL does not catch it,
+        // so every catcher names it too.
+        let (execution, teardowns) =
+            run(|_| Some(json!({"log": "x".repeat(PAYLOAD_LIMIT_BYTES)}))).await;
+        assert_eq!(teardowns.len(), 1, "{:#?}", execution.history);
+        assert_eq!(teardowns[0]["error"]["Error"], "States.DataLimitExceeded");
+        assert!(matches!(
+            &execution.status,
+            ExecutionStatus::Failed { error, cause: Some(cause) }
+                if error == "States.DataLimitExceeded" && cause.contains("'Provision'")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_step_timeout_tears_down_and_fails_as_states_timeout() {
+        // Each attempt outlives the Task's TimeoutSeconds (900 s).
+        let (execution, teardowns) = run(|clock| {
+            clock.advance(Duration::from_secs(901));
+            None
+        })
+        .await;
+        assert_eq!(teardowns.len(), 1, "{:#?}", execution.history);
+        // AWS gives a Task timeout no cause: the error output has none, and
+        // the failure state must not read one (that would be States.Runtime).
+        assert_eq!(teardowns[0]["error"], json!({"Error": "States.Timeout"}));
+        assert_eq!(
+            execution.status,
+            ExecutionStatus::Failed {
+                error: "States.Timeout".into(),
+                cause: None
+            }
+        );
+    }
 
     #[test]
     fn the_deployed_definition_loads_with_every_step_mapped() {
