@@ -50,12 +50,22 @@ pub(crate) fn parse_recipe(
     // names from the generic document and parse again, until the rest
     // parses or a mistake cannot be dropped without changing what later
     // paths mean (a whole list item, a missing field, a syntax error).
+    let mut removed = Vec::new();
     for _ in 0..MAX_STRUCTURAL_PROBLEMS {
-        let removed = doc
+        // A mistake about a dropped field or what held it (now missing a
+        // required key, or empty) follows from the drop: not reported.
+        let follows = removed
+            .iter()
+            .any(|gone: &String| is_same_or_parent(&problem.field, gone));
+        if follows {
+            return Err(problems);
+        }
+        let dropped = doc
             .as_mut()
             .is_some_and(|d| remove_field(d, &problem.field));
+        removed.push(problem.field.clone());
         problems.push(problem);
-        let Some(value) = doc.as_ref().filter(|_| removed) else {
+        let Some(value) = doc.as_ref().filter(|_| dropped) else {
             return Err(problems);
         };
         problem = match deserialize_value::<Recipe>(value.clone(), text, format, file) {
@@ -65,6 +75,15 @@ pub(crate) fn parse_recipe(
     }
     problems.push(problem);
     Err(problems)
+}
+
+/// Whether field path `field` is `other` or one of its parents.
+fn is_same_or_parent(field: &str, other: &str) -> bool {
+    field.is_empty()
+        || other == field
+        || other
+            .strip_prefix(field)
+            .is_some_and(|rest| rest.starts_with('.') || rest.starts_with('['))
 }
 
 /// How many structural mistakes one file reports before giving up.
