@@ -373,7 +373,11 @@ pub async fn run_remote(
             break (
                 status,
                 described.error().map(str::to_string),
-                described.cause().map(str::to_string),
+                // In AWS a Lambda error's cause is its JSON payload: show the
+                // message, as the build record does.
+                described.cause().map(|cause| {
+                    crate::pipeline::failure_message(described.error().unwrap_or(""), Some(cause))
+                }),
             );
         }
         tokio::time::sleep(Duration::from_secs(2)).await;
