@@ -56,7 +56,11 @@ fn local_images_round_trip_through_the_embedded_registry() {
     let dir = tempfile::tempdir().unwrap();
     let images = dir.path().join(".bakehouse/images/b1");
     std::fs::create_dir_all(&images).unwrap();
-    std::fs::write(images.join("demo.qcow2"), b"not really a disk").unwrap();
+    std::fs::write(
+        images.join("demo.qcow2"),
+        b"QFI\xfb\0\0\0\x03 a small qcow2 header",
+    )
+    .unwrap();
     let d = dir.path();
     let none: &[(&str, String)] = &[];
 
@@ -170,7 +174,8 @@ fn bad_input_is_refused_and_stores_nothing() {
     let d = dir.path();
     let none: &[(&str, String)] = &[];
     std::fs::create_dir_all(d.join(".bakehouse/images")).unwrap();
-    std::fs::write(d.join(".bakehouse/images/a.qcow2"), b"a").unwrap();
+    std::fs::write(d.join(".bakehouse/images/a.qcow2"), b"QFI\xfb\0\0\0\x03 a").unwrap();
+    std::fs::write(d.join("hostname.img"), b"myhost\n").unwrap();
     ok(bakehouse(
         d,
         none,
@@ -226,6 +231,11 @@ fn bad_input_is_refused_and_stores_nothing() {
                 "a.qcow2",
             ],
             "part 1 (\"-1\") is not a non-negative number",
+        ),
+        (
+            // Any file is not an image: its content is checked.
+            &["image", "add", "--name", "keep", "hostname.img"],
+            "image file \"hostname.img\": not an image",
         ),
         (
             &["image", "resolve", "keep@1.x.3"],
@@ -409,5 +419,190 @@ async fn ec2_images_are_found_in_every_configured_region() {
     assert!(
         out.contains(&east) && out.contains("aws/eu-west-1"),
         "{out}"
+    );
+}
+
+/// 64 concurrent `image add --bump-version minor` on a database that does
+/// not exist yet: no "database is locked", 64 contiguous versions.
+#[test]
+fn concurrent_adds_on_a_fresh_database_all_land() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::create_dir_all(d.join(".bakehouse/images")).unwrap();
+    std::fs::write(d.join(".bakehouse/images/a.qcow2"), b"QFI\xfb\0\0\0\x03 a").unwrap();
+    let children: Vec<_> = (0..64)
+        .map(|_| {
+            Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+                .current_dir(d)
+                .args([
+                    "-q",
+                    "image",
+                    "add",
+                    "--name",
+                    "busy",
+                    "--bump-version",
+                    "minor",
+                    "a.qcow2",
+                ])
+                .env_remove("BAKEHOUSE_TABLE")
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let failures: Vec<String> = children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .filter(|o| !o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stderr).into_owned())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {failures:#?}",
+        failures.len()
+    );
+    let list = json(bakehouse(d, &[], &["--json", "image", "list", "busy"]));
+    let mut minors: Vec<u64> = list
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| {
+            v["version"]
+                .as_str()
+                .unwrap()
+                .split('.')
+                .nth(1)
+                .unwrap()
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    minors.sort();
+    assert_eq!(minors, (0..64).collect::<Vec<u64>>());
+}
+
+/// CycleCloud's example verbatim against moto: `order66` and
+/// `ubuntu14_rstudio` in one region plus `order66` in a second one, added as
+/// one Windows package labelled "My Image"; resolved by that label; a
+/// later bump without --os/--label keeps both.
+#[tokio::test]
+async fn cyclecloud_example_registers_every_match_and_resolves_by_label() {
+    let guard = moto().await.unwrap();
+    DynamoStore::new(&guard.sdk_config("us-east-1").await, "registry")
+        .create_table()
+        .await
+        .unwrap();
+    let order66_east = create_ami(&guard, "us-east-1", "order66").await;
+    let rstudio_east = create_ami(&guard, "us-east-1", "ubuntu14_rstudio").await;
+    let order66_west = create_ami(&guard, "eu-west-1", "order66").await;
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_path_buf();
+    let mut env = guard.process_env("us-east-1");
+    env.push(("BAKEHOUSE_TABLE", "registry".to_string()));
+    env.push(("BAKEHOUSE_REGIONS", "us-east-1,eu-west-1".to_string()));
+    let run = move |args: &[&str]| {
+        let (env, d) = (env.clone(), d.clone());
+        let args: Vec<String> = args.iter().map(|s| s.to_string()).collect();
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            bakehouse(&d, &env, &args)
+        })
+        .join()
+        .unwrap()
+    };
+    let v = json(run(&[
+        "--json",
+        "image",
+        "add",
+        "--name",
+        "custom.image",
+        "--label",
+        "My Image",
+        "--os",
+        "windows",
+        "order66",
+        "ubuntu14_rstudio",
+    ]));
+    let ids: Vec<&str> = v["package"]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["image_id"].as_str().unwrap())
+        .collect();
+    for id in [&order66_east, &rstudio_east, &order66_west] {
+        assert!(ids.contains(&id.as_str()), "{id} not registered: {v:#}");
+    }
+    let names: std::collections::HashSet<&str> = v["package"]["artifacts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.len(), 3, "artifact names are unique: {v:#}");
+    // The first image given wins in its region.
+    let east = json(run(&[
+        "--json",
+        "image",
+        "resolve",
+        "--label",
+        "My Image",
+        "--provider",
+        "aws",
+        "--region",
+        "us-east-1",
+    ]));
+    assert_eq!(
+        east["artifact"]["image_id"],
+        order66_east.as_str(),
+        "{east:#}"
+    );
+    let west = json(run(&[
+        "--json",
+        "image",
+        "resolve",
+        "--label",
+        "My Image",
+        "--version",
+        "1.x",
+        "--provider",
+        "aws",
+        "--region",
+        "eu-west-1",
+    ]));
+    assert_eq!(
+        west["artifact"]["image_id"],
+        order66_west.as_str(),
+        "{west:#}"
+    );
+    // A bump without --os/--label keeps both...
+    let v = json(run(&[
+        "--json",
+        "image",
+        "add",
+        "--name",
+        "custom.image",
+        "--bump-version",
+        "minor",
+        "order66",
+    ]));
+    assert_eq!(v["package"]["version"], "1.1");
+    assert_eq!(v["package"]["os"], "windows");
+    assert_eq!(v["package"]["label"], "My Image");
+    // ... and a conflicting --os is refused, naming the stored value.
+    let err = fails(run(&[
+        "image",
+        "add",
+        "--name",
+        "custom.image",
+        "--bump-version",
+        "minor",
+        "--os",
+        "linux",
+        "order66",
+    ]));
+    assert!(
+        err.contains("stored with os \"windows\", not \"linux\""),
+        "{err}"
     );
 }

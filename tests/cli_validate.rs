@@ -101,7 +101,7 @@ fn broken_recipes_are_refused_by_build_and_store_nothing() {
         (out.status.success(), text)
     };
     std::fs::create_dir_all(d.join(".bakehouse/images")).unwrap();
-    std::fs::write(d.join(".bakehouse/images/a.qcow2"), b"a").unwrap();
+    std::fs::write(d.join(".bakehouse/images/a.qcow2"), b"QFI\xfb\0\0\0\x03 a").unwrap();
     std::fs::write(d.join("base.tar"), b"").unwrap();
     let (ok, text) = run(&["image", "add", "--name", "keep", "a.qcow2"]);
     assert!(ok, "{text}");

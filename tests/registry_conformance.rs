@@ -159,7 +159,7 @@ async fn add_without_version_starts_at_1_0_then_adds_to_latest(reg: &Registry) {
         VersionChoice::Latest,
         vec![ami("ap-south-1", "ami-4")],
     );
-    windows.os = Os::Windows;
+    windows.os = Some(Os::Windows);
     let err = reg.add(windows).await.unwrap_err().to_string();
     assert!(
         err.contains("stored with os \"linux\", not \"windows\""),

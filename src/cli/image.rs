@@ -10,7 +10,7 @@ use super::{CliError, StoreArgs};
 use crate::registry::locate::{locate_all, Ec2Locator, ImageLocator, LocalLocator};
 use crate::registry::{
     AddRequest, BumpPart, Lookup, Os, Provider, Reference, ResolveQuery, Status, Trigger,
-    TriggerKind, Version, VersionChoice,
+    TriggerKind, Version, VersionChoice, VersionPattern,
 };
 
 /// Registry subcommands.
@@ -54,12 +54,14 @@ pub struct AddArgs {
     /// Package name.
     #[arg(long)]
     pub name: String,
-    /// Label (defaults to the name).
+    /// Label, free text (default: the stored package's, the name for a new
+    /// package).
     #[arg(long)]
     pub label: Option<String>,
-    /// Operating system.
-    #[arg(long, value_enum, default_value_t = Os::Linux)]
-    pub os: Os,
+    /// Operating system (default: the stored package's, linux for a new
+    /// package).
+    #[arg(long, value_enum)]
+    pub os: Option<Os>,
     /// Increment this part of the latest stored version.
     #[arg(long, value_enum, conflicts_with = "package_version")]
     pub bump_version: Option<BumpPart>,
@@ -86,11 +88,17 @@ pub struct AddArgs {
 /// Arguments of `image resolve`.
 #[derive(Debug, Args)]
 pub struct ResolveArgs {
-    /// `NAME`, `NAME@1.x`, `NAME@1.2` (a label with --label).
-    pub reference: String,
-    /// Resolve by label instead of name.
-    #[arg(long)]
-    pub label: bool,
+    /// `NAME`, `NAME@1.x`, `NAME@1.2`.
+    #[arg(required_unless_present = "label", conflicts_with = "label")]
+    pub reference: Option<String>,
+    /// Resolve by label instead (free text, as given to `image add
+    /// --label`), e.g. `--label "My Image"`.
+    #[arg(long, value_name = "LABEL")]
+    pub label: Option<String>,
+    /// With --label: which versions qualify (`1.x`, `1.2`; default: the
+    /// latest).
+    #[arg(long, value_name = "PATTERN", requires = "label")]
+    pub version: Option<String>,
     /// Also consider deprecated and revoked versions.
     #[arg(long)]
     pub include_inactive: bool,
@@ -157,7 +165,8 @@ pub async fn run(
             crate::registry::model_checks(&args.name, args.label.as_deref())?;
             let registry = store.registry().await?;
             let artifacts = locate_all(&locators(&args).await, &args.image_ids).await?;
-            let mut req = AddRequest::new(args.name.clone(), args.os, artifacts);
+            let mut req = AddRequest::new(args.name.clone(), Os::Linux, artifacts);
+            req.os = args.os;
             req.label = args.label.clone();
             req.version = match (&args.bump_version, &args.package_version) {
                 (Some(part), _) => VersionChoice::Bump(*part),
@@ -202,15 +211,35 @@ pub async fn run(
             }
         }
         ImageCommand::Resolve(args) => {
-            let reference: Reference = args.reference.parse()?;
+            let (lookup, pattern) = match (&args.reference, &args.label) {
+                (Some(text), _) => {
+                    let reference: Reference = text.parse()?;
+                    (Lookup::Name(reference.name), reference.pattern)
+                }
+                (None, Some(label)) => {
+                    crate::registry::validate_label(label)?;
+                    let pattern = match &args.version {
+                        Some(p) => p.parse()?,
+                        None => VersionPattern::Latest,
+                    };
+                    (Lookup::Label(label.clone()), pattern)
+                }
+                (None, None) => {
+                    return Err(CliError::Usage(
+                        "image resolve: give a REFERENCE or --label LABEL".into(),
+                    ))
+                }
+            };
+            let reference = match (&lookup, &pattern) {
+                (Lookup::Name(n), VersionPattern::Latest) => n.clone(),
+                (Lookup::Name(n), p) => format!("{n}@{p}"),
+                (Lookup::Label(l), VersionPattern::Latest) => format!("label {l:?}"),
+                (Lookup::Label(l), p) => format!("label {l:?} version {p}"),
+            };
             let registry = store.registry_for_reading().await?;
             let query = ResolveQuery {
-                lookup: if args.label {
-                    Lookup::Label(reference.name.clone())
-                } else {
-                    Lookup::Name(reference.name.clone())
-                },
-                pattern: reference.pattern.clone(),
+                lookup,
+                pattern,
                 include_inactive: args.include_inactive,
                 provider: args.provider,
                 region: args.region.clone(),

@@ -50,7 +50,10 @@ pub enum RegistryError {
         version: String,
     },
     /// Adding to an existing version with a different label or OS.
-    #[error("package {name} version {version} is stored with {field} {stored:?}, not {given:?}")]
+    #[error(
+        "package {name} version {version} is stored with {field} {stored:?}, not {given:?}; \
+         a package keeps its {field} (leave the flag out to keep the stored value)"
+    )]
     Mismatch {
         /// Package name.
         name: String,

@@ -40,6 +40,7 @@ pub async fn locate_all(
             missing.push(id.clone());
         }
     }
+    disambiguate(&mut found);
     if !missing.is_empty() {
         let searched: Vec<String> = locators.iter().map(|l| l.location()).collect();
         let mut names = missing;
@@ -49,6 +50,29 @@ pub async fn locate_all(
         return Err(RegistryError::ImagesNotFound(names));
     }
     Ok(found)
+}
+
+/// Gives artifacts that share a location name (two AMIs in one region, as
+/// in `image add order66 ubuntu14_rstudio`) unique names: the location
+/// followed by the image id (`aws/us-east-1/ami-0123...`). Their order is
+/// kept: ids in the order given, then location by location. Resolving by
+/// provider and region picks the first artifact that serves them, so the
+/// first image given wins.
+fn disambiguate(artifacts: &mut [Artifact]) {
+    // The same image given twice stays a duplicate (and is refused).
+    let distinct: std::collections::HashSet<(String, String)> = artifacts
+        .iter()
+        .map(|a| (a.name.clone(), a.image_id.clone()))
+        .collect();
+    let mut count = std::collections::HashMap::<String, usize>::new();
+    for (name, _) in distinct {
+        *count.entry(name).or_default() += 1;
+    }
+    for a in artifacts.iter_mut() {
+        if count.get(&a.name).is_some_and(|n| *n > 1) {
+            a.name = format!("{}/{}", a.name, a.image_id);
+        }
+    }
 }
 
 /// AMIs in one EC2 region, matched by image id or by image name.
@@ -154,6 +178,38 @@ fn local_artifact(path: &Path, digest: String) -> Artifact {
     }
 }
 
+/// Checks by content that a local file is an image: a qcow2, a raw disk
+/// (an MBR or GPT partition table) or filesystem (ext2/3/4, xfs), or a
+/// zstd-compressed tarball (what local builds capture), gzip or plain tar.
+/// The reason names what was found otherwise.
+pub fn check_image_content(path: &Path) -> Result<(), String> {
+    use std::io::Read;
+    let mut head = vec![0u8; 1088];
+    let mut file = std::fs::File::open(path).map_err(|e| e.to_string())?;
+    let mut read = 0;
+    while read < head.len() {
+        match file.read(&mut head[read..]) {
+            Ok(0) => break,
+            Ok(n) => read += n,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let head = &head[..read];
+    let at = |offset: usize, magic: &[u8]| head.get(offset..offset + magic.len()) == Some(magic);
+    let image = at(0, b"QFI\xfb")
+        || at(0, &[0x28, 0xb5, 0x2f, 0xfd])
+        || at(0, &[0x1f, 0x8b])
+        || at(257, b"ustar")
+        || at(510, &[0x55, 0xaa])
+        || at(1080, &[0x53, 0xef])
+        || at(0, b"XFSB");
+    if image {
+        Ok(())
+    } else {
+        Err("not an image: expected a qcow2, a raw disk or filesystem image (MBR/GPT, ext4, xfs) or a .tar.zst/.tar.gz/.tar archive".into())
+    }
+}
+
 fn is_image_file(path: &Path) -> bool {
     let name = path.to_string_lossy();
     [".qcow2", ".raw", ".img", ".tar.zst", ".tar.gz", ".tar"]
@@ -188,6 +244,11 @@ impl ImageLocator for LocalLocator {
         };
         let as_path = Path::new(id);
         if as_path.is_file() {
+            check_image_content(as_path).map_err(|reason| RegistryError::InvalidField {
+                field: "image file",
+                value: as_path.display().to_string(),
+                reason,
+            })?;
             return Ok(vec![local_artifact(
                 as_path,
                 file_digest(as_path).map_err(io)?,
@@ -213,6 +274,11 @@ impl ImageLocator for LocalLocator {
                 Err(_) => file_digest(&file).map_err(io)?,
             };
             if name_matches || digest == id {
+                check_image_content(&file).map_err(|reason| RegistryError::InvalidField {
+                    field: "image file",
+                    value: file.display().to_string(),
+                    reason,
+                })?;
                 out.push(local_artifact(&file, digest));
             }
         }

@@ -272,6 +272,27 @@ impl FromStr for Reference {
     }
 }
 
+impl Reference {
+    /// Parses a reference to a name or a label, as recipes write a
+    /// registry base: `name`, `Free text label`, either with `@1.x` or
+    /// `@1.2`. The part before the first `@` is a name when it follows the
+    /// name grammar, else it must be a valid label (labels containing `@`
+    /// cannot be written this way).
+    pub fn name_or_label(text: &str) -> Result<Reference, RegistryError> {
+        let (name, pattern) = match text.split_once('@') {
+            Some((n, p)) => (n, p.parse()?),
+            None => (text, VersionPattern::Latest),
+        };
+        if validate_name("name", name).is_err() {
+            validate_label(name)?;
+        }
+        Ok(Reference {
+            name: name.to_string(),
+            pattern,
+        })
+    }
+}
+
 impl fmt::Display for Reference {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.pattern {

@@ -9,8 +9,8 @@ use serde::Serialize;
 
 use super::model::{validate_label, validate_name};
 use super::{
-    Artifact, BumpPart, Lookup, Os, PackageVersion, Provider, RegistryError, RegistryStore, Status,
-    Trigger, Version, VersionPattern,
+    Artifact, BumpPart, Lookup, Os, PackageVersion, Provider, Reference, RegistryError,
+    RegistryStore, Status, Trigger, Version, VersionPattern,
 };
 
 /// How an add picks its version.
@@ -29,10 +29,13 @@ pub enum VersionChoice {
 pub struct AddRequest {
     /// Package name.
     pub name: String,
-    /// Label; defaults to the name.
+    /// Label; `None` keeps the stored package's label (the name for a new
+    /// package). A label that differs from the stored one is refused.
     pub label: Option<String>,
-    /// Operating system family.
-    pub os: Os,
+    /// Operating system family; `None` keeps the stored package's (linux
+    /// for a new package). An OS that differs from the stored one is
+    /// refused.
+    pub os: Option<Os>,
     /// How the version is chosen.
     pub version: VersionChoice,
     /// The image's locations.
@@ -55,7 +58,7 @@ impl AddRequest {
         AddRequest {
             name: name.into(),
             label: None,
-            os,
+            os: Some(os),
             version: VersionChoice::Latest,
             artifacts,
             bake_key: None,
@@ -130,11 +133,17 @@ impl Registry {
     /// Validates everything first; stores nothing on any error.
     pub async fn add(&self, req: AddRequest) -> Result<AddOutcome, RegistryError> {
         validate_name("name", &req.name)?;
-        let label = req.label.clone().unwrap_or_else(|| req.name.clone());
-        validate_label(&label)?;
+        if let Some(label) = &req.label {
+            validate_label(label)?;
+        }
         if req.artifacts.is_empty() {
             return Err(RegistryError::NoArtifacts);
         }
+        let (label, os) = self.inherited(&req).await?;
+        let req = AddRequest {
+            os: Some(os),
+            ..req
+        };
         if let Some(key) = &req.bake_key {
             if let Some(existing) = self.store.find_by_bake_key(key).await? {
                 return Ok(AddOutcome {
@@ -162,7 +171,7 @@ impl Registry {
                 version,
                 label: label.clone(),
                 package_type: "image".into(),
-                os: req.os,
+                os,
                 status: Status::Active,
                 bake_key: req.bake_key.clone(),
                 parent: req.parent.clone(),
@@ -231,6 +240,41 @@ impl Registry {
         }
     }
 
+    /// The label and OS an add stores: those given, else the latest stored
+    /// version's, else the name and linux. A given value that differs from
+    /// the stored one is refused: a package keeps its OS and label.
+    async fn inherited(&self, req: &AddRequest) -> Result<(String, Os), RegistryError> {
+        let stored = match self.store.latest_version(&req.name).await? {
+            Some(v) => self.store.get(&req.name, &v).await?,
+            None => None,
+        };
+        let Some(stored) = stored else {
+            return Ok((
+                req.label.clone().unwrap_or_else(|| req.name.clone()),
+                req.os.unwrap_or(Os::Linux),
+            ));
+        };
+        if let Some(label) = req.label.as_ref().filter(|l| **l != stored.label) {
+            return Err(RegistryError::Mismatch {
+                name: req.name.clone(),
+                version: stored.version.to_string(),
+                field: "label",
+                stored: stored.label.clone(),
+                given: label.clone(),
+            });
+        }
+        if let Some(os) = req.os.filter(|o| *o != stored.os) {
+            return Err(RegistryError::Mismatch {
+                name: req.name.clone(),
+                version: stored.version.to_string(),
+                field: "os",
+                stored: stored.os.to_string(),
+                given: os.to_string(),
+            });
+        }
+        Ok((stored.label, stored.os))
+    }
+
     async fn append(
         &self,
         req: &AddRequest,
@@ -245,22 +289,13 @@ impl Registry {
                     key: format!("{}@{version}", req.name),
                     message: "latest version is not stored".into(),
                 })?;
-        if req.label.is_some() && existing.label != label {
+        if existing.label != label {
             return Err(RegistryError::Mismatch {
                 name: req.name.clone(),
                 version: version.to_string(),
                 field: "label",
                 stored: existing.label,
                 given: label.to_string(),
-            });
-        }
-        if existing.os != req.os {
-            return Err(RegistryError::Mismatch {
-                name: req.name.clone(),
-                version: version.to_string(),
-                field: "os",
-                stored: existing.os.to_string(),
-                given: req.os.to_string(),
             });
         }
         check_unique_names(&req.name, version, &req.artifacts, &existing.artifacts)?;
@@ -284,6 +319,35 @@ impl Registry {
             appended: true,
             reused: false,
         })
+    }
+
+    /// Resolves a recipe's registry base (see [`Reference::name_or_label`]):
+    /// by name when it is one and a package of that name exists, else by
+    /// label; active versions only.
+    pub async fn resolve_name_or_label(
+        &self,
+        reference: &Reference,
+        provider: Option<Provider>,
+        region: Option<String>,
+    ) -> Result<Resolution, RegistryError> {
+        let query = |lookup| ResolveQuery {
+            lookup,
+            pattern: reference.pattern.clone(),
+            include_inactive: false,
+            provider,
+            region: region.clone(),
+        };
+        if validate_name("name", &reference.name).is_ok() {
+            match self
+                .resolve(&query(Lookup::Name(reference.name.clone())))
+                .await
+            {
+                Err(RegistryError::NotFound { .. }) => {}
+                other => return other,
+            }
+        }
+        self.resolve(&query(Lookup::Label(reference.name.clone())))
+            .await
     }
 
     /// Picks the highest qualifying version and, if asked, its artifact for

@@ -65,10 +65,32 @@ impl SqliteStore {
         Self::init(Connection::open_in_memory()?)
     }
 
+    /// Sets up a connection: a 10 s busy timeout, WAL, the schema. Switching
+    /// a fresh file to WAL can answer "database is locked" at once, without
+    /// the busy handler, while another process does the same; that set-up
+    /// is retried (every statement of it is idempotent) until the timeout.
     fn init(conn: Connection) -> Result<SqliteStore, RegistryError> {
-        conn.busy_timeout(std::time::Duration::from_secs(10))?;
-        conn.execute_batch("PRAGMA journal_mode=WAL;")?;
-        conn.execute_batch(SCHEMA)?;
+        let timeout = std::time::Duration::from_secs(10);
+        conn.busy_timeout(timeout)?;
+        let started = std::time::Instant::now();
+        let mut pause = std::time::Duration::from_millis(5);
+        loop {
+            let setup = conn
+                .execute_batch("PRAGMA journal_mode=WAL;")
+                .and_then(|()| conn.execute_batch(SCHEMA));
+            match setup {
+                Err(rusqlite::Error::SqliteFailure(e, _))
+                    if matches!(
+                        e.code,
+                        rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked
+                    ) && started.elapsed() < timeout =>
+                {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(std::time::Duration::from_millis(200));
+                }
+                other => break other?,
+            }
+        }
         Ok(SqliteStore {
             conn: Arc::new(Mutex::new(conn)),
         })

@@ -4,7 +4,7 @@ use aws_sdk_ec2::types::{Image, ImageState};
 
 use crate::pipeline::{ResolvedBase, StepError};
 use crate::recipe::{Base, BaseFilter, LoadedRecipe};
-use crate::registry::{Lookup, Provider, Reference, Registry, ResolveQuery};
+use crate::registry::{Provider, Reference, Registry};
 
 use super::error::{aws, is_not_found};
 use super::{filter, Ec2Backend};
@@ -28,15 +28,13 @@ impl Ec2Backend {
                 parent: None,
             }),
             Base::Registry(text) => {
-                let reference: Reference = text.parse()?;
+                let reference = Reference::name_or_label(text)?;
                 let resolution = registry
-                    .resolve(&ResolveQuery {
-                        lookup: Lookup::Name(reference.name.clone()),
-                        pattern: reference.pattern.clone(),
-                        include_inactive: false,
-                        provider: Some(Provider::Aws),
-                        region: Some(self.region.clone()),
-                    })
+                    .resolve_name_or_label(
+                        &reference,
+                        Some(Provider::Aws),
+                        Some(self.region.clone()),
+                    )
                     .await?;
                 let parent = format!("{}@{}", resolution.package.name, resolution.package.version);
                 let artifact = resolution.artifact.ok_or_else(|| {

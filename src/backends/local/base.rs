@@ -9,7 +9,7 @@ use std::process::Command;
 
 use crate::pipeline::{ResolvedBase, StepError};
 use crate::recipe::{Base, LoadedRecipe, LocalBaseKind, OsKind};
-use crate::registry::{Lookup, Provider, Reference, Registry, RegistryError, ResolveQuery};
+use crate::registry::{Provider, Reference, Registry};
 
 use super::digest::{cached_file_digest, tree_digest};
 use super::fsutil::{io_error, resolve_in_root};
@@ -80,18 +80,10 @@ impl LocalBackend {
                 Ok(ResolvedBase { id, parent: None })
             }
             Base::Registry(text) => {
-                let reference: Reference = text.parse()?;
-                let resolution = match registry
-                    .resolve(&query(Lookup::Name(reference.name.clone()), &reference))
-                    .await
-                {
-                    Err(RegistryError::NotFound { .. }) => {
-                        registry
-                            .resolve(&query(Lookup::Label(reference.name.clone()), &reference))
-                            .await?
-                    }
-                    other => other?,
-                };
+                let reference = Reference::name_or_label(text)?;
+                let resolution = registry
+                    .resolve_name_or_label(&reference, Some(Provider::Local), None)
+                    .await?;
                 let package = resolution.package;
                 let artifact = resolution.artifact.ok_or_else(|| {
                     StepError::NonRetryable(format!("base {text}: no local artifact"))
@@ -166,17 +158,6 @@ impl LocalBackend {
     /// Where file digests are cached.
     pub(crate) fn digest_cache(&self) -> PathBuf {
         self.settings.work_root.join(".cache/digests")
-    }
-}
-
-/// A resolution of `reference` for the local provider.
-fn query(lookup: Lookup, reference: &Reference) -> ResolveQuery {
-    ResolveQuery {
-        lookup,
-        pattern: reference.pattern.clone(),
-        include_inactive: false,
-        provider: Some(Provider::Local),
-        region: None,
     }
 }
 
