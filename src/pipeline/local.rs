@@ -188,6 +188,33 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn a_step_result_missing_a_routed_field_tears_down() {
+        // A Choice on a path that selects nothing is States.Runtime, which no
+        // Catch handles: the Done choices check the fields first.
+        let (execution, teardowns) =
+            run(|_| Some(json!({"build_id": "b-1", "wait_seconds": 0, "polls": 0}))).await;
+        assert_eq!(teardowns.len(), 1, "{:#?}", execution.history);
+        assert_eq!(teardowns[0]["error"]["Error"], "MalformedStepResult");
+        assert!(matches!(
+            &execution.status,
+            ExecutionStatus::Failed { error, cause: Some(cause) }
+                if error == "MalformedStepResult" && cause.contains("without build_id, done")
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_step_result_with_a_mistyped_routed_field_tears_down() {
+        // `wait_seconds` feeds a Wait's SecondsPath: a string there would be
+        // States.Runtime too.
+        let (execution, teardowns) = run(|_| {
+            Some(json!({"build_id": "b-1", "done": false, "wait_seconds": "5", "polls": 0}))
+        })
+        .await;
+        assert_eq!(teardowns.len(), 1, "{:#?}", execution.history);
+        assert_eq!(teardowns[0]["error"]["Error"], "MalformedStepResult");
+    }
+
     #[test]
     fn the_deployed_definition_loads_with_every_step_mapped() {
         let machine = load_definition().unwrap();
