@@ -413,3 +413,15 @@ fn empty_provisioner_list_and_empty_test_command() {
         vec!["recipe.yaml:4:1: test[1]: test command must not be empty"]
     );
 }
+
+#[test]
+fn linux_provisioners_in_a_windows_recipe_are_flagged() {
+    let problems =
+        problems_with("os: windows\nprovisioners:\n  - {type: shell, inline: [whoami]}\n");
+    assert!(
+        problems.iter().any(|p| p.contains(
+            "provisioners[0].type: a shell provisioner runs on Linux images only; this recipe has `os: windows`"
+        )),
+        "{problems:?}"
+    );
+}

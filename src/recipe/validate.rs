@@ -205,6 +205,20 @@ fn check_builder(c: &mut Checker, recipe: &Recipe) {
 }
 
 fn check_provisioner(c: &mut Checker, field: &str, p: &Provisioner, os: OsKind) {
+    let linux_only = match p {
+        Provisioner::Shell(_) => Some("shell"),
+        Provisioner::Salt(_) => Some("salt"),
+        Provisioner::Ansible(_) => Some("ansible"),
+        Provisioner::File(_) => None,
+    };
+    if let Some(kind) = linux_only.filter(|_| os == OsKind::Windows) {
+        c.report(
+            field_key(field, "type"),
+            format!(
+                "a {kind} provisioner runs on Linux images only; this recipe has `os: windows`"
+            ),
+        );
+    }
     match p {
         Provisioner::Shell(s) => {
             match &s.source {

@@ -65,9 +65,7 @@ impl LocalBackend {
         registry: &Registry,
     ) -> Result<ResolvedBase, StepError> {
         if recipe.recipe.os != OsKind::Linux {
-            return Err(StepError::NonRetryable(
-                "local builds bake Linux images only (os: windows needs the AWS backend)".into(),
-            ));
+            return Err(StepError::NonRetryable(super::WINDOWS_REFUSED.into()));
         }
         match &recipe.recipe.base {
             Base::Path(_) => {

@@ -19,9 +19,7 @@ const HOST_BUSYBOX: &str = "/bin/busybox";
 pub(crate) async fn clean(ctx: &BuildContext, sandbox: &Sandbox) -> Result<(), StepError> {
     let recipe = &ctx.recipe()?.recipe;
     if recipe.os != OsKind::Linux {
-        return Err(StepError::NonRetryable(
-            "local builds bake Linux images only (os: windows needs the AWS backend)".into(),
-        ));
+        return Err(StepError::NonRetryable(super::WINDOWS_REFUSED.into()));
     }
     // What the policy finds before it runs is what it removes: the record
     // lists it.
