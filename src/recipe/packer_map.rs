@@ -147,10 +147,17 @@ impl Converter<'_> {
                 (None, Some(d)) => {
                     pending.insert(name.clone(), d.clone());
                 }
-                (None, None) => self.problems.push((
-                    field_key("variables", name),
-                    format!("variable `{name}` is required (its default is null) but was not set"),
-                )),
+                (None, None) => {
+                    self.problems.push((
+                        field_key("variables", name),
+                        format!(
+                            "variable `{name}` is required (its default is null) but was not set"
+                        ),
+                    ));
+                    // Reported once: its uses render empty instead of
+                    // adding "not defined" for a variable that is declared.
+                    self.vars.insert(name.clone(), String::new());
+                }
             }
         }
         // Defaults may use `env` and refer to other variables: resolve in

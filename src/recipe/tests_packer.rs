@@ -126,6 +126,20 @@ fn undeclared_and_required_variables() {
 }
 
 #[test]
+fn a_required_variable_that_is_used_is_reported_once() {
+    let tree = Tree::new();
+    let text = template(
+        r#", "region": "{{user `needed`}}""#,
+        r#", "variables": {"needed": null}"#,
+    );
+    let got = messages(&tree, load_template(&tree, &text, &options(&[], &[])));
+    assert_eq!(
+        got,
+        vec!["packer.json:6:21: variables.needed: variable `needed` is required (its default is null) but was not set"]
+    );
+}
+
+#[test]
 fn template_functions_in_builder_fields() {
     let tree = Tree::new();
     let builder = r#",
