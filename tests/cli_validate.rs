@@ -259,3 +259,52 @@ fn five_mistakes_of_different_kinds_are_reported_in_one_run() {
         );
     }
 }
+
+/// Packer template variables from `--var`, `--var-file` and `PKR_VAR_*`,
+/// and `{{env}}` in the variables section reading the real environment.
+#[test]
+fn template_variables_come_from_flags_files_and_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("t.json");
+    std::fs::write(
+        &template,
+        r#"{
+  "variables": {"region": "{{env `BH_TEST_REGION`}}", "owner": null},
+  "builders": [{"type": "amazon-ebs", "region": "{{user `region`}}", "source_ami": "ami-12345678",
+                "instance_type": "t3.small", "ssh_username": "admin", "ami_name": "web-{{user `owner`}}"}]
+}"#,
+    )
+    .unwrap();
+    let var_file = dir.path().join("vars.json");
+    std::fs::write(&var_file, r#"{"owner": "team-a"}"#).unwrap();
+    let run = |env: &[(&str, &str)], args: &[&str]| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakehouse"));
+        cmd.arg("validate").args(args).arg(&template);
+        cmd.env_remove("BH_TEST_REGION").env_remove("PKR_VAR_owner");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let out = cmd.output().unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    let region = ("BH_TEST_REGION", "eu-west-1");
+    let (ok, out) = run(&[region], &[]);
+    assert!(!ok && out.contains("variable `owner` is required"), "{out}");
+    for (env, args) in [
+        (vec![region], vec!["--var", "owner=x"]),
+        (vec![region, ("PKR_VAR_owner", "y")], vec![]),
+        (vec![region], vec!["--var-file", var_file.to_str().unwrap()]),
+    ] {
+        let (ok, out) = run(&env, &args);
+        assert!(ok, "{env:?} {args:?}: {out}");
+    }
+    // {{env}} is read: a region that is not one is reported.
+    let (ok, out) = run(&[("BH_TEST_REGION", "nowhere-1")], &["--var", "owner=z"]);
+    assert!(
+        !ok && out.contains("\"nowhere-1\" does not look like an AWS region"),
+        "{out}"
+    );
+}

@@ -46,6 +46,9 @@ pub struct BuildArgs {
     /// `builds cleanup`), `ask` asks on the terminal.
     #[arg(long, value_enum, default_value_t = OnError::Cleanup)]
     pub on_error: OnError,
+    /// Packer template variables.
+    #[command(flatten)]
+    pub vars: super::TemplateVars,
 }
 
 /// Checks a `--build-id` before anything is touched.
@@ -70,11 +73,12 @@ pub fn new_build_id(recipe: &str) -> String {
 /// The execution input for a recipe file started from this machine.
 pub fn execution_input(
     recipe: &Path,
+    vars: &super::TemplateVars,
     force: bool,
     build_id: &str,
 ) -> Result<(String, ExecutionInput), CliError> {
-    let (loaded, bundle) =
-        pipeline::load_for_build(recipe).map_err(|e| CliError::Usage(e.to_string()))?;
+    let (loaded, bundle) = pipeline::load_for_build_with(recipe, &vars.load_options()?)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
     if let Some(problem) = crate::recipe::check_local_base(&loaded) {
         return Err(CliError::Usage(format!("{problem}; nothing was started")));
     }
@@ -192,9 +196,9 @@ pub async fn run_local(
             "--table {table} (or BAKEHOUSE_TABLE) selects the DynamoDB registry, but a local build records into the embedded registry (--db): build with --remote, or drop --table; nothing was started"
         )));
     }
-    let (name, _) = execution_input(&args.recipe, args.force, "probe")?;
+    let (name, _) = execution_input(&args.recipe, &args.vars, args.force, "probe")?;
     let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
-    let (_, input) = execution_input(&args.recipe, args.force, &build_id)?;
+    let (_, input) = execution_input(&args.recipe, &args.vars, args.force, &build_id)?;
     let (pipeline, backend) = local_pipeline(store, &args.home, args.on_error)?;
     let builds = pipeline.builds().clone();
     collect_garbage(&pipeline, &backend).await?;
@@ -319,9 +323,9 @@ pub async fn run_remote(
             "--remote needs --state-machine ARN (or BAKEHOUSE_STATE_MACHINE_ARN)".into(),
         )
     })?;
-    let (name, _) = execution_input(&args.recipe, args.force, "probe")?;
+    let (name, _) = execution_input(&args.recipe, &args.vars, args.force, "probe")?;
     let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
-    let (_, input) = execution_input(&args.recipe, args.force, &build_id)?;
+    let (_, input) = execution_input(&args.recipe, &args.vars, args.force, &build_id)?;
     let config = crate::aws::from_env(None).await;
     let sfn = aws_sdk_sfn::Client::new(&config);
     let aws = |e: String| CliError::Usage(format!("Step Functions: {e}"));

@@ -7,8 +7,10 @@ mod builds;
 mod image;
 mod output;
 mod progress;
+mod template_vars;
 
 pub use progress::init_logging;
+pub use template_vars::TemplateVars;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -198,6 +200,9 @@ pub enum Command {
         /// Recipe files.
         #[arg(required = true)]
         files: Vec<PathBuf>,
+        /// Packer template variables.
+        #[command(flatten)]
+        vars: TemplateVars,
     },
     /// Print the JSON Schema of a recipe (draft 2020-12), for editors and
     /// CI checks; `validate` remains the complete check.
@@ -272,7 +277,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     let shown = cli.progress();
     match cli.command {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
-        Command::Validate { files } => validate(&files, format, out),
+        Command::Validate { files, vars } => validate(&files, &vars, format, out),
         Command::Schema => Ok(output::json(out, &crate::recipe::schema::recipe_schema())?),
         Command::Builds(cmd) => builds::run(cmd, &cli.store, format, out).await,
         Command::Build(args) if args.remote => {
@@ -282,8 +287,13 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
     }
 }
 
-fn validate(files: &[PathBuf], format: Format, out: &mut dyn Write) -> Result<(), CliError> {
-    let problems = crate::recipe::validate_files(files);
+fn validate(
+    files: &[PathBuf],
+    vars: &TemplateVars,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let problems = crate::recipe::validate_files_with(files, &vars.load_options()?);
     match format {
         Format::Json => {
             let list: Vec<serde_json::Value> = problems

@@ -14,4 +14,6 @@ mod steps;
 pub use backend::{BuildContext, BuilderBackend, Progress, ResolvedBase};
 pub use cancel::{owned_by_another_live_process, Collected, CANCELLED};
 pub use error::{failure_message, lambda_error_cause, StepError};
-pub use steps::{build_path_component, load_for_build, Pipeline, PipelineSettings};
+pub use steps::{
+    build_path_component, load_for_build, load_for_build_with, Pipeline, PipelineSettings,
+};

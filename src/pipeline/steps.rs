@@ -480,7 +480,15 @@ pub fn build_path_component(build_id: &str) -> Result<&str, StepError> {
 /// Loads a recipe file for a build started from this machine: validated and
 /// packed, ready to put in the execution input.
 pub fn load_for_build(path: &std::path::Path) -> Result<(LoadedRecipe, RecipeBundle), StepError> {
-    let loaded = recipe::load(path)?;
+    load_for_build_with(path, &recipe::LoadOptions::default())
+}
+
+/// [`load_for_build`] with Packer template variables and environment.
+pub fn load_for_build_with(
+    path: &std::path::Path,
+    options: &recipe::LoadOptions,
+) -> Result<(LoadedRecipe, RecipeBundle), StepError> {
+    let loaded = recipe::load_with(path, options)?;
     let bundle = bundle::bundle(&loaded)?;
     Ok((loaded, bundle))
 }

@@ -197,9 +197,18 @@ where
     I: IntoIterator<Item = P>,
     P: AsRef<Path>,
 {
+    validate_files_with(paths, &LoadOptions::default())
+}
+
+/// [`validate_files`] with Packer template variables and environment.
+pub fn validate_files_with<I, P>(paths: I, options: &LoadOptions) -> Vec<Problem>
+where
+    I: IntoIterator<Item = P>,
+    P: AsRef<Path>,
+{
     paths
         .into_iter()
-        .flat_map(|p| match load(p.as_ref()) {
+        .flat_map(|p| match load_with(p.as_ref(), options) {
             Ok(loaded) => check_local_base(&loaded).into_iter().collect(),
             Err(e) => e.problems(),
         })

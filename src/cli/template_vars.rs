@@ -1,0 +1,70 @@
+//! `--var` and `--var-file` for Packer templates, as `packer build -var`
+//! and `-var-file` take them, plus `PKR_VAR_<name>` from the environment.
+//!
+//! Precedence, lowest first (as Packer's): `PKR_VAR_*`, then each
+//! `--var-file` in order, then each `--var` in order. `{{env}}` in a
+//! template's `variables` section reads this process's environment. Plain
+//! recipes ignore all of it.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use clap::Args;
+
+use super::CliError;
+use crate::recipe::LoadOptions;
+
+/// Template variable flags of `validate` and `build`.
+#[derive(Debug, Args, Default, Clone)]
+pub struct TemplateVars {
+    /// A Packer template variable, `NAME=VALUE` (repeatable; like `packer
+    /// -var`).
+    #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
+    pub vars: Vec<(String, String)>,
+    /// A JSON file of Packer template variables, `{"name": "value"}`
+    /// (repeatable; like `packer -var-file`).
+    #[arg(long = "var-file", value_name = "FILE")]
+    pub var_files: Vec<PathBuf>,
+}
+
+fn parse_var(text: &str) -> Result<(String, String), String> {
+    match text.split_once('=') {
+        Some((name, value)) if !name.is_empty() => Ok((name.to_string(), value.to_string())),
+        _ => Err(format!("{text:?}: expected NAME=VALUE")),
+    }
+}
+
+impl TemplateVars {
+    /// The load options: variables by precedence and the environment.
+    pub fn load_options(&self) -> Result<LoadOptions, CliError> {
+        let env: BTreeMap<String, String> = std::env::vars().collect();
+        let mut vars: BTreeMap<String, String> = env
+            .iter()
+            .filter_map(|(k, v)| Some((k.strip_prefix("PKR_VAR_")?.to_string(), v.clone())))
+            .collect();
+        for file in &self.var_files {
+            let text = std::fs::read_to_string(file)
+                .map_err(|e| CliError::Usage(format!("--var-file {}: {e}", file.display())))?;
+            let values: BTreeMap<String, serde_json::Value> =
+                serde_json::from_str(&text).map_err(|e| {
+                    CliError::Usage(format!(
+                        "--var-file {}: expected a JSON object of variables: {e}",
+                        file.display()
+                    ))
+                })?;
+            for (name, value) in values {
+                let value = match value {
+                    serde_json::Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                vars.insert(name, value);
+            }
+        }
+        vars.extend(self.vars.iter().cloned());
+        Ok(LoadOptions {
+            vars,
+            env,
+            now: None,
+        })
+    }
+}
