@@ -1257,3 +1257,49 @@ async fn base_resolution_picks_the_newest_and_explains_what_it_cannot_use() {
     assert_eq!(unregistered.name(), "NonRetryable");
     assert!(unregistered.message().contains("nothing"), "{unregistered}");
 }
+
+/// `on_error: abort` (`build --remote --on-error=abort`): the failed build's
+/// builder stays running and the record says where; its images are removed
+/// all the same; releasing it (what `builds cleanup` runs) terminates it.
+#[tokio::test]
+async fn on_error_abort_keeps_the_builder_until_released() {
+    let env = env().await;
+    let p = env.pipeline(Some(Step::Capture));
+    let id = "abort-capture";
+    let mut req = request(id, web_recipe());
+    req["on_error"] = json!("abort");
+    let run = run(&p, req).await;
+    assert_eq!(
+        run.error.expect("the injected failure").name(),
+        "BuildFailed"
+    );
+    let record = env.record(id).await;
+    assert_eq!(record.status, BuildStatus::Failed);
+    let live = env.live_instances(HOME, Some(id)).await;
+    assert_eq!(live.len(), 1, "the builder is kept");
+    assert_eq!(record.kept, Some(format!("instance {} in {HOME}", live[0])));
+    assert!(record
+        .resources_of(ResourceKind::Instance)
+        .any(|r| !r.deleted && r.id.as_deref() == Some(live[0].as_str())));
+    for region in [HOME, OTHER] {
+        assert_eq!(
+            env.build_images(region, id, "web").await.len(),
+            0,
+            "{region}"
+        );
+    }
+
+    let released = p.release_kept(id).await.unwrap();
+    assert_eq!(released.kept, None);
+    assert_eq!(
+        env.live_instances(HOME, Some(id)).await,
+        Vec::<String>::new()
+    );
+    assert!(
+        released.resources.iter().all(|r| r.deleted),
+        "{:?}",
+        released.resources
+    );
+    // Again: nothing to do.
+    p.release_kept(id).await.unwrap();
+}

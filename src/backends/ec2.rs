@@ -270,7 +270,20 @@ impl BuilderBackend for Ec2Backend {
     }
 
     async fn teardown(&self, ctx: &BuildContext, succeeded: bool) -> Result<(), StepError> {
-        self.teardown_build(ctx, succeeded).await
+        self.teardown_build(ctx, succeeded, false).await.map(|_| ())
+    }
+
+    async fn teardown_keeping_builder(
+        &self,
+        ctx: &BuildContext,
+    ) -> Result<Option<String>, StepError> {
+        let kept = self.teardown_build(ctx, false, true).await?;
+        Ok((!kept.is_empty()).then(|| {
+            kept.iter()
+                .map(|(region, id)| format!("instance {id} in {region}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        }))
     }
 }
 

@@ -15,7 +15,7 @@ use super::{CliError, StoreArgs};
 use crate::asl::{EventKind, ExecutionStatus, HistoryEvent, SystemClock};
 use crate::backends::local::{LocalBackend, LocalSettings, OnError};
 use crate::build::{BuildRecord, BuildStatus};
-use crate::pipeline::io::{ExecutionInput, RecipeSpec, TriggerSpec};
+use crate::pipeline::io::{ExecutionInput, OnFailure, RecipeSpec, TriggerSpec};
 use crate::pipeline::{self, Pipeline, PipelineSettings};
 use crate::registry::{Trigger, TriggerKind};
 use tokio::signal::unix::{signal, Signal, SignalKind};
@@ -70,11 +70,26 @@ pub fn new_build_id(recipe: &str) -> String {
     id
 }
 
+/// `--on-error` as the execution input carries it: a remote build keeps
+/// its builder instance with `abort`; `ask` needs a terminal at the
+/// failure, which a remote build does not have. A local build keeps its
+/// sandbox through the local backend's own setting.
+fn remote_on_error(args: &BuildArgs) -> Result<OnFailure, CliError> {
+    match (args.remote, args.on_error) {
+        (false, _) | (true, OnError::Cleanup) => Ok(OnFailure::Cleanup),
+        (true, OnError::Abort) => Ok(OnFailure::Abort),
+        (true, OnError::Ask) => Err(CliError::Usage(
+            "--on-error=ask needs a terminal when the build fails; with --remote use --on-error=abort".into(),
+        )),
+    }
+}
+
 /// The execution input for a recipe file started from this machine.
 pub fn execution_input(
     recipe: &Path,
     vars: &super::TemplateVars,
     force: bool,
+    on_error: OnFailure,
     build_id: &str,
 ) -> Result<(String, ExecutionInput), CliError> {
     let (loaded, bundle) = pipeline::load_for_build_with(recipe, &vars.load_options()?)
@@ -92,6 +107,7 @@ pub fn execution_input(
             trigger: TriggerSpec::Full(trigger),
             force,
             build_id: Some(build_id.to_string()),
+            on_error,
         },
     ))
 }
@@ -196,9 +212,21 @@ pub async fn run_local(
             "--table {table} (or BAKEHOUSE_TABLE) selects the DynamoDB registry, but a local build records into the embedded registry (--db): build with --remote, or drop --table; nothing was started"
         )));
     }
-    let (name, _) = execution_input(&args.recipe, &args.vars, args.force, "probe")?;
+    let (name, _) = execution_input(
+        &args.recipe,
+        &args.vars,
+        args.force,
+        OnFailure::Cleanup,
+        "probe",
+    )?;
     let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
-    let (_, input) = execution_input(&args.recipe, &args.vars, args.force, &build_id)?;
+    let (_, input) = execution_input(
+        &args.recipe,
+        &args.vars,
+        args.force,
+        remote_on_error(args)?,
+        &build_id,
+    )?;
     let (pipeline, backend) = local_pipeline(store, &args.home, args.on_error)?;
     let builds = pipeline.builds().clone();
     collect_garbage(&pipeline, &backend).await?;
@@ -323,9 +351,21 @@ pub async fn run_remote(
             "--remote needs --state-machine ARN (or BAKEHOUSE_STATE_MACHINE_ARN)".into(),
         )
     })?;
-    let (name, _) = execution_input(&args.recipe, &args.vars, args.force, "probe")?;
+    let (name, _) = execution_input(
+        &args.recipe,
+        &args.vars,
+        args.force,
+        OnFailure::Cleanup,
+        "probe",
+    )?;
     let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
-    let (_, input) = execution_input(&args.recipe, &args.vars, args.force, &build_id)?;
+    let (_, input) = execution_input(
+        &args.recipe,
+        &args.vars,
+        args.force,
+        remote_on_error(args)?,
+        &build_id,
+    )?;
     let config = crate::aws::from_env(None).await;
     let sfn = aws_sdk_sfn::Client::new(&config);
     let aws = |e: String| CliError::Usage(format!("Step Functions: {e}"));

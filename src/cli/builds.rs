@@ -91,11 +91,11 @@ fn copy_from(path: &str, offset: u64, out: &mut dyn Write) -> Result<u64, CliErr
 
 /// The builder instance of a build that is still alive in the ledger (a
 /// remote build), for `builds shell`.
-fn kept_instance(record: &BuildRecord) -> Option<String> {
+fn kept_instance(record: &BuildRecord) -> Option<(String, Option<String>)> {
     record
         .resources_of(crate::build::ResourceKind::Instance)
         .find(|r| !r.deleted)
-        .and_then(|r| r.id.clone())
+        .and_then(|r| Some((r.id.clone()?, r.region.clone())))
 }
 
 fn duration(record: &BuildRecord) -> String {
@@ -150,6 +150,29 @@ async fn gc(
     Ok(())
 }
 
+/// The pipeline over DynamoDB and EC2 (`--table`), for `builds cleanup` of
+/// a remote build.
+async fn remote_pipeline(
+    store: &StoreArgs,
+    home: &std::path::Path,
+    builds: std::sync::Arc<dyn crate::build::BuildStore>,
+) -> Result<crate::pipeline::Pipeline, CliError> {
+    let config = crate::aws::from_env(None).await;
+    let backend = crate::backends::ec2::Ec2Backend::new(
+        &config,
+        crate::backends::ec2::Ec2Settings::default(),
+    );
+    Ok(crate::pipeline::Pipeline::new(
+        store.registry().await?,
+        builds,
+        std::sync::Arc::new(backend),
+        crate::pipeline::PipelineSettings {
+            scratch_dir: home.join("scratch"),
+            fail_at: None,
+        },
+    ))
+}
+
 /// Runs a builds subcommand.
 pub async fn run(
     cmd: BuildsCommand,
@@ -170,20 +193,12 @@ pub async fn run(
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
-            if record.kept.is_none() {
-                if let Some(instance) = kept_instance(&record) {
-                    writeln!(
-                        out,
-                        "aws ssm start-session --target {instance}{}",
-                        record
-                            .resources
-                            .iter()
-                            .find_map(|r| r.region.as_ref())
-                            .map(|r| format!(" --region {r}"))
-                            .unwrap_or_default()
-                    )?;
-                    return Ok(());
-                }
+            // A remote build's live builder (kept with `on_error: abort`,
+            // or still running): the SSM session that opens a shell on it.
+            if let Some((instance, region)) = kept_instance(&record) {
+                let region = region.map(|r| format!(" --region {r}")).unwrap_or_default();
+                writeln!(out, "aws ssm start-session --target {instance}{region}")?;
+                return Ok(());
             }
             let (_, backend) = super::build::local_pipeline(
                 store,
@@ -235,6 +250,24 @@ pub async fn run(
                 .await
                 .map_err(store_err)?
                 .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+            if store.table.is_some() {
+                // A remote build kept with `on_error: abort`: its builder
+                // instance goes the way of any failed build's.
+                let kept = record.kept.clone().unwrap_or_default();
+                let pipeline = remote_pipeline(store, &home, builds.clone()).await?;
+                pipeline
+                    .release_kept(&id)
+                    .await
+                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                if format == Format::Json {
+                    return output::json(
+                        out,
+                        &serde_json::json!({"build_id": id, "cleaned": true, "released": kept}),
+                    );
+                }
+                writeln!(out, "build {id}: kept builder released ({kept})")?;
+                return Ok(());
+            }
             let (_, backend) = super::build::local_pipeline(
                 store,
                 &home,

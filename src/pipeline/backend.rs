@@ -172,4 +172,16 @@ pub trait BuilderBackend: Send + Sync {
     /// failed build also the images it made. Must succeed when run twice and
     /// when nothing was created.
     async fn teardown(&self, ctx: &BuildContext, succeeded: bool) -> Result<(), StepError>;
+
+    /// Tears a failed build down but keeps its builder running for
+    /// debugging (`on_error: abort` in the execution input); returns where
+    /// it is (e.g. `instance i-0123 in eu-west-1`), or `None` when nothing
+    /// was kept. Backends that keep nothing this way (the local one keeps
+    /// its sandbox by its own setting) tear down as usual.
+    async fn teardown_keeping_builder(
+        &self,
+        ctx: &BuildContext,
+    ) -> Result<Option<String>, StepError> {
+        self.teardown(ctx, false).await.map(|()| None)
+    }
 }

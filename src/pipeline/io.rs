@@ -28,6 +28,27 @@ pub struct ExecutionInput {
     /// Build id; defaults to the execution name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
+    /// What a failed build leaves (Packer's `-on-error`).
+    #[serde(default, skip_serializing_if = "OnFailure::is_cleanup")]
+    pub on_error: OnFailure,
+}
+
+/// What a failed build leaves: everything torn down, or (AWS) the builder
+/// instance kept running for debugging until `builds cleanup` or the reaper.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OnFailure {
+    /// Tear everything down (the default).
+    #[default]
+    Cleanup,
+    /// Keep the builder; its images are removed all the same.
+    Abort,
+}
+
+impl OnFailure {
+    fn is_cleanup(&self) -> bool {
+        *self == OnFailure::Cleanup
+    }
 }
 
 fn console() -> TriggerSpec {

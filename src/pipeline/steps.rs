@@ -339,6 +339,32 @@ impl Pipeline {
         Ok(())
     }
 
+    /// Removes what a failed build kept for debugging (`on_error: abort`):
+    /// its builder is torn down like any failed build's, and the record no
+    /// longer says it is kept. Safe to run twice.
+    pub async fn release_kept(&self, build_id: &str) -> Result<BuildRecord, StepError> {
+        build_path_component(build_id)?;
+        let record = self.record(build_id).await?;
+        if record.kept.is_none() {
+            return Ok(record);
+        }
+        let recipe = self
+            .scratch(build_id, Step::Teardown)
+            .and_then(|dir| bundle::materialize(&record.bundle, &dir))
+            .ok();
+        let ctx = BuildContext {
+            build_id: build_id.to_string(),
+            recipe,
+            polls: 0,
+            record,
+            step: Step::Teardown,
+            store: self.builds.clone(),
+        };
+        self.backend.teardown(&ctx, false).await?;
+        tracing::info!(build = %build_id, "kept builder released");
+        ctx.update(|r| r.kept = None).await
+    }
+
     /// Tears the build down (on every path) and marks it SUCCEEDED or FAILED.
     pub async fn teardown(&self, input: TeardownInput) -> Result<TeardownOutput, StepError> {
         let state = &input.state;
@@ -408,7 +434,25 @@ impl Pipeline {
             store: self.builds.clone(),
         };
         let succeeded = error.is_none() && record.failure.is_none();
-        let mut outcome = self.backend.teardown(&ctx, succeeded).await;
+        let keep = !succeeded
+            && state
+                .pointer("/request/on_error")
+                .and_then(|v| serde_json::from_value::<super::io::OnFailure>(v.clone()).ok())
+                == Some(super::io::OnFailure::Abort);
+        let mut outcome = if keep {
+            match self.backend.teardown_keeping_builder(&ctx).await {
+                Ok(Some(kept)) => {
+                    tracing::info!(build = %build_id, %kept, "failed build's builder kept (on_error: abort)");
+                    ctx.update(|r| r.kept = Some(kept.clone()))
+                        .await
+                        .map(|_| ())
+                }
+                Ok(None) => Ok(()),
+                Err(e) => Err(e),
+            }
+        } else {
+            self.backend.teardown(&ctx, succeeded).await
+        };
         if let (false, false, Some(version)) = (succeeded, record.cache_hit, &record.version) {
             // The build registered a version, then failed: its images are
             // gone, so the version must not be resolved or reused.

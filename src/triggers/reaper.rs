@@ -5,7 +5,9 @@
 //!    finished (record `SUCCEEDED` or `FAILED`), when its build is still
 //!    `RUNNING` past the recipe's `builder.time_limit_minutes` (default
 //!    240), or when it has no build record and was launched longer ago than
-//!    the default limit. Others are kept.
+//!    the default limit. Others are kept, and so is the builder of a failed
+//!    build run with `on_error: abort` until its time limit has passed
+//!    since it failed (or `bakehouse builds cleanup` removes it).
 //! 2. A `RUNNING` build past its limit is marked `FAILED` (its execution
 //!    timed out, so no teardown ran), and terminated instances are marked
 //!    deleted in their build's ledger.
@@ -133,6 +135,19 @@ pub fn judge(
     default_limit: u32,
 ) -> Verdict {
     match record {
+        // Kept for debugging (`on_error: abort`): until `builds cleanup`, or
+        // the build's time limit after it failed.
+        Some(r) if r.status != BuildStatus::Running && r.kept.is_some() => {
+            let limit = time_limit(r, default_limit);
+            // The record's last write is its teardown's.
+            if now - r.updated_at > Duration::minutes(i64::from(limit)) {
+                Verdict::Terminate(Reason::Expired {
+                    limit_minutes: limit,
+                })
+            } else {
+                Verdict::Keep
+            }
+        }
         Some(r) if r.status != BuildStatus::Running => Verdict::Terminate(Reason::Finished {
             status: r.status.to_string(),
         }),
@@ -539,6 +554,20 @@ mod tests {
                 })
             );
         }
+    }
+
+    #[test]
+    fn kept_builders_of_failed_builds_stay_until_their_limit() {
+        let now = Utc::now();
+        let mut r = record(BuildStatus::Failed, 100, Some(60));
+        r.kept = Some("instance i-0123 in eu-west-1".into());
+        r.updated_at = now - Duration::minutes(59);
+        assert_eq!(judge(Some(&r), None, now, 240), Verdict::Keep);
+        r.updated_at = now - Duration::minutes(61);
+        assert_eq!(
+            judge(Some(&r), None, now, 240),
+            Verdict::Terminate(Reason::Expired { limit_minutes: 60 })
+        );
     }
 
     #[test]

@@ -23,19 +23,32 @@ struct Removed {
 }
 
 impl Ec2Backend {
+    /// Tears the build down; with `keep_builders` (a failed build run with
+    /// `on_error: abort`) its live instances are left running and returned
+    /// as `(region, instance id)`, everything else is removed all the same.
     pub(super) async fn teardown_build(
         &self,
         ctx: &BuildContext,
         succeeded: bool,
-    ) -> Result<(), StepError> {
+        keep_builders: bool,
+    ) -> Result<Vec<(String, String)>, StepError> {
         let record = ctx.current().await?;
-        let terminated = self.terminate_builders(ctx, &record).await?;
+        let live = self.live_builders(ctx, &record).await?;
+        let (terminated, kept) = if keep_builders {
+            (0, live)
+        } else {
+            (self.terminate(ctx, &live).await?, Vec::new())
+        };
         let removed = self.remove_images(ctx, &record, succeeded).await?;
         let regions: BTreeSet<String> = removed.iter().map(|r| r.region.clone()).collect();
         ctx.update(|r| {
             for res in r.resources.iter_mut() {
                 let gone = match res.kind {
-                    ResourceKind::Instance | ResourceKind::Command => true,
+                    ResourceKind::Instance => !res
+                        .id
+                        .as_ref()
+                        .is_some_and(|id| kept.iter().any(|(_, k)| k == id)),
+                    ResourceKind::Command => true,
                     ResourceKind::Image | ResourceKind::Snapshot if !succeeded => {
                         // Everything of the build in a region swept clean,
                         // including planned resources that never got an id.
@@ -62,24 +75,53 @@ impl Ec2Backend {
         .await?;
         let images: usize = removed.iter().map(|r| r.images.len()).sum();
         let snapshots: usize = removed.iter().map(|r| r.snapshots.len()).sum();
-        tracing::info!(build = %ctx.build_id, succeeded, terminated = terminated.len(), images, snapshots, "EC2 teardown done");
-        Ok(())
+        tracing::info!(build = %ctx.build_id, succeeded, terminated, kept = kept.len(), images, snapshots, "EC2 teardown done");
+        Ok(kept)
     }
 
-    /// Terminates the build's instances that are not terminated yet: those
-    /// in the ledger and those tagged with the build.
-    async fn terminate_builders(
+    /// Terminates `instances` (region, id); how many.
+    async fn terminate(
+        &self,
+        ctx: &BuildContext,
+        instances: &[(String, String)],
+    ) -> Result<usize, StepError> {
+        let regions: BTreeSet<&str> = instances.iter().map(|(r, _)| r.as_str()).collect();
+        for region in regions {
+            let live: Vec<String> = instances
+                .iter()
+                .filter(|(r, _)| r == region)
+                .map(|(_, id)| id.clone())
+                .collect();
+            self.ec2(region)
+                .terminate_instances()
+                .set_instance_ids(Some(live.clone()))
+                .send()
+                .await
+                .map_err(|e| {
+                    aws(
+                        format!("TerminateInstances {} in {region}", live.join(", ")),
+                        e,
+                    )
+                })?;
+            tracing::info!(build = %ctx.build_id, instances = ?live, %region, "builders terminated");
+        }
+        Ok(instances.len())
+    }
+
+    /// The build's instances that are not terminated yet, as (region, id):
+    /// those in the ledger and those tagged with the build.
+    async fn live_builders(
         &self,
         ctx: &BuildContext,
         record: &BuildRecord,
-    ) -> Result<Vec<String>, StepError> {
+    ) -> Result<Vec<(String, String)>, StepError> {
         let mut regions = BTreeSet::from([self.region.clone()]);
         regions.extend(
             record
                 .resources_of(ResourceKind::Instance)
                 .filter_map(|r| r.region.clone()),
         );
-        let mut terminated = Vec::new();
+        let mut found = Vec::new();
         for region in regions {
             let ledger: Vec<String> = record
                 .resources_of(ResourceKind::Instance)
@@ -101,24 +143,9 @@ impl Ec2Backend {
             }
             live.sort();
             live.dedup();
-            if live.is_empty() {
-                continue;
-            }
-            self.ec2(&region)
-                .terminate_instances()
-                .set_instance_ids(Some(live.clone()))
-                .send()
-                .await
-                .map_err(|e| {
-                    aws(
-                        format!("TerminateInstances {} in {region}", live.join(", ")),
-                        e,
-                    )
-                })?;
-            tracing::info!(build = %ctx.build_id, instances = ?live, %region, "builders terminated");
-            terminated.extend(live);
+            found.extend(live.into_iter().map(|id| (region.clone(), id)));
         }
-        Ok(terminated)
+        Ok(found)
     }
 
     async fn live_instances(

@@ -662,6 +662,7 @@ impl Webhook {
             trigger: TriggerSpec::Full(push.trigger()),
             force: false,
             build_id: None,
+            on_error: Default::default(),
         };
         let input = serde_json::to_string(&input)
             .map_err(|e| WebhookError::Config(format!("execution input: {e}")))?;
