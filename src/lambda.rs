@@ -52,6 +52,9 @@ pub struct StepConfig {
     pub fail_at: Option<Step>,
     /// `BAKEHOUSE_SCRATCH_DIR` (default `/tmp/bakehouse`).
     pub scratch_dir: PathBuf,
+    /// `BAKEHOUSE_COMMAND_LOG_GROUP`: CloudWatch Logs group that SSM sends
+    /// the full output of builder commands to (none: output stays in SSM).
+    pub command_log_group: Option<String>,
 }
 
 fn optional(name: &str) -> Option<String> {
@@ -93,6 +96,7 @@ impl StepConfig {
             scratch_dir: optional("BAKEHOUSE_SCRATCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp/bakehouse")),
+            command_log_group: optional("BAKEHOUSE_COMMAND_LOG_GROUP"),
         })
     }
 }
@@ -128,6 +132,7 @@ pub async fn aws_pipeline(config: &StepConfig) -> Pipeline {
         settings.subnet_id = Some(s.clone());
     }
     settings.ssm_online_check = config.ssm_online_check;
+    settings.command_log_group = config.command_log_group.clone();
     Pipeline::new(
         Registry::new(Arc::new(registry_store)),
         Arc::new(builds),

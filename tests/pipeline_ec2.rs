@@ -54,23 +54,28 @@ impl Env {
         aws_sdk_ec2::Client::new(&bakehouse::aws::in_region(&self.config, region))
     }
 
+    fn settings(&self) -> Ec2Settings {
+        Ec2Settings {
+            region: Some(HOME.into()),
+            // moto has no DescribeInstanceInformation (HTTP 500).
+            ssm_online_check: false,
+            ..Ec2Settings::default()
+        }
+    }
+
     fn backend(&self) -> Ec2Backend {
-        Ec2Backend::new(
-            &self.config,
-            Ec2Settings {
-                region: Some(HOME.into()),
-                // moto has no DescribeInstanceInformation (HTTP 500).
-                ssm_online_check: false,
-                ..Ec2Settings::default()
-            },
-        )
+        Ec2Backend::new(&self.config, self.settings())
     }
 
     fn pipeline(&self, fail_at: Option<Step>) -> Pipeline {
+        self.pipeline_on(self.backend(), fail_at)
+    }
+
+    fn pipeline_on(&self, backend: Ec2Backend, fail_at: Option<Step>) -> Pipeline {
         Pipeline::new(
             self.registry.clone(),
             self.builds.clone(),
-            Arc::new(self.backend()),
+            Arc::new(backend),
             PipelineSettings {
                 scratch_dir: self.scratch.path().to_path_buf(),
                 fail_at,
@@ -1302,4 +1307,110 @@ async fn on_error_abort_keeps_the_builder_until_released() {
     );
     // Again: nothing to do.
     p.release_kept(id).await.unwrap();
+}
+
+/// With a command log group (the SAM template's), the record names it
+/// before any command is sent, and `bakehouse builds logs` prints every line
+/// of the streams SSM writes there: `<command id>/<instance>/<plugin>/
+/// stdout|stderr`. moto's SSM neither runs commands nor writes their
+/// output, so the test writes the streams as the SSM agent does, with the
+/// real CloudWatch Logs API, and the real binary reads them.
+#[tokio::test]
+async fn remote_command_output_is_read_back_from_the_log_group() {
+    const GROUP: &str = "/bakehouse/test/commands";
+    let env = env().await;
+    let logs = aws_sdk_cloudwatchlogs::Client::new(&env.config);
+    logs.create_log_group()
+        .log_group_name(GROUP)
+        .send()
+        .await
+        .unwrap();
+    let settings = Ec2Settings {
+        command_log_group: Some(GROUP.into()),
+        ..env.settings()
+    };
+    let p = env.pipeline_on(Ec2Backend::new(&env.config, settings), None);
+    let run = run(&p, request("logs-1", web_recipe())).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    let record = env.record("logs-1").await;
+    assert_eq!(
+        record.log.as_deref(),
+        Some("cloudwatch-logs:us-east-1:/bakehouse/test/commands")
+    );
+    let builder = record
+        .resources
+        .iter()
+        .find(|r| r.kind == ResourceKind::Instance)
+        .and_then(|r| r.id.clone())
+        .expect("builder instance");
+    let commands: Vec<_> = record
+        .resources
+        .iter()
+        .filter(|r| r.kind == ResourceKind::Command)
+        .collect();
+    assert!(commands.len() >= 2, "{:?}", record.resources);
+
+    // The first provisioner prints 10,000 lines (the agent sends them in
+    // events of 100 lines) and one line on stderr; the next command one line.
+    let first = commands[0].id.clone().unwrap();
+    let stream = |command: &str, name: &str| format!("{command}/{builder}/aws-runShellScript/{name}");
+    let now = chrono::Utc::now().timestamp_millis();
+    let mut put = |stream: String, messages: Vec<String>, at: i64| {
+        let logs = logs.clone();
+        async move {
+            logs.create_log_stream()
+                .log_group_name(GROUP)
+                .log_stream_name(&stream)
+                .send()
+                .await
+                .unwrap();
+            for (i, chunk) in messages.chunks(1000).enumerate() {
+                let events = chunk.iter().map(|m| {
+                    aws_sdk_cloudwatchlogs::types::InputLogEvent::builder()
+                        .timestamp(at + i as i64)
+                        .message(m)
+                        .build()
+                        .unwrap()
+                });
+                logs.put_log_events()
+                    .log_group_name(GROUP)
+                    .log_stream_name(&stream)
+                    .set_log_events(Some(events.collect()))
+                    .send()
+                    .await
+                    .unwrap();
+            }
+        }
+    };
+    let lines: Vec<String> = (1..=10_000).map(|i| format!("line-{i}")).collect();
+    let events: Vec<String> = lines.chunks(100).map(|c| c.join("\n")).collect();
+    put(stream(&first, "stdout"), events, now).await;
+    put(stream(&first, "stderr"), vec!["warning: disk 91% full".into()], now + 500).await;
+    let second = commands[1].id.clone().unwrap();
+    put(stream(&second, "stdout"), vec!["copied /etc/motd".into()], now + 1000).await;
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+        .args(["--table", TABLE, "builds", "logs", "logs-1"])
+        .envs(env._guard.process_env(HOME))
+        .env_remove("AWS_PROFILE")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let prefix = format!("[{}] ", commands[0].name);
+    let printed: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix(&prefix))
+        .filter(|l| l.starts_with("line-"))
+        .collect();
+    assert_eq!(printed.len(), 10_000);
+    assert_eq!(printed[0], "line-1");
+    assert_eq!(printed[9_999], "line-10000");
+    assert!(text.contains(&format!("{prefix}warning: disk 91% full")), "stderr is printed too");
+    assert!(
+        text.contains(&format!("[{}] copied /etc/motd", commands[1].name)),
+        "every command of the build"
+    );
+    let order = |needle: &str| text.find(needle).unwrap();
+    assert!(order("line-10000") < order("copied /etc/motd"), "in the order sent");
 }

@@ -26,6 +26,7 @@ mod base;
 mod error;
 mod image;
 mod instance;
+pub mod logs;
 mod publish;
 mod scripts;
 mod ssm;
@@ -73,6 +74,12 @@ pub struct Ec2Settings {
     /// still waiting past it fails the build; SSM commands get the remaining
     /// time as their execution timeout.
     pub time_limit: Duration,
+    /// CloudWatch Logs group SSM sends every command's full output to
+    /// (`BAKEHOUSE_COMMAND_LOG_GROUP`; the SAM template creates it, with
+    /// retention). The build record's `log` names it, and `bakehouse builds
+    /// logs` reads it. `None`: output stays in SSM (24,000 characters per
+    /// stream) and the record's notes keep the tails.
+    pub command_log_group: Option<String>,
 }
 
 impl Default for Ec2Settings {
@@ -86,6 +93,7 @@ impl Default for Ec2Settings {
             ssm_online_check: true,
             max_inline_file_bytes: 48 * 1024,
             time_limit: Duration::from_secs(60 * 60),
+            command_log_group: None,
         }
     }
 }

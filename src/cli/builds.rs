@@ -37,8 +37,10 @@ pub enum BuildsCommand {
         #[arg(last = true)]
         command: Vec<String>,
     },
-    /// The full output of a local build's commands (every line, each
-    /// prefixed with the provisioner, clean or test that printed it).
+    /// The full output of a build's commands, every line prefixed with the
+    /// provisioner, clean or test that printed it: a local build's log file,
+    /// or for a remote build the CloudWatch Logs group its SSM commands
+    /// wrote to.
     Logs {
         /// Build id.
         id: String,
@@ -173,6 +175,38 @@ async fn remote_pipeline(
     ))
 }
 
+/// Prints the output of a remote build's commands from its CloudWatch Logs
+/// group; with `follow`, until the build ends.
+async fn remote_logs(
+    builds: &dyn crate::build::BuildStore,
+    mut record: BuildRecord,
+    group: crate::backends::ec2::logs::CommandLogs,
+    follow: bool,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let config = crate::aws::from_env(None).await;
+    let mut reader = crate::backends::ec2::logs::CommandLogReader::new(&config, group);
+    loop {
+        let running = record.status == crate::build::BuildStatus::Running;
+        for line in reader
+            .new_lines(&record)
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?
+        {
+            writeln!(out, "{line}")?;
+        }
+        if !follow || !running {
+            return Ok(());
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+        record = builds
+            .get(&record.id)
+            .await
+            .map_err(|e| CliError::Usage(e.to_string()))?
+            .ok_or_else(|| CliError::Usage(format!("build {} disappeared", record.id)))?;
+    }
+}
+
 /// Runs a builds subcommand.
 pub async fn run(
     cmd: BuildsCommand,
@@ -223,9 +257,12 @@ pub async fn run(
                 .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
             let Some(log) = record.log.clone() else {
                 return Err(CliError::Usage(format!(
-                    "build {id} keeps no log file (remote builds keep their command output in SSM; the record's notes hold the tails: `builds show {id}`)"
+                    "build {id} keeps no log (a remote build deployed without a command log group keeps its output in SSM; the record's notes hold the tails: `builds show {id}`)"
                 )));
             };
+            if let Some(group) = crate::backends::ec2::logs::CommandLogs::parse(&log) {
+                return remote_logs(builds.as_ref(), record, group, follow, out).await;
+            }
             let mut offset = 0u64;
             loop {
                 offset += copy_from(&log, offset, out)?;
@@ -345,6 +382,9 @@ pub async fn run(
             }
             if let Some(f) = &r.failure {
                 writeln!(out, "failed at {}: {}: {}", f.step, f.error, f.cause)?;
+            }
+            if let Some(log) = &r.log {
+                writeln!(out, "log: {log} (bakehouse builds logs {})", r.id)?;
             }
             let mut steps = table(&["STEP", "STARTED", "FINISHED", "SECONDS", "CALLS"]);
             for s in &r.steps {

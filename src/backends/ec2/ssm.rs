@@ -3,7 +3,7 @@
 //! poll continues from the ledger (and the step's notes, which mark the
 //! commands that finished) instead of sending anything again.
 
-use aws_sdk_ssm::types::CommandInvocationStatus;
+use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandInvocationStatus};
 use sha2::{Digest, Sha256};
 
 use crate::build::{BuildRecord, ResourceKind};
@@ -11,6 +11,7 @@ use crate::pipeline::{BuildContext, Progress, StepError};
 
 use super::error::{aws, code};
 use super::instance::require_builder;
+use super::logs::CommandLogs;
 use super::scripts::{clean_command, provisioner_commands, CommandSpec};
 use super::Ec2Backend;
 
@@ -187,17 +188,21 @@ impl Ec2Backend {
         comment: &str,
     ) -> Result<String, StepError> {
         let timeout = self.time_left(ctx).as_secs().clamp(60, 48 * 3600);
+        if let Some(group) = &self.settings.command_log_group {
+            // Where the full output goes, in the record before any is sent.
+            let location = CommandLogs {
+                region: self.region.clone(),
+                group: group.clone(),
+            }
+            .location();
+            if ctx.current().await?.log.as_deref() != Some(location.as_str()) {
+                ctx.update(|r| r.log = Some(location.clone())).await?;
+            }
+        }
         ctx.plan(ResourceKind::Command, &command.name, Some(&self.region))
             .await?;
         let out = self
-            .ssm
-            .send_command()
-            .document_name("AWS-RunShellScript")
-            .instance_ids(instance)
-            .comment(comment)
-            .timeout_seconds(600)
-            .parameters("commands", vec![command.script.clone()])
-            .parameters("executionTimeout", vec![timeout.to_string()])
+            .send_command_request(instance, command, comment, timeout)
             .send()
             .await
             .map_err(|e| {
@@ -215,6 +220,33 @@ impl Ec2Backend {
             .await?;
         tracing::info!(build = %ctx.build_id, command = %command.name, %id, "command sent");
         Ok(id)
+    }
+
+    /// The SendCommand request for one command: `AWS-RunShellScript` with
+    /// the script and an execution timeout of `timeout_secs`, its output
+    /// sent to the command log group when one is configured.
+    pub(super) fn send_command_request(
+        &self,
+        instance: &str,
+        command: &CommandSpec,
+        comment: &str,
+        timeout_secs: u64,
+    ) -> aws_sdk_ssm::operation::send_command::builders::SendCommandFluentBuilder {
+        let output = self.settings.command_log_group.as_ref().map(|group| {
+            CloudWatchOutputConfig::builder()
+                .cloud_watch_log_group_name(group)
+                .cloud_watch_output_enabled(true)
+                .build()
+        });
+        self.ssm
+            .send_command()
+            .document_name("AWS-RunShellScript")
+            .instance_ids(instance)
+            .comment(comment)
+            .timeout_seconds(600)
+            .parameters("commands", vec![command.script.clone()])
+            .parameters("executionTimeout", vec![timeout_secs.to_string()])
+            .set_cloud_watch_output_config(output)
     }
 
     /// A command sent to `instance` with `comment`, newest first.
@@ -327,5 +359,39 @@ mod tests {
         assert!(c.len() <= 100);
         assert!(c.ends_with(" provision/12-shell"));
         assert_ne!(c, command_comment("other", "provision/12-shell"));
+    }
+
+    #[tokio::test]
+    async fn commands_send_their_output_to_the_log_group_when_one_is_set() {
+        let sdk = crate::aws::for_endpoint("http://127.0.0.1:9", "us-east-1").await;
+        let command = CommandSpec {
+            name: "provision/1-shell".into(),
+            label: "provisioner 1 (shell)".into(),
+            script: "echo hi".into(),
+        };
+        let plain = Ec2Backend::new(&sdk, super::super::Ec2Settings::default());
+        let req = plain.send_command_request("i-1", &command, "c", 120);
+        assert!(req.as_input().get_cloud_watch_output_config().is_none());
+
+        let settings = super::super::Ec2Settings {
+            command_log_group: Some("/bakehouse/test/commands".into()),
+            ..Default::default()
+        };
+        let logged = Ec2Backend::new(&sdk, settings);
+        let req = logged.send_command_request("i-1", &command, "c", 120);
+        let output = req
+            .as_input()
+            .get_cloud_watch_output_config()
+            .clone()
+            .expect("output config");
+        assert_eq!(
+            output.cloud_watch_log_group_name(),
+            Some("/bakehouse/test/commands")
+        );
+        assert_eq!(output.cloud_watch_output_enabled(), true);
+        assert_eq!(
+            req.as_input().get_parameters().as_ref().and_then(|p| p.get("executionTimeout")),
+            Some(&vec!["120".to_string()])
+        );
     }
 }
