@@ -10,6 +10,7 @@ pub mod backends;
 pub mod build;
 pub mod cli;
 pub mod lambda;
+pub mod lifecycle;
 pub mod pipeline;
 pub mod recipe;
 pub mod registry;

@@ -187,7 +187,11 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
     let arch = &t["Parameters"]["Architecture"];
     assert_eq!(arch["Default"], Value::from("x86_64"));
     let res = resources(&t);
-    for (logical, package) in [("WebhookFunction", "webhook"), ("ReaperFunction", "reaper")] {
+    for (logical, package) in [
+        ("WebhookFunction", "webhook"),
+        ("ReaperFunction", "reaper"),
+        ("LifecycleFunction", "lifecycle"),
+    ] {
         let f = &res[logical];
         let code = f["Properties"]["CodeUri"].as_str().expect("CodeUri");
         assert_eq!(code, format!("../functions/{package}"));
@@ -203,6 +207,8 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
     assert_eq!(url["AuthType"], Value::from("NONE"));
     let sweep = &res["ReaperFunction"]["Properties"]["Events"]["Sweep"];
     assert_eq!(sweep["Type"], Value::from("Schedule"));
+    let retention = &res["LifecycleFunction"]["Properties"]["Events"]["Apply"];
+    assert_eq!(retention["Type"], Value::from("Schedule"));
     // One role per function, none shared.
     let roles: Vec<String> = res
         .values()
@@ -215,7 +221,7 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
         })
         .collect();
     let distinct: BTreeSet<&String> = roles.iter().collect();
-    assert_eq!(roles.len(), 9);
+    assert_eq!(roles.len(), 10);
     assert_eq!(distinct.len(), roles.len(), "{roles:?}");
     // The scheduler's role may only start the pipeline.
     let scheduler =

@@ -1353,9 +1353,10 @@ async fn remote_command_output_is_read_back_from_the_log_group() {
     // The first provisioner prints 10,000 lines (the agent sends them in
     // events of 100 lines) and one line on stderr; the next command one line.
     let first = commands[0].id.clone().unwrap();
-    let stream = |command: &str, name: &str| format!("{command}/{builder}/aws-runShellScript/{name}");
+    let stream =
+        |command: &str, name: &str| format!("{command}/{builder}/aws-runShellScript/{name}");
     let now = chrono::Utc::now().timestamp_millis();
-    let mut put = |stream: String, messages: Vec<String>, at: i64| {
+    let put = |stream: String, messages: Vec<String>, at: i64| {
         let logs = logs.clone();
         async move {
             logs.create_log_stream()
@@ -1385,9 +1386,19 @@ async fn remote_command_output_is_read_back_from_the_log_group() {
     let lines: Vec<String> = (1..=10_000).map(|i| format!("line-{i}")).collect();
     let events: Vec<String> = lines.chunks(100).map(|c| c.join("\n")).collect();
     put(stream(&first, "stdout"), events, now).await;
-    put(stream(&first, "stderr"), vec!["warning: disk 91% full".into()], now + 500).await;
+    put(
+        stream(&first, "stderr"),
+        vec!["warning: disk 91% full".into()],
+        now + 500,
+    )
+    .await;
     let second = commands[1].id.clone().unwrap();
-    put(stream(&second, "stdout"), vec!["copied /etc/motd".into()], now + 1000).await;
+    put(
+        stream(&second, "stdout"),
+        vec!["copied /etc/motd".into()],
+        now + 1000,
+    )
+    .await;
 
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_bakehouse"))
         .args(["--table", TABLE, "builds", "logs", "logs-1"])
@@ -1396,7 +1407,11 @@ async fn remote_command_output_is_read_back_from_the_log_group() {
         .output()
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let prefix = format!("[{}] ", commands[0].name);
     let printed: Vec<&str> = text
         .lines()
@@ -1406,11 +1421,17 @@ async fn remote_command_output_is_read_back_from_the_log_group() {
     assert_eq!(printed.len(), 10_000);
     assert_eq!(printed[0], "line-1");
     assert_eq!(printed[9_999], "line-10000");
-    assert!(text.contains(&format!("{prefix}warning: disk 91% full")), "stderr is printed too");
+    assert!(
+        text.contains(&format!("{prefix}warning: disk 91% full")),
+        "stderr is printed too"
+    );
     assert!(
         text.contains(&format!("[{}] copied /etc/motd", commands[1].name)),
         "every command of the build"
     );
     let order = |needle: &str| text.find(needle).unwrap();
-    assert!(order("line-10000") < order("copied /etc/motd"), "in the order sent");
+    assert!(
+        order("line-10000") < order("copied /etc/motd"),
+        "in the order sent"
+    );
 }

@@ -28,6 +28,7 @@ mod image;
 mod instance;
 pub mod logs;
 mod publish;
+mod retention;
 mod scripts;
 mod ssm;
 mod tar;

@@ -46,6 +46,26 @@ pub enum ImageCommand {
         /// `NAME@VERSION`.
         reference: String,
     },
+    /// Apply retention: deprecate and delete old versions as the recipe
+    /// that built each package's newest version says (`retain:`), or as
+    /// `--keep` says. A deleted version loses its images: local files
+    /// under the home's images directory; with `--table`, its AMIs in every
+    /// region and their snapshots. Never the newest version, a parent of an
+    /// active version, or the base of a running build.
+    Prune {
+        /// Only this package.
+        name: Option<String>,
+        /// Keep the newest N active versions of every package, whatever the
+        /// recipes say.
+        #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+        keep: Option<u32>,
+        /// Print what would be done and change nothing.
+        #[arg(long)]
+        dry_run: bool,
+        /// Where local builds keep images.
+        #[arg(long, env = "BAKEHOUSE_HOME", default_value = ".bakehouse")]
+        home: PathBuf,
+    },
 }
 
 /// Arguments of `image add`, modelled on `cyclecloud image add`.
@@ -273,6 +293,80 @@ pub async fn run(
         ImageCommand::Activate { reference } => {
             set_status(store, &reference, Status::Active, format, out).await?
         }
+        ImageCommand::Prune {
+            name,
+            keep,
+            dry_run,
+            home,
+        } => prune(store, name.as_deref(), keep, dry_run, &home, format, out).await?,
+    }
+    Ok(())
+}
+
+/// `image prune`: the lifecycle over this registry, with the image store
+/// its artifacts live in (AWS with `--table`, the local images directory
+/// otherwise; artifacts of the other kind are reported, not touched).
+async fn prune(
+    store: &StoreArgs,
+    name: Option<&str>,
+    keep: Option<u32>,
+    dry_run: bool,
+    home: &std::path::Path,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<(), CliError> {
+    let (registry, builds) = if dry_run {
+        (
+            store.registry_for_reading().await?,
+            store.builds_for_reading().await?,
+        )
+    } else {
+        (store.registry().await?, store.builds().await?)
+    };
+    let images: std::sync::Arc<dyn crate::lifecycle::ImageStore> = if store.table.is_some() {
+        let config = crate::aws::from_env(None).await;
+        std::sync::Arc::new(crate::backends::ec2::Ec2Backend::new(
+            &config,
+            crate::backends::ec2::Ec2Settings::default(),
+        ))
+    } else {
+        std::sync::Arc::new(crate::backends::local::LocalImages::new(
+            home.join("images"),
+        ))
+    };
+    let lifecycle = crate::lifecycle::Lifecycle::new(registry, builds, vec![images]);
+    let report = lifecycle
+        .run(name, keep, dry_run, chrono::Utc::now())
+        .await
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if format == Format::Json {
+        return Ok(output::json(out, &report)?);
+    }
+    for (package, policy) in &report.policies {
+        if policy.is_none() {
+            writeln!(
+                out,
+                "{package}: no retain policy (its newest version's recipe sets none); left alone"
+            )?;
+        }
+    }
+    let verb = if dry_run { "would " } else { "" };
+    for d in &report.decisions {
+        match d.action {
+            Some(crate::lifecycle::Action::Delete) => {
+                writeln!(out, "{}: {verb}delete ({})", d.version, d.reason)?
+            }
+            Some(crate::lifecycle::Action::Deprecate) => {
+                writeln!(out, "{}: {verb}deprecate ({})", d.version, d.reason)?
+            }
+            None => writeln!(out, "{}: {}", d.version, d.reason)?,
+        }
+    }
+    for line in report.actions.iter().chain(&report.skipped) {
+        writeln!(out, "  {line}")?;
+    }
+    if report.decisions.is_empty() {
+        writeln!(out, "nothing to prune")?;
     }
     Ok(())
 }

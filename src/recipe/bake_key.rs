@@ -12,8 +12,8 @@
 //! ```
 //!
 //! - The canonical JSON has object keys sorted and no whitespace; it leaves
-//!   out `label`, `schedule` and `paths`, which say when and how an image is
-//!   listed or rebuilt, not what is in it. Everything else counts, including
+//!   out `label`, `schedule`, `paths` and `retain`, which say when and how an
+//!   image is listed, rebuilt or removed, not what is in it. Everything else counts, including
 //!   `publish` (a cache hit returns the registered version with its
 //!   artifacts, so the set of regions and accounts must match) and `test`.
 //! - The generated clean script counts, so a change in what cleaning does
@@ -106,6 +106,7 @@ pub fn canonical_recipe(recipe: &LoadedRecipe) -> Result<String, RecipeError> {
     r.label = None;
     r.schedule = None;
     r.paths.clear();
+    r.retain = None;
     let value = serde_json::to_value(&r).map_err(|e| {
         RecipeError::Invalid(vec![super::error::Problem::new(
             &recipe.path,

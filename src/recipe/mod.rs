@@ -54,7 +54,7 @@ pub use clean_verify::{verify, verify_archive, verify_tree, Leftover};
 pub use error::{Problem, RecipeError};
 pub use model::{
     AnsibleProvisioner, Base, BaseFilter, BuilderSettings, BumpPart, CleanPolicy, DiskSettings,
-    DiskTable, FileProvisioner, OsKind, PasswordMode, Provisioner, Publish, Recipe,
+    DiskTable, FileProvisioner, OsKind, PasswordMode, Provisioner, Publish, Recipe, Retention,
     SaltProvisioner, ShellProvisioner, ShellSource, VersionPolicy,
 };
 pub use schedule::Schedule;

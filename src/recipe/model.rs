@@ -56,6 +56,36 @@ pub struct Recipe {
     /// Repository path globs whose change triggers a rebuild on push.
     #[serde(default)]
     pub paths: Vec<String>,
+    /// How long registered versions and their images are kept
+    /// (`bakehouse image prune`, the lifecycle function).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retain: Option<Retention>,
+}
+
+/// A retention policy: which versions of a package keep their images. The
+/// newest version, a version that is the parent of an active version, and
+/// one a running build starts from are never deleted; the newest is never
+/// deprecated either.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Retention {
+    /// Keep the images of the newest N active versions; older active
+    /// versions are deleted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub versions: Option<u32>,
+    /// Deprecate active versions registered more than D days ago
+    /// (resolution skips them; in AWS their AMIs get a deprecation time).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deprecate_after_days: Option<u32>,
+    /// Delete versions (any status) registered more than E days ago.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delete_after_days: Option<u32>,
+    /// Delete revoked versions' images once they were registered more than
+    /// this many days ago (default 7; the registry does not record when a
+    /// version was revoked, so the grace counts from its registration).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revoked_grace_days: Option<u32>,
 }
 
 impl Recipe {

@@ -126,6 +126,7 @@ impl Converter<'_> {
             test: Vec::new(),
             schedule: None,
             paths: Vec::new(),
+            retain: None,
         }
     }
 
@@ -456,5 +457,6 @@ fn placeholder() -> Recipe {
         test: Vec::new(),
         schedule: None,
         paths: Vec::new(),
+        retain: None,
     }
 }

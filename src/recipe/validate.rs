@@ -86,6 +86,7 @@ pub(crate) fn check(recipe: &Recipe, file: &Path, dir: &Path) -> Vec<Problem> {
     }
     check_clean(&mut c, recipe);
     check_publish(&mut c, recipe);
+    check_retain(&mut c, recipe);
     for (i, t) in recipe.test.iter().enumerate() {
         if t.trim().is_empty() {
             c.report(field_index("test", i), "test command must not be empty");
@@ -299,6 +300,30 @@ fn check_publish(c: &mut Checker, recipe: &Recipe) {
         c.check(field_index("publish.accounts", i), check_account(account));
     }
     check_tags(c, "publish.tags", &p.tags);
+}
+
+fn check_retain(c: &mut Checker, recipe: &Recipe) {
+    let Some(r) = &recipe.retain else { return };
+    if r.versions == Some(0) {
+        c.report(
+            "retain.versions",
+            "must be at least 1 (the newest version is always kept)".to_string(),
+        );
+    }
+    if let (Some(dep), Some(del)) = (r.deprecate_after_days, r.delete_after_days) {
+        if del < dep {
+            c.report(
+                "retain.delete_after_days",
+                format!("{del} is before deprecate_after_days ({dep}): versions would be deleted before they are deprecated"),
+            );
+        }
+    }
+    if *r == crate::recipe::Retention::default() {
+        c.report(
+            "retain",
+            "sets nothing: give versions, deprecate_after_days, delete_after_days or revoked_grace_days".to_string(),
+        );
+    }
 }
 
 fn check_tags(c: &mut Checker, field: &str, tags: &std::collections::BTreeMap<String, String>) {

@@ -576,20 +576,36 @@ impl RegistryStore for DynamoStore {
             .key_condition_expression(condition)
             .expression_attribute_names("#pk", pk_attr)
             .expression_attribute_values(":pk", s(pk_value))
-            .scan_index_forward(false)
-            .limit(1);
+            .scan_index_forward(false);
         if !sk_value.is_empty() {
             req = req
                 .expression_attribute_names("#sk", sk_attr)
                 .expression_attribute_values(":sk", s(sk_value));
         }
-        let out = req.send().await.map_err(dynamo_err)?;
-        out.items
-            .unwrap_or_default()
-            .into_iter()
-            .next()
-            .map(from_item)
-            .transpose()
+        if !include_inactive {
+            // The active-only indexes hold active versions only.
+            let out = req.limit(1).send().await.map_err(dynamo_err)?;
+            return out
+                .items
+                .unwrap_or_default()
+                .into_iter()
+                .next()
+                .map(from_item)
+                .transpose();
+        }
+        // Deleted versions (images gone) are never resolved. A filter is
+        // applied after `Limit`, so pages are read until one item passes.
+        let mut pages = req
+            .filter_expression("#status <> :deleted")
+            .expression_attribute_names("#status", "status")
+            .expression_attribute_values(":deleted", s(Status::Deleted.to_string()))
+            .into_paginator()
+            .items()
+            .send();
+        match pages.next().await {
+            Some(item) => from_item(item.map_err(dynamo_err)?).map(Some),
+            None => Ok(None),
+        }
     }
 
     async fn list(&self, name: Option<&str>) -> Result<Vec<PackageVersion>, RegistryError> {

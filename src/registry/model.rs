@@ -91,6 +91,9 @@ pub enum Status {
     Deprecated,
     /// Must not be used (e.g. a vulnerability); not picked by resolution.
     Revoked,
+    /// Its images were deleted by the retention policy (`image prune`, the
+    /// lifecycle function); kept as history, never resolved.
+    Deleted,
 }
 
 impl fmt::Display for Status {
@@ -99,6 +102,7 @@ impl fmt::Display for Status {
             Status::Active => "active",
             Status::Deprecated => "deprecated",
             Status::Revoked => "revoked",
+            Status::Deleted => "deleted",
         })
     }
 }
@@ -110,10 +114,11 @@ impl FromStr for Status {
             "active" => Ok(Status::Active),
             "deprecated" => Ok(Status::Deprecated),
             "revoked" => Ok(Status::Revoked),
+            "deleted" => Ok(Status::Deleted),
             other => Err(RegistryError::InvalidField {
                 field: "status",
                 value: other.to_string(),
-                reason: "expected active, deprecated or revoked".into(),
+                reason: "expected active, deprecated, revoked or deleted".into(),
             }),
         }
     }

@@ -412,13 +412,28 @@ impl Registry {
         self.store.find_by_bake_key(key).await
     }
 
-    /// Marks a version deprecated, revoked or active again.
+    /// Marks a version deprecated, revoked or active again (or deleted,
+    /// once retention removed its images). A deleted version stays deleted:
+    /// its images are gone.
     pub async fn set_status(
         &self,
         name: &str,
         version: &Version,
         status: Status,
     ) -> Result<PackageVersion, RegistryError> {
+        if status != Status::Deleted {
+            if let Some(current) = self.store.get(name, version).await? {
+                if current.status == Status::Deleted {
+                    return Err(RegistryError::InvalidField {
+                        field: "status",
+                        value: status.to_string(),
+                        reason: format!(
+                            "{name}@{version} was deleted by its retention policy (its images are gone); register a new version instead"
+                        ),
+                    });
+                }
+            }
+        }
         self.store.set_status(name, version, status).await
     }
 }

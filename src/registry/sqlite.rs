@@ -367,7 +367,7 @@ impl RegistryStore for SqliteStore {
             _ => ("LIKE", format!("{}%", prefix.replace('%', ""))),
         };
         let status = if include_inactive {
-            ""
+            "AND status != 'deleted'"
         } else {
             "AND status = 'active'"
         };

@@ -128,17 +128,14 @@ impl CommandLogReader {
                     .await
                     .map_err(|e| self.error("FilterLogEvents", e))?;
                 for event in page.events() {
-                    let key = event
-                        .event_id()
-                        .map(str::to_string)
-                        .unwrap_or_else(|| {
-                            format!(
-                                "{}@{}@{}",
-                                event.log_stream_name().unwrap_or_default(),
-                                event.timestamp().unwrap_or_default(),
-                                event.message().unwrap_or_default()
-                            )
-                        });
+                    let key = event.event_id().map(str::to_string).unwrap_or_else(|| {
+                        format!(
+                            "{}@{}@{}",
+                            event.log_stream_name().unwrap_or_default(),
+                            event.timestamp().unwrap_or_default(),
+                            event.message().unwrap_or_default()
+                        )
+                    });
                     if !self.seen.insert(key) {
                         continue;
                     }

@@ -390,7 +390,10 @@ mod tests {
         );
         assert_eq!(output.cloud_watch_output_enabled(), true);
         assert_eq!(
-            req.as_input().get_parameters().as_ref().and_then(|p| p.get("executionTimeout")),
+            req.as_input()
+                .get_parameters()
+                .as_ref()
+                .and_then(|p| p.get("executionTimeout")),
             Some(&vec!["120".to_string()])
         );
     }

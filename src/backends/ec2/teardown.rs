@@ -5,6 +5,7 @@
 use std::collections::BTreeSet;
 
 use futures::future::join_all;
+use tracing::Instrument;
 
 use crate::build::{BuildRecord, ResourceKind};
 use crate::pipeline::{BuildContext, StepError};
@@ -13,6 +14,14 @@ use super::error::{aws, is_not_found};
 use super::image::{publish_regions, snapshot_ids};
 use super::instance::LIVE_STATES;
 use super::{filter, image_name, Ec2Backend, TAG_BUILD};
+
+/// What one [`Ec2Backend::remove_images_in`] call deregistered and deleted.
+pub(super) struct RemovedIds {
+    /// Images deregistered.
+    pub(super) images: Vec<String>,
+    /// Snapshots deleted (and those found gone).
+    pub(super) snapshots: Vec<String>,
+}
 
 /// What was removed in one region.
 #[derive(Default)]
@@ -308,10 +317,32 @@ impl Ec2Backend {
         ctx: &BuildContext,
         region: &str,
         images: Vec<String>,
-        mut snapshots: Vec<String>,
+        snapshots: Vec<String>,
     ) -> Result<Removed, StepError> {
+        let gone = self
+            .remove_images_in(region, &images, snapshots)
+            .instrument(tracing::info_span!("teardown", build = %ctx.build_id))
+            .await?;
+        Ok(Removed {
+            region: region.to_string(),
+            images,
+            snapshots: gone.snapshots,
+        })
+    }
+
+    /// Deregisters `images` in `region` and deletes their snapshots (those
+    /// their block device mappings name and those whose description names
+    /// them, as EC2 writes it) and `snapshots`. What is already gone is
+    /// skipped; returns what this call removed or found gone.
+    pub(super) async fn remove_images_in(
+        &self,
+        region: &str,
+        images: &[String],
+        mut snapshots: Vec<String>,
+    ) -> Result<RemovedIds, StepError> {
         let ec2 = self.ec2(region);
-        for id in &images {
+        let mut deregistered = Vec::new();
+        for id in images {
             if let Some(image) = self.describe_image(region, id).await? {
                 snapshots.extend(snapshot_ids(&image));
             }
@@ -324,7 +355,8 @@ impl Ec2Backend {
             );
             match ec2.deregister_image().image_id(id).send().await {
                 Ok(_) => {
-                    tracing::info!(build = %ctx.build_id, image = %id, %region, "image deregistered")
+                    tracing::info!(image = %id, %region, "image deregistered");
+                    deregistered.push(id.clone());
                 }
                 Err(e) if is_not_found(&e) => {}
                 Err(e) => return Err(aws(format!("DeregisterImage {id} in {region}"), e)),
@@ -332,19 +364,20 @@ impl Ec2Backend {
         }
         snapshots.sort();
         snapshots.dedup();
+        let mut deleted = Vec::new();
         for id in &snapshots {
             match ec2.delete_snapshot().snapshot_id(id).send().await {
                 Ok(_) => {
-                    tracing::info!(build = %ctx.build_id, snapshot = %id, %region, "snapshot deleted")
+                    tracing::info!(snapshot = %id, %region, "snapshot deleted");
+                    deleted.push(id.clone());
                 }
-                Err(e) if is_not_found(&e) => {}
+                Err(e) if is_not_found(&e) => deleted.push(id.clone()),
                 Err(e) => return Err(aws(format!("DeleteSnapshot {id} in {region}"), e)),
             }
         }
-        Ok(Removed {
-            region: region.to_string(),
-            images,
-            snapshots,
+        Ok(RemovedIds {
+            images: deregistered,
+            snapshots: deleted,
         })
     }
 }

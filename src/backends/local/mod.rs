@@ -45,6 +45,8 @@ mod layout;
 mod lines;
 mod provision;
 mod qcow2;
+mod retention;
+pub use retention::LocalImages;
 mod sandbox;
 mod seccomp;
 mod test_phase;
