@@ -10,7 +10,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
-use local_support::{busybox_rootfs, pack};
+use local_support::{busybox_rootfs, names, pack};
 
 /// A home with a quick busybox recipe.
 fn world() -> tempfile::TempDir {
@@ -390,4 +390,103 @@ fn json_logs_are_one_event_per_line() {
     assert!(events
         .iter()
         .any(|e| e["provisioner"] == "clean" && e["message"] == "bakehouse-clean: done"));
+}
+
+/// Bytes under `dir`, as `du -sb` counts them.
+fn du(dir: &Path) -> u64 {
+    let out = Command::new("du").arg("-sb").arg(dir).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap()
+}
+
+/// A recipe's `retain: {versions: 1}` applied by `image prune`: the older
+/// versions' image files go, the images directory shrinks by their size,
+/// `--dry-run` and a second run change nothing.
+#[test]
+fn image_prune_removes_the_files_of_versions_the_recipe_does_not_retain() {
+    let dir = world();
+    let home = dir.path().join("home");
+    let images = home.join("images");
+    let mut files_of = Vec::new();
+    for i in 1..=3 {
+        // Each build writes different (incompressible) content, so each is
+        // a new version with images of a few MB.
+        fs::write(
+            dir.path().join("recipe/kept.yaml"),
+            format!("name: kept\nbase: {{path: base.tar.gz}}\nretain: {{versions: 1}}\nprovisioners:\n  - type: shell\n    inline: [\"head -c 3000000 /dev/urandom > /opt-blob-{i}\"]\n"),
+        )
+        .unwrap();
+        let out = bakehouse(dir.path())
+            .args(["--json", "build", "--build-id", &format!("kept-{i}")])
+            .arg(dir.path().join("recipe/kept.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        files_of.push(images.join("kept").join(format!("kept-{i}")));
+    }
+    let sizes: Vec<u64> = files_of.iter().map(|d| du(d)).collect();
+    assert!(sizes.iter().all(|s| *s > 1_000_000), "{sizes:?}");
+    let before = du(&images);
+
+    let prune = |extra: &[&str]| {
+        let out = bakehouse(dir.path())
+            .args(["image", "prune"])
+            .args(extra)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let dry = prune(&["--dry-run"]);
+    assert!(
+        dry.contains("kept@1.1: would delete (beyond the newest 1 active versions)"),
+        "{dry}"
+    );
+    assert!(dry.contains("kept@1.0: would delete"), "{dry}");
+    assert_eq!(du(&images), before);
+
+    let done = prune(&[]);
+    assert!(
+        done.contains("kept@1.0: status active -> deleted"),
+        "{done}"
+    );
+    for gone in &files_of[..2] {
+        assert!(!gone.exists(), "{done}{:?}", names(gone));
+    }
+    assert!(files_of[2].exists());
+    let after = du(&images);
+    assert!(
+        before - after >= sizes[0] + sizes[1] - 8192,
+        "{before} - {after} vs {sizes:?}"
+    );
+    let statuses: Vec<String> = registered(dir.path())
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| {
+            format!(
+                "{}@{} {}",
+                p["name"].as_str().unwrap(),
+                p["version"].as_str().unwrap(),
+                p["status"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(
+        statuses,
+        ["kept@1.2 active", "kept@1.1 deleted", "kept@1.0 deleted"]
+    );
+    assert!(prune(&[]).contains("nothing to prune"));
+    assert_eq!(du(&images), after);
 }

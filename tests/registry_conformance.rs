@@ -107,6 +107,7 @@ conformance!(
     resolution_follows_numeric_order_and_patterns,
     resolution_by_label_spans_packages,
     deprecated_and_revoked_versions_are_skipped,
+    deleted_versions_are_never_resolved_nor_reactivated,
     artifact_is_picked_by_provider_and_region,
     dry_run_stores_nothing,
     bad_input_stores_nothing,
@@ -567,4 +568,45 @@ async fn dynamodb_resolve_is_one_request_whatever_the_history() {
         );
         assert!(!got.package.artifacts.is_empty());
     }
+}
+
+async fn deleted_versions_are_never_resolved_nor_reactivated(reg: &Registry) {
+    for version in ["1.0", "1.1", "1.2"] {
+        add_version(reg, "d", version).await;
+    }
+    reg.set_status("d", &v("1.2"), Status::Deleted)
+        .await
+        .unwrap();
+    reg.set_status("d", &v("1.1"), Status::Deleted)
+        .await
+        .unwrap();
+    for lookup in [Lookup::Name("d".into()), Lookup::Label("d".into())] {
+        for include_inactive in [false, true] {
+            let mut q = query(lookup.clone(), "1.x");
+            q.include_inactive = include_inactive;
+            let got = reg.resolve(&q).await.unwrap();
+            assert_eq!(got.package.version, v("1.0"), "{lookup} {include_inactive}");
+        }
+        let mut exact = query(lookup.clone(), "1.1");
+        exact.include_inactive = true;
+        assert!(reg.resolve(&exact).await.is_err(), "{lookup}");
+    }
+    let err = reg
+        .set_status("d", &v("1.1"), Status::Active)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            RegistryError::InvalidField {
+                field: "status",
+                ..
+            }
+        ),
+        "{err}"
+    );
+    assert_eq!(
+        reg.show("d", &v("1.1")).await.unwrap().status,
+        Status::Deleted
+    );
 }

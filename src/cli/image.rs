@@ -340,7 +340,7 @@ async fn prune(
         .await
         .map_err(|e| CliError::Usage(e.to_string()))?;
     if format == Format::Json {
-        return Ok(output::json(out, &report)?);
+        return output::json(out, &report);
     }
     for (package, policy) in &report.policies {
         if policy.is_none() {

@@ -388,7 +388,7 @@ mod tests {
             output.cloud_watch_log_group_name(),
             Some("/bakehouse/test/commands")
         );
-        assert_eq!(output.cloud_watch_output_enabled(), true);
+        assert!(output.cloud_watch_output_enabled());
         assert_eq!(
             req.as_input()
                 .get_parameters()

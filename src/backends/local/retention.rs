@@ -63,6 +63,15 @@ impl LocalImages {
             Ok(_) => {}
         }
         std::fs::remove_file(&file).map_err(|e| unsafe_path(&e.to_string()))?;
+        // Its digest sidecar, and a partial copy a killed capture left.
+        for extra in [
+            super::capture::sidecar(&file),
+            super::capture::partial(&file),
+        ] {
+            if std::fs::symlink_metadata(&extra).is_ok_and(|m| m.file_type().is_file()) {
+                let _ = std::fs::remove_file(&extra);
+            }
+        }
         // The build's directory goes with its last image.
         let _ = std::fs::remove_dir(&dir);
         Ok(true)
@@ -120,6 +129,7 @@ mod tests {
         let build = images.join("web/b1");
         std::fs::create_dir_all(&build).unwrap();
         std::fs::write(build.join("web.qcow2"), b"q").unwrap();
+        std::fs::write(build.join("web.qcow2.sha256"), b"0").unwrap();
         std::fs::write(build.join("web.tar.zst"), b"t").unwrap();
         let store = LocalImages::new(&images);
         let done = store
