@@ -79,6 +79,18 @@ async fn json_conversions() {
         .await,
         json!("{\"foo\":\"bar\"}")
     );
+    // "States.JsonToString ... takes one argument, the Path of the JSON
+    // data to be returned as an unescaped string" (ASL spec, Intrinsic
+    // functions): Step Functions writes the members in the order of the
+    // input document, as its JSON printer does, not sorted.
+    let input: serde_json::Value = serde_json::from_str(
+        r#"{"doc": {"zebra": 1, "apple": {"y": 2, "b": 3}, "mango": [ {"z": 0, "a": 1} ]}}"#,
+    )
+    .unwrap();
+    assert_eq!(
+        ok("States.JsonToString($.doc)", input).await,
+        json!(r#"{"zebra":1,"apple":{"y":2,"b":3},"mango":[{"z":0,"a":1}]}"#)
+    );
     assert_eq!(
         err("States.StringToJson($.s)", json!({"s": "{nope"})).await,
         "States.IntrinsicFailure"
