@@ -308,3 +308,76 @@ fn template_variables_come_from_flags_files_and_the_environment() {
         "{out}"
     );
 }
+
+/// `packer convert` writes the recipe the template becomes: loaded back
+/// from next to the template it is the same recipe, and it validates;
+/// `packer inspect` lists what the template declares as Packer does.
+#[test]
+fn packer_convert_round_trips_and_inspect_lists_the_template() {
+    let fixtures =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/recipes/packer");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["seed-004.json", "wordpress-nginx.sh"] {
+        std::fs::copy(fixtures.join(f), dir.path().join(f)).unwrap();
+    }
+    let template = dir.path().join("seed-004.json");
+    let converted = dir.path().join("seed-004.yaml");
+    let bakehouse = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    let yaml = bakehouse(&["packer", "convert", template.to_str().unwrap()]);
+    assert!(yaml.starts_with("# Converted from seed-004.json"), "{yaml}");
+    bakehouse(&[
+        "packer",
+        "convert",
+        template.to_str().unwrap(),
+        "-o",
+        converted.to_str().unwrap(),
+    ]);
+    assert_eq!(std::fs::read_to_string(&converted).unwrap(), yaml);
+    let from_template = bakehouse::recipe::load(&template).unwrap();
+    let from_yaml = bakehouse::recipe::load(&converted).unwrap();
+    assert_eq!(from_yaml.recipe, from_template.recipe);
+    assert_eq!(from_yaml.recipe.name, "training-amazon-linux");
+    bakehouse(&["validate", converted.to_str().unwrap()]);
+
+    let shown = bakehouse(&["packer", "inspect", template.to_str().unwrap()]);
+    assert!(
+        shown.contains("Optional variables and their defaults:\n\n  aws_region = us-east-1\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Builders:\n\n  amazon-linux-ami\n"),
+        "{shown}"
+    );
+    assert!(
+        shown.contains("Provisioners:\n\n  shell\n  file\n  shell\n"),
+        "{shown}"
+    );
+    let json: serde_json::Value = serde_json::from_str(&bakehouse(&[
+        "--json",
+        "packer",
+        "inspect",
+        template.to_str().unwrap(),
+    ]))
+    .unwrap();
+    assert_eq!(json["builders"], serde_json::json!(["amazon-linux-ami"]));
+
+    // A recipe needs no conversion.
+    let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+        .args(["packer", "convert"])
+        .arg(&converted)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Packer JSON template"));
+}

@@ -6,6 +6,7 @@ mod build;
 mod builds;
 mod image;
 mod output;
+mod packer;
 mod progress;
 mod template_vars;
 
@@ -207,6 +208,9 @@ pub enum Command {
     /// Print the JSON Schema of a recipe (draft 2020-12), for editors and
     /// CI checks; `validate` remains the complete check.
     Schema,
+    /// Packer templates: convert one to a recipe, inspect one.
+    #[command(subcommand)]
+    Packer(packer::PackerCommand),
 }
 
 impl StoreArgs {
@@ -279,6 +283,7 @@ pub async fn run(cli: Cli, out: &mut dyn Write) -> Result<(), CliError> {
         Command::Image(cmd) => image::run(cmd, &cli.store, format, out).await,
         Command::Validate { files, vars } => validate(&files, &vars, format, out),
         Command::Schema => Ok(output::json(out, &crate::recipe::schema::recipe_schema())?),
+        Command::Packer(cmd) => packer::run(cmd, format, out),
         Command::Builds(cmd) => builds::run(cmd, &cli.store, format, out).await,
         Command::Build(args) if args.remote => {
             build::run_remote(&args, &cli.store, format, shown, out).await

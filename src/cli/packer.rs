@@ -1,0 +1,92 @@
+//! `bakehouse packer convert|inspect`: migrating from Packer JSON
+//! templates.
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use super::output::{self, Format};
+use super::template_vars::TemplateVars;
+use super::CliError;
+
+/// Packer template subcommands.
+#[derive(Debug, Subcommand)]
+pub enum PackerCommand {
+    /// Write the recipe a template becomes (YAML), to migrate from Packer:
+    /// the same recipe `build TEMPLATE` would run. File paths stay
+    /// relative to the template's directory, so write it there.
+    Convert {
+        /// The Packer JSON template.
+        template: PathBuf,
+        /// Write to this file instead of stdout.
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        /// Template variables.
+        #[command(flatten)]
+        vars: TemplateVars,
+    },
+    /// Print a template's variables (sensitive ones masked), builders and
+    /// provisioners, as `packer inspect` does.
+    Inspect {
+        /// The Packer JSON template.
+        template: PathBuf,
+    },
+}
+
+/// Runs a packer subcommand.
+pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<(), CliError> {
+    match cmd {
+        PackerCommand::Inspect { template } => {
+            let text = std::fs::read_to_string(&template)
+                .map_err(|e| CliError::Usage(format!("{}: {e}", template.display())))?;
+            let inspection = crate::recipe::packer_inspect::inspect(&text, &template)
+                .map_err(|p| CliError::Usage(p.to_string()))?;
+            match format {
+                Format::Json => output::json(out, &inspection),
+                Format::Table => Ok(write!(out, "{inspection}")?),
+            }
+        }
+        PackerCommand::Convert {
+            template,
+            output: file,
+            vars,
+        } => {
+            let is_template = std::fs::read_to_string(&template)
+                .map(|t| crate::recipe::packer::is_packer_template(&t))
+                .unwrap_or(false);
+            if !is_template {
+                return Err(CliError::Usage(format!(
+                    "{}: not a Packer JSON template (no `builders` list); recipes need no conversion",
+                    template.display()
+                )));
+            }
+            let loaded = crate::recipe::load_with(&template, &vars.load_options()?)
+                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let yaml = serde_yaml_ng::to_string(&loaded.recipe)
+                .map_err(|e| CliError::Usage(format!("cannot write the recipe: {e}")))?;
+            let text = format!(
+                "# Converted from {} by `bakehouse packer convert`.\n{yaml}",
+                template
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default()
+            );
+            match file {
+                Some(path) => {
+                    std::fs::write(&path, &text)
+                        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+                    if format == Format::Json {
+                        return output::json(
+                            out,
+                            &serde_json::json!({"recipe": loaded.recipe, "written": path}),
+                        );
+                    }
+                }
+                None if format == Format::Json => return output::json(out, &loaded.recipe),
+                None => out.write_all(text.as_bytes())?,
+            }
+            Ok(())
+        }
+    }
+}
