@@ -19,6 +19,21 @@ use std::time::{Duration, Instant};
 
 use bakehouse::testing::moto;
 
+/// Text only the test support (`bakehouse::testing`, fault injection)
+/// puts into a binary. Release packages are stripped, so their strings, not
+/// a symbol table, show whether the harness was linked.
+const HARNESS_MARKERS: [&str; 3] = ["MOTO_PYTHON", "moto_server.py", "(fault injection)"];
+
+/// Which harness markers a binary contains.
+fn harness_markers(binary: &Path) -> Vec<&'static str> {
+    let bytes = std::fs::read(binary).unwrap_or_default();
+    HARNESS_MARKERS
+        .iter()
+        .copied()
+        .filter(|m| bytes.windows(m.len()).any(|w| w == m.as_bytes()))
+        .collect()
+}
+
 /// Cold starts measured per function.
 const RUNS: usize = 15;
 /// Zip size target.
@@ -143,9 +158,10 @@ fn main() {
 
     println!("Lambda packages (target/lambda/NAME/bootstrap.zip), init = spawn to first GET .../invocation/next, median of {RUNS}");
     println!(
-        "  {:<10} {:>10} {:>10} {:>10} {:>10}",
+        "  {:<10} {:>10} {:>10} {:>10} {:>10}  test harness",
         "function", "zip MiB", "init ms", "min ms", "max ms"
     );
+    let mut with_harness = Vec::new();
     let mut worst_zip = 0;
     let mut worst_init = Duration::ZERO;
     for name in functions() {
@@ -194,14 +210,23 @@ fn main() {
         times.sort();
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
         let median = times[RUNS / 2];
+        let markers = harness_markers(&bootstrap);
         println!(
-            "  {:<10} {:>10.2} {:>10.2} {:>10.2} {:>10.2}",
+            "  {:<10} {:>10.2} {:>10.2} {:>10.2} {:>10.2}  {}",
             name,
             meta.len() as f64 / 1_048_576.0,
             ms(median),
             ms(times[0]),
-            ms(times[RUNS - 1])
+            ms(times[RUNS - 1]),
+            if markers.is_empty() {
+                "none".to_string()
+            } else {
+                markers.join(", ")
+            }
         );
+        if !markers.is_empty() {
+            with_harness.push(name.clone());
+        }
         worst_zip = worst_zip.max(meta.len());
         worst_init = worst_init.max(median);
     }
@@ -213,5 +238,13 @@ fn main() {
         worst_init.as_secs_f64() * 1000.0,
         MAX_INIT.as_millis(),
         if worst_init < MAX_INIT { "met" } else { "MISSED" },
+    );
+    println!(
+        "  test harness linked into: {}",
+        if with_harness.is_empty() {
+            "no package".to_string()
+        } else {
+            format!("{} (MISSED)", with_harness.join(", "))
+        }
     );
 }

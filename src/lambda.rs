@@ -14,28 +14,8 @@ use crate::build::{DynamoBuildStore, Step};
 use crate::pipeline::{Pipeline, PipelineSettings, StepError};
 use crate::registry::{DynamoStore, Registry};
 
-/// A configuration problem found at cold start.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    /// A required variable is not set.
-    #[error("environment variable {name} is not set: {purpose}")]
-    Missing {
-        /// The variable.
-        name: &'static str,
-        /// What it is for.
-        purpose: &'static str,
-    },
-    /// A variable has a value that cannot be used.
-    #[error("environment variable {name}={value:?}: {reason}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// Its value.
-        value: String,
-        /// What is wrong.
-        reason: String,
-    },
-}
+pub use crate::config::ConfigError;
+use crate::config::EnvVars;
 
 /// Configuration of the step functions.
 #[derive(Clone, Debug)]
@@ -48,8 +28,6 @@ pub struct StepConfig {
     pub subnet_id: Option<String>,
     /// `BAKEHOUSE_SSM_ONLINE_CHECK` (default true): wait for the SSM agent.
     pub ssm_online_check: bool,
-    /// `BAKEHOUSE_FAIL_AT`: test-only failure point (a step name).
-    pub fail_at: Option<Step>,
     /// `BAKEHOUSE_SCRATCH_DIR` (default `/tmp/bakehouse`).
     pub scratch_dir: PathBuf,
     /// `BAKEHOUSE_COMMAND_LOG_GROUP`: CloudWatch Logs group that SSM sends
@@ -57,64 +35,38 @@ pub struct StepConfig {
     pub command_log_group: Option<String>,
 }
 
-fn optional(name: &str) -> Option<String> {
-    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
-}
-
 impl StepConfig {
-    /// Reads the configuration from the environment.
+    /// Reads the configuration from the process environment.
     pub fn from_env() -> Result<StepConfig, ConfigError> {
-        let table = optional("BAKEHOUSE_TABLE").ok_or(ConfigError::Missing {
-            name: "BAKEHOUSE_TABLE",
-            purpose: "the DynamoDB table of the registry and build records",
-        })?;
-        let fail_at = match optional("BAKEHOUSE_FAIL_AT") {
-            None => None,
-            Some(v) => Some(Step::from_name(&v).ok_or_else(|| ConfigError::Invalid {
-                name: "BAKEHOUSE_FAIL_AT",
-                value: v.clone(),
-                reason: "expected a step: launch, provision, clean, capture, register".into(),
-            })?),
-        };
-        let ssm_online_check = match optional("BAKEHOUSE_SSM_ONLINE_CHECK").as_deref() {
-            None | Some("true") | Some("1") => true,
-            Some("false") | Some("0") => false,
-            Some(other) => {
-                return Err(ConfigError::Invalid {
-                    name: "BAKEHOUSE_SSM_ONLINE_CHECK",
-                    value: other.to_string(),
-                    reason: "expected true or false".into(),
-                })
-            }
-        };
+        StepConfig::from_vars(&EnvVars::from_process())
+    }
+
+    /// Reads the configuration from `vars`.
+    pub fn from_vars(vars: &EnvVars) -> Result<StepConfig, ConfigError> {
         Ok(StepConfig {
-            table,
-            instance_profile: optional("BAKEHOUSE_INSTANCE_PROFILE"),
-            subnet_id: optional("BAKEHOUSE_SUBNET_ID"),
-            ssm_online_check,
-            fail_at,
-            scratch_dir: optional("BAKEHOUSE_SCRATCH_DIR")
+            table: vars.required(
+                "BAKEHOUSE_TABLE",
+                "the DynamoDB table of the registry and build records",
+            )?,
+            instance_profile: vars.optional("BAKEHOUSE_INSTANCE_PROFILE"),
+            subnet_id: vars.optional("BAKEHOUSE_SUBNET_ID"),
+            ssm_online_check: vars.flag("BAKEHOUSE_SSM_ONLINE_CHECK", true)?,
+            scratch_dir: vars
+                .optional("BAKEHOUSE_SCRATCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| PathBuf::from("/tmp/bakehouse")),
-            command_log_group: optional("BAKEHOUSE_COMMAND_LOG_GROUP"),
+            command_log_group: vars.optional("BAKEHOUSE_COMMAND_LOG_GROUP"),
         })
     }
 }
 
-/// Sets up `tracing` for a Lambda function: JSON lines on stdout (which
-/// Lambda sends to CloudWatch Logs), level from `RUST_LOG` (default
-/// `info`), without ANSI colours or the time (CloudWatch adds it).
+/// Sets up `tracing` for a Lambda function with lambda_runtime's own
+/// subscriber: level from `AWS_LAMBDA_LOG_LEVEL` (the function's
+/// `LoggingConfig`), else `RUST_LOG`, else info; JSON lines when
+/// `AWS_LAMBDA_LOG_FORMAT` is `JSON` (the template sets it for every
+/// function); no time (CloudWatch adds it).
 pub fn init_tracing() {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(filter)
-        .with_current_span(false)
-        .with_ansi(false)
-        .without_time()
-        .with_target(false)
-        .try_init();
+    lambda_runtime::tracing::init_default_subscriber();
 }
 
 /// The AWS pipeline (DynamoDB registry and builds, EC2 + SSM backend) from
@@ -139,7 +91,7 @@ pub async fn aws_pipeline(config: &StepConfig) -> Pipeline {
         Arc::new(Ec2Backend::new(&sdk, settings)),
         PipelineSettings {
             scratch_dir: config.scratch_dir.clone(),
-            fail_at: config.fail_at,
+            ..PipelineSettings::default()
         },
     )
 }

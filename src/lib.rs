@@ -9,10 +9,12 @@ pub mod aws;
 pub mod backends;
 pub mod build;
 pub mod cli;
+pub mod config;
 pub mod lambda;
 pub mod lifecycle;
 pub mod pipeline;
 pub mod recipe;
 pub mod registry;
+#[cfg(feature = "testing")]
 pub mod testing;
 pub mod triggers;

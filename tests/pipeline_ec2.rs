@@ -724,7 +724,7 @@ async fn failure_cleans_up(step: Step) {
     assert_eq!(error.name(), "BuildFailed");
     assert_eq!(
         error.message(),
-        format!("injected failure after {step} (BAKEHOUSE_FAIL_AT)")
+        format!("injected failure after {step} (fault injection)")
     );
     assert_eq!(run.teardown["status"], json!("FAILED"));
 
@@ -735,7 +735,7 @@ async fn failure_cleans_up(step: Step) {
     assert_eq!(failure.error, "BuildFailed");
     assert_eq!(
         failure.cause,
-        format!("injected failure after {step} (BAKEHOUSE_FAIL_AT)")
+        format!("injected failure after {step} (fault injection)")
     );
 
     // The step's work really happened before the failure...

@@ -189,7 +189,8 @@ async fn setup(provider: &str) -> Env {
     .into_iter()
     .map(|(k, v)| (k.to_string(), v))
     .collect();
-    let settings = WebhookSettings::from_vars(&vars).expect("settings");
+    let settings =
+        WebhookSettings::from_vars(&bakehouse::config::EnvVars::from_map(vars)).expect("settings");
     assert_eq!(settings.screen.branch, "main");
     assert_eq!(settings.recipes_dir, "recipes");
     let webhook = Webhook::from_settings(&sdk, settings)

@@ -157,7 +157,7 @@ pub(crate) fn local_pipeline(
     let (registry, builds) = store.local_stores()?;
     let settings = PipelineSettings {
         scratch_dir: home.join("scratch"),
-        fail_at: None,
+        ..crate::pipeline::PipelineSettings::default()
     };
     let pipeline = Pipeline::new(registry, builds, Arc::new(backend.clone()), settings);
     Ok((pipeline, backend))

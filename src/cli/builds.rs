@@ -170,7 +170,7 @@ async fn remote_pipeline(
         std::sync::Arc::new(backend),
         crate::pipeline::PipelineSettings {
             scratch_dir: home.join("scratch"),
-            fail_at: None,
+            ..crate::pipeline::PipelineSettings::default()
         },
     ))
 }

@@ -24,8 +24,10 @@ use super::{bundle, BuildContext, BuilderBackend, Progress, StepError};
 pub struct PipelineSettings {
     /// Where recipes are unpacked for a step (`/tmp` in Lambda).
     pub scratch_dir: PathBuf,
-    /// Test-only failure point: this step fails after doing its work
-    /// (`BAKEHOUSE_FAIL_AT`), to prove teardown cleans up after it.
+    /// Fault injection for tests: this step fails after doing its work, to
+    /// prove teardown cleans up after it. Only in builds with the `testing`
+    /// feature (tests and benchmarks), never in the Lambda functions.
+    #[cfg(feature = "testing")]
     pub fail_at: Option<Step>,
 }
 
@@ -33,6 +35,7 @@ impl Default for PipelineSettings {
     fn default() -> Self {
         PipelineSettings {
             scratch_dir: std::env::temp_dir().join("bakehouse"),
+            #[cfg(feature = "testing")]
             fail_at: None,
         }
     }
@@ -133,12 +136,18 @@ impl Pipeline {
         })
     }
 
+    #[cfg(feature = "testing")]
     fn injected(&self, step: Step) -> Result<(), StepError> {
         if self.settings.fail_at == Some(step) {
             return Err(StepError::BuildFailed(format!(
-                "injected failure after {step} (BAKEHOUSE_FAIL_AT)"
+                "injected failure after {step} (fault injection)"
             )));
         }
+        Ok(())
+    }
+
+    #[cfg(not(feature = "testing"))]
+    fn injected(&self, _step: Step) -> Result<(), StepError> {
         Ok(())
     }
 

@@ -65,21 +65,22 @@ impl Default for ReaperSettings {
 
 impl ReaperSettings {
     /// From `BAKEHOUSE_DEFAULT_TIME_LIMIT_MINUTES` (default 240).
-    pub fn from_env() -> Result<ReaperSettings, String> {
-        match std::env::var("BAKEHOUSE_DEFAULT_TIME_LIMIT_MINUTES") {
-            Err(_) => Ok(ReaperSettings::default()),
-            Ok(v) => v
-                .trim()
-                .parse()
-                .ok()
-                .filter(|m| *m > 0)
-                .map(|m| ReaperSettings {
-                    default_time_limit_minutes: m,
-                })
-                .ok_or_else(|| {
-                    format!("BAKEHOUSE_DEFAULT_TIME_LIMIT_MINUTES={v:?} is not a positive number of minutes")
-                }),
-        }
+    pub fn from_vars(
+        vars: &crate::config::EnvVars,
+    ) -> Result<ReaperSettings, crate::config::ConfigError> {
+        let minutes = vars.parsed(
+            "BAKEHOUSE_DEFAULT_TIME_LIMIT_MINUTES",
+            DEFAULT_TIME_LIMIT_MINUTES,
+            |v| {
+                v.parse()
+                    .ok()
+                    .filter(|m| *m > 0)
+                    .ok_or_else(|| "expected a positive number of minutes".to_string())
+            },
+        )?;
+        Ok(ReaperSettings {
+            default_time_limit_minutes: minutes,
+        })
     }
 }
 

@@ -3,15 +3,16 @@
 //! invocation with [`bakehouse::lifecycle::Lifecycle::run`]. An event
 //! `{"dry_run": true}` only reports.
 
+use bakehouse::config::{EnvVars, TableConfig};
 use bakehouse::lifecycle::Lifecycle;
 use lambda_runtime::{service_fn, Error, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bakehouse::lambda::init_tracing();
-    let table = std::env::var("BAKEHOUSE_TABLE").map_err(|_| "BAKEHOUSE_TABLE is not set")?;
+    let config = TableConfig::from_vars(&EnvVars::from_process())?;
     let sdk = bakehouse::aws::from_env(None).await;
-    let lifecycle = Lifecycle::with_table(&sdk, &table);
+    let lifecycle = Lifecycle::with_table(&sdk, &config.table);
     let lifecycle = &lifecycle;
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

@@ -8,8 +8,9 @@ use lambda_runtime::{service_fn, Error, LambdaEvent};
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     bakehouse::lambda::init_tracing();
-    let settings = ReaperSettings::from_env()?;
-    let table = std::env::var("BAKEHOUSE_TABLE").map_err(|_| "BAKEHOUSE_TABLE is not set")?;
+    let vars = bakehouse::config::EnvVars::from_process();
+    let settings = ReaperSettings::from_vars(&vars)?;
+    let table = bakehouse::config::TableConfig::from_vars(&vars)?.table;
     let sdk = bakehouse::aws::from_env(None).await;
     let reaper = Reaper::with_table(&sdk, &table, settings);
     let reaper = &reaper;

@@ -63,6 +63,9 @@ const CONCURRENT_READS: usize = 8;
 #[derive(Debug, thiserror::Error)]
 pub enum WebhookError {
     /// A setting is missing or malformed.
+    #[error(transparent)]
+    Settings(#[from] crate::config::ConfigError),
+    /// Something the webhook was configured with does not work.
     #[error("configuration: {0}")]
     Config(String),
     /// An SSM parameter could not be read.
@@ -119,21 +122,11 @@ pub struct WebhookSettings {
     pub scratch_dir: PathBuf,
 }
 
-fn env_opt(vars: &BTreeMap<String, String>, name: &str) -> Option<String> {
-    vars.get(name)
-        .map(|v| v.trim().to_string())
-        .filter(|v| !v.is_empty())
-}
-
-fn env_req(vars: &BTreeMap<String, String>, name: &str) -> Result<String, WebhookError> {
-    env_opt(vars, name).ok_or_else(|| WebhookError::Config(format!("{name} is not set")))
-}
-
 impl WebhookSettings {
     /// Reads the settings from the process environment (see
     /// [`WebhookSettings::from_vars`]).
     pub fn from_env() -> Result<WebhookSettings, WebhookError> {
-        WebhookSettings::from_vars(&std::env::vars().collect())
+        WebhookSettings::from_vars(&crate::config::EnvVars::from_process())
     }
 
     /// Reads the settings from variables: `BAKEHOUSE_TABLE`,
@@ -145,36 +138,53 @@ impl WebhookSettings {
     /// (`recipes`), `BAKEHOUSE_SCHEDULE_GROUP` (`default`),
     /// `BAKEHOUSE_SCHEDULE_TIMEZONE` (`UTC`), `BAKEHOUSE_SCRATCH_DIR`
     /// (the temporary directory).
-    pub fn from_vars(vars: &BTreeMap<String, String>) -> Result<WebhookSettings, WebhookError> {
-        let provider: Provider = env_opt(vars, "BAKEHOUSE_GIT_PROVIDER")
-            .unwrap_or_else(|| "github".into())
-            .parse()
-            .map_err(WebhookError::Config)?;
-        let state_machine_arn = env_req(vars, "BAKEHOUSE_STATE_MACHINE_ARN")?;
+    pub fn from_vars(vars: &crate::config::EnvVars) -> Result<WebhookSettings, WebhookError> {
+        let provider: Provider =
+            vars.parsed("BAKEHOUSE_GIT_PROVIDER", Provider::GitHub, |v| v.parse())?;
+        let state_machine_arn = vars.required(
+            "BAKEHOUSE_STATE_MACHINE_ARN",
+            "the pipeline state machine pushes start",
+        )?;
         Ok(WebhookSettings {
             screen: ScreenSettings {
                 provider,
-                branch: env_opt(vars, "BAKEHOUSE_GIT_BRANCH").unwrap_or_else(|| "main".into()),
-                repository: env_opt(vars, "BAKEHOUSE_GIT_REPOSITORY"),
+                branch: vars
+                    .optional("BAKEHOUSE_GIT_BRANCH")
+                    .unwrap_or_else(|| "main".into()),
+                repository: vars.optional("BAKEHOUSE_GIT_REPOSITORY"),
             },
-            api_url: env_opt(vars, "BAKEHOUSE_GIT_API_URL")
+            api_url: vars
+                .optional("BAKEHOUSE_GIT_API_URL")
                 .unwrap_or_else(|| provider.default_api_url().to_string()),
-            recipes_dir: env_opt(vars, "BAKEHOUSE_RECIPES_DIR")
+            recipes_dir: vars
+                .optional("BAKEHOUSE_RECIPES_DIR")
                 .map(|d| d.trim_matches('/').to_string())
                 .unwrap_or_else(|| "recipes".into()),
-            table: env_req(vars, "BAKEHOUSE_TABLE")?,
+            table: vars.required(
+                "BAKEHOUSE_TABLE",
+                "the DynamoDB table recipes are stored in",
+            )?,
             schedules: ScheduleSettings {
-                group: env_opt(vars, "BAKEHOUSE_SCHEDULE_GROUP")
+                group: vars
+                    .optional("BAKEHOUSE_SCHEDULE_GROUP")
                     .unwrap_or_else(|| "default".into()),
                 state_machine_arn: state_machine_arn.clone(),
-                role_arn: env_req(vars, "BAKEHOUSE_SCHEDULER_ROLE_ARN")?,
-                timezone: env_opt(vars, "BAKEHOUSE_SCHEDULE_TIMEZONE")
+                role_arn: vars.required(
+                    "BAKEHOUSE_SCHEDULER_ROLE_ARN",
+                    "the role EventBridge Scheduler starts scheduled builds with",
+                )?,
+                timezone: vars
+                    .optional("BAKEHOUSE_SCHEDULE_TIMEZONE")
                     .unwrap_or_else(|| "UTC".into()),
             },
             state_machine_arn,
-            secret_parameter: env_req(vars, "BAKEHOUSE_WEBHOOK_SECRET_PARAMETER")?,
-            token_parameter: env_opt(vars, "BAKEHOUSE_GIT_TOKEN_PARAMETER"),
-            scratch_dir: env_opt(vars, "BAKEHOUSE_SCRATCH_DIR")
+            secret_parameter: vars.required(
+                "BAKEHOUSE_WEBHOOK_SECRET_PARAMETER",
+                "the SSM parameter holding the webhook secret",
+            )?,
+            token_parameter: vars.optional("BAKEHOUSE_GIT_TOKEN_PARAMETER"),
+            scratch_dir: vars
+                .optional("BAKEHOUSE_SCRATCH_DIR")
                 .map(PathBuf::from)
                 .unwrap_or_else(|| std::env::temp_dir().join("bakehouse-webhook")),
         })
