@@ -2,9 +2,10 @@
 //!
 //! A *recipe* says which base image to start from, how to provision, clean
 //! and publish it; a *build* turns it into a captured image recorded,
-//! versioned, in the image *registry*. See DESIGN.md for the concepts.
+//! versioned, in the image *registry*. See docs/concepts.md for the concepts.
 
-pub mod asl;
+/// The Amazon States Language interpreter (its own crate, `crates/asl`).
+pub use bakehouse_asl as asl;
 pub mod aws;
 pub mod backends;
 pub mod build;

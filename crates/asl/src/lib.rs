@@ -1,7 +1,8 @@
 //! A local interpreter for the Amazon States Language (ASL).
 //!
 //! A bakehouse build is an AWS Step Functions execution; the same definition
-//! also runs locally through this module. It follows the specification
+//! also runs locally through this crate, which depends on nothing else in
+//! the project. It follows the specification
 //! (<https://states-language.net>) and the Step Functions developer guide
 //! for the JSONPath query language:
 //!
@@ -20,7 +21,7 @@
 //!
 //! ```ignore
 //! use std::{collections::BTreeMap, sync::Arc};
-//! use crate::asl::{Runner, StateMachine, SystemClock};
+//! use bakehouse_asl::{Runner, StateMachine, SystemClock};
 //!
 //! let subs = BTreeMap::from([("BuildFunctionArn".to_string(), arn)]);
 //! let machine = StateMachine::load(&definition_text, &subs)?.with_name("bakehouse-build");

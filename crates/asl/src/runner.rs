@@ -123,7 +123,7 @@ impl Runner {
     /// bad input: every problem ends the execution as
     /// [`ExecutionStatus::Failed`] with a Step Functions error name.
     ///
-    /// Step Functions' payload quota ([`crate::asl::PAYLOAD_LIMIT_BYTES`])
+    /// Step Functions' payload quota ([`crate::PAYLOAD_LIMIT_BYTES`])
     /// applies as in AWS: a state input after `Parameters`, a task result or
     /// a state output over 256 KiB fails the state with
     /// `States.DataLimitExceeded`, which `States.ALL` and
