@@ -92,8 +92,8 @@ pub fn execution_input(
     on_error: OnFailure,
     build_id: &str,
 ) -> Result<(String, ExecutionInput), CliError> {
-    let (loaded, bundle) = pipeline::load_for_build_with(recipe, &vars.load_options()?)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let (loaded, bundle) =
+        pipeline::load_for_build_with(recipe, &vars.load_options()?).map_err(CliError::from)?;
     if let Some(problem) = crate::recipe::check_local_base(&loaded) {
         return Err(CliError::Usage(format!("{problem}; nothing was started")));
     }
@@ -169,7 +169,7 @@ pub(crate) async fn collect_garbage(
     pipeline: &Pipeline,
     backend: &LocalBackend,
 ) -> Result<(Vec<pipeline::Collected>, Vec<String>), CliError> {
-    let usage = |e: pipeline::StepError| CliError::Usage(e.to_string());
+    let usage = CliError::from;
     let collected = pipeline.collect_abandoned().await.map_err(usage)?;
     let swept = backend
         .sweep_work_dirs(pipeline.builds().as_ref())
@@ -230,11 +230,7 @@ pub async fn run_local(
     let (pipeline, backend) = local_pipeline(store, &args.home, args.on_error)?;
     let builds = pipeline.builds().clone();
     collect_garbage(&pipeline, &backend).await?;
-    if let Some(existing) = builds
-        .get(&build_id)
-        .await
-        .map_err(|e| CliError::Usage(e.to_string()))?
-    {
+    if let Some(existing) = builds.get(&build_id).await.map_err(CliError::from)? {
         if let Some(owner) = pipeline::owned_by_another_live_process(&existing) {
             return Err(CliError::Usage(format!(
                 "--build-id {build_id}: in use by running process {}",
@@ -261,7 +257,7 @@ pub async fn run_local(
         Some(observer),
     );
     let execution = tokio::select! {
-        execution = execution => execution.map_err(|e| CliError::Usage(e.to_string()))?,
+        execution = execution => execution.map_err(CliError::from)?,
         (name, code) = stop_signal(&mut signals) => {
             // The execution (and with it the running command, whose sandbox
             // dies with it) is dropped here.
@@ -294,7 +290,7 @@ pub async fn run_local(
         r.state_transitions = transitions;
     })
     .await
-    .map_err(|e| CliError::Usage(e.to_string()))?;
+    .map_err(CliError::from)?;
     report(&record, store, format, out).await
 }
 
@@ -326,11 +322,11 @@ async fn report(
     }
     match (&record.status, &record.failure) {
         (BuildStatus::Succeeded, _) => Ok(()),
-        (_, Some(f)) => Err(CliError::Usage(format!(
+        (_, Some(f)) => Err(CliError::BuildFailed(format!(
             "build {} failed at {}: {}: {}",
             record.id, f.step, f.error, f.cause
         ))),
-        (status, None) => Err(CliError::Usage(format!(
+        (status, None) => Err(CliError::BuildFailed(format!(
             "build {} ended {status}",
             record.id
         ))),
@@ -368,7 +364,7 @@ pub async fn run_remote(
     )?;
     let config = crate::aws::from_env(None).await;
     let sfn = aws_sdk_sfn::Client::new(&config);
-    let aws = |e: String| CliError::Usage(format!("Step Functions: {e}"));
+    let aws = CliError::StepFunctions;
     let body = serde_json::to_string(&input)?;
     let started = sfn
         .start_execution()
@@ -448,7 +444,7 @@ pub async fn run_remote(
     }
     match status.0.as_str() {
         "SUCCEEDED" => Ok(()),
-        other => Err(CliError::Usage(format!(
+        other => Err(CliError::BuildFailed(format!(
             "execution {build_id} {other}: {} {}",
             status.1.unwrap_or_default(),
             status.2.unwrap_or_default()

@@ -188,11 +188,7 @@ async fn remote_logs(
     let mut reader = crate::backends::ec2::logs::CommandLogReader::new(&config, group);
     loop {
         let running = record.status == crate::build::BuildStatus::Running;
-        for line in reader
-            .new_lines(&record)
-            .await
-            .map_err(|e| CliError::Usage(e.to_string()))?
-        {
+        for line in reader.new_lines(&record).await.map_err(CliError::from)? {
             writeln!(out, "{line}")?;
         }
         if !follow || !running {
@@ -202,8 +198,8 @@ async fn remote_logs(
         record = builds
             .get(&record.id)
             .await
-            .map_err(|e| CliError::Usage(e.to_string()))?
-            .ok_or_else(|| CliError::Usage(format!("build {} disappeared", record.id)))?;
+            .map_err(CliError::from)?
+            .ok_or_else(|| CliError::NoBuild(record.id.clone()))?;
     }
 }
 
@@ -218,7 +214,7 @@ pub async fn run(
         BuildsCommand::Gc { .. } | BuildsCommand::Cleanup { .. } => store.builds().await?,
         _ => store.builds_for_reading().await?,
     };
-    let store_err = |e: crate::build::BuildStoreError| CliError::Usage(e.to_string());
+    let store_err = CliError::from;
     match cmd {
         BuildsCommand::Gc { home } => gc(&home, store, format, out).await?,
         BuildsCommand::Shell { id, home, command } => {
@@ -226,7 +222,7 @@ pub async fn run(
                 .get(&id)
                 .await
                 .map_err(store_err)?
-                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+                .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             // A remote build's live builder (kept with `on_error: abort`,
             // or still running): the SSM session that opens a shell on it.
             if let Some((instance, region)) = kept_instance(&record) {
@@ -242,11 +238,9 @@ pub async fn run(
             let status = backend
                 .shell(&record, &command)
                 .await
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+                .map_err(CliError::from)?;
             if status != 0 {
-                return Err(CliError::Usage(format!(
-                    "the command in build {id}'s sandbox exited with {status}"
-                )));
+                return Err(CliError::ShellExited { id, status });
             }
         }
         BuildsCommand::Logs { id, follow } => {
@@ -254,7 +248,7 @@ pub async fn run(
                 .get(&id)
                 .await
                 .map_err(store_err)?
-                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+                .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             let Some(log) = record.log.clone() else {
                 return Err(CliError::Usage(format!(
                     "build {id} keeps no log (a remote build deployed without a command log group keeps its output in SSM; the record's notes hold the tails: `builds show {id}`)"
@@ -286,16 +280,13 @@ pub async fn run(
                 .get(&id)
                 .await
                 .map_err(store_err)?
-                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+                .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             if store.table.is_some() {
                 // A remote build kept with `on_error: abort`: its builder
                 // instance goes the way of any failed build's.
                 let kept = record.kept.clone().unwrap_or_default();
                 let pipeline = remote_pipeline(store, &home, builds.clone()).await?;
-                pipeline
-                    .release_kept(&id)
-                    .await
-                    .map_err(|e| CliError::Usage(e.to_string()))?;
+                pipeline.release_kept(&id).await.map_err(CliError::from)?;
                 if format == Format::Json {
                     return output::json(
                         out,
@@ -313,7 +304,7 @@ pub async fn run(
             backend
                 .cleanup_kept(builds.clone(), record)
                 .await
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+                .map_err(CliError::from)?;
             if format == Format::Json {
                 return output::json(out, &serde_json::json!({"build_id": id, "cleaned": true}));
             }
@@ -352,7 +343,7 @@ pub async fn run(
                 .get(&id)
                 .await
                 .map_err(store_err)?
-                .ok_or_else(|| CliError::Usage(format!("no build {id}")))?;
+                .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             if format == Format::Json {
                 return output::json(out, &r);
             }

@@ -338,7 +338,7 @@ async fn prune(
     let report = lifecycle
         .run(name, keep, dry_run, chrono::Utc::now())
         .await
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+        .map_err(CliError::from)?;
     if format == Format::Json {
         return output::json(out, &report);
     }

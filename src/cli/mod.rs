@@ -36,7 +36,51 @@ pub enum CliError {
     /// Serialising JSON output failed.
     #[error("writing JSON: {0}")]
     Json(#[from] serde_json::Error),
-    /// Input that is wrong in a way the other errors don't describe.
+    /// A recipe or template could not be loaded (every problem named).
+    #[error(transparent)]
+    Recipe(#[from] crate::recipe::RecipeError),
+    /// One problem of a recipe or template.
+    #[error("{0}")]
+    Problem(crate::recipe::Problem),
+    /// Build records could not be read or written.
+    #[error(transparent)]
+    Builds(#[from] crate::build::BuildStoreError),
+    /// A pipeline step (or a kept build's shell or clean-up) failed.
+    #[error(transparent)]
+    Step(#[from] crate::pipeline::StepError),
+    /// Retention could not be applied.
+    #[error(transparent)]
+    Lifecycle(#[from] crate::lifecycle::LifecycleError),
+    /// A remote build's command output could not be read.
+    #[error(transparent)]
+    CommandLogs(#[from] crate::backends::ec2::logs::CommandLogsError),
+    /// A build ran and did not succeed (the message says where and why).
+    #[error("{0}")]
+    BuildFailed(String),
+    /// A Step Functions call of a remote build failed.
+    #[error("Step Functions: {0}")]
+    StepFunctions(String),
+    /// The command `builds shell` ran in a kept sandbox failed.
+    #[error("the command in build {id}'s sandbox exited with {status}")]
+    ShellExited {
+        /// The build.
+        id: String,
+        /// Its exit status.
+        status: i32,
+    },
+    /// No build record has this id.
+    #[error("no build {0}")]
+    NoBuild(String),
+    /// A file named on the command line could not be read or written.
+    #[error("{}: {source}", path.display())]
+    File {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// A command line that cannot be carried out as given (the message
+    /// says what to give instead).
     #[error("{0}")]
     Usage(String),
     /// `validate` found problems (already printed).
@@ -243,8 +287,7 @@ impl StoreArgs {
     pub async fn builds_for_reading(&self) -> Result<Arc<dyn BuildStore>, CliError> {
         if self.table.is_none() && !self.db.exists() {
             let sqlite = SqliteStore::in_memory()?;
-            let builds = SqliteBuildStore::new(sqlite.connection())
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+            let builds = SqliteBuildStore::new(sqlite.connection()).map_err(CliError::from)?;
             return Ok(Arc::new(builds));
         }
         self.builds().await
@@ -253,8 +296,7 @@ impl StoreArgs {
     /// The embedded registry and build records (one SQLite file).
     pub fn local_stores(&self) -> Result<(Registry, Arc<dyn BuildStore>), CliError> {
         let sqlite = SqliteStore::open(&self.db)?;
-        let builds = SqliteBuildStore::new(sqlite.connection())
-            .map_err(|e| CliError::Usage(e.to_string()))?;
+        let builds = SqliteBuildStore::new(sqlite.connection()).map_err(CliError::from)?;
         Ok((Registry::new(Arc::new(sqlite)), Arc::new(builds)))
     }
 

@@ -38,10 +38,12 @@ pub enum PackerCommand {
 pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
         PackerCommand::Inspect { template } => {
-            let text = std::fs::read_to_string(&template)
-                .map_err(|e| CliError::Usage(format!("{}: {e}", template.display())))?;
+            let text = std::fs::read_to_string(&template).map_err(|source| CliError::File {
+                path: template.clone(),
+                source,
+            })?;
             let inspection = crate::recipe::packer_inspect::inspect(&text, &template)
-                .map_err(|p| CliError::Usage(p.to_string()))?;
+                .map_err(CliError::Problem)?;
             match format {
                 Format::Json => output::json(out, &inspection),
                 Format::Table => Ok(write!(out, "{inspection}")?),
@@ -62,7 +64,7 @@ pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<()
                 )));
             }
             let loaded = crate::recipe::load_with(&template, &vars.load_options()?)
-                .map_err(|e| CliError::Usage(e.to_string()))?;
+                .map_err(CliError::from)?;
             let yaml = serde_yaml_ng::to_string(&loaded.recipe)
                 .map_err(|e| CliError::Usage(format!("cannot write the recipe: {e}")))?;
             let text = format!(
@@ -74,8 +76,10 @@ pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<()
             );
             match file {
                 Some(path) => {
-                    std::fs::write(&path, &text)
-                        .map_err(|e| CliError::Usage(format!("{}: {e}", path.display())))?;
+                    std::fs::write(&path, &text).map_err(|source| CliError::File {
+                        path: path.clone(),
+                        source,
+                    })?;
                     if format == Format::Json {
                         return output::json(
                             out,
