@@ -381,3 +381,33 @@ fn packer_convert_round_trips_and_inspect_lists_the_template() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a Packer JSON template"));
 }
+
+/// Options of ordinary amazon-ebs templates that do not apply pass
+/// `validate` with an "ignored: why" warning on stderr naming the field.
+#[test]
+fn ignored_packer_options_pass_with_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let template = dir.path().join("t.json");
+    std::fs::write(
+        &template,
+        r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1", "source_ami": "ami-12345678",
+  "instance_type": "t3.small", "ami_name": "web-{{timestamp}}", "ssh_username": "ec2-user",
+  "custom_endpoint_ec2": "https://ec2.us-east-1.amazonaws.com", "ssh_keypair_name": "ops"}],
+ "provisioners": [{"type": "shell", "inline": ["true"], "expect_disconnect": true}]}"#,
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
+        .arg("validate")
+        .arg(&template)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    for field in [
+        "builders[0].custom_endpoint_ec2: ignored: AWS credentials, endpoints",
+        "builders[0].ssh_keypair_name: ignored: bakehouse drives the builder through SSM",
+        "provisioners[0].expect_disconnect: ignored:",
+    ] {
+        assert!(stderr.contains(field), "{field}: {stderr}");
+    }
+}

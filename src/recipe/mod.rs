@@ -38,6 +38,7 @@ pub mod limits;
 mod locate;
 mod model;
 pub mod packer;
+pub(crate) mod packer_ignored;
 pub mod packer_inspect;
 mod packer_map;
 pub mod packer_template;

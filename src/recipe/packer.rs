@@ -93,6 +93,7 @@ pub(crate) fn convert(
     let template: Template = deserialize_text(text, Format::Json, file).map_err(|p| vec![p])?;
     let mut conv = Converter {
         problems: Vec::new(),
+        warnings: Vec::new(),
         fields: Vec::new(),
         vars: BTreeMap::new(),
         options,
@@ -101,6 +102,10 @@ pub(crate) fn convert(
         now: options.now.unwrap_or_else(chrono::Utc::now),
     };
     let recipe = conv.recipe(&template);
+    for (field, message) in &conv.warnings {
+        let warning = located(field.clone(), message.clone());
+        tracing::warn!("{warning}");
+    }
     if conv.problems.is_empty() {
         Ok(Converted {
             recipe,

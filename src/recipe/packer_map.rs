@@ -17,6 +17,8 @@ use super::LoadOptions;
 
 pub(crate) struct Converter<'a> {
     pub(crate) problems: Vec<(String, String)>,
+    /// Options accepted and ignored: `(field, "ignored: why")`.
+    pub(crate) warnings: Vec<(String, String)>,
     pub(crate) fields: Vec<(String, String)>,
     pub(crate) vars: BTreeMap<String, String>,
     pub(crate) options: &'a LoadOptions,
@@ -74,6 +76,27 @@ impl Converter<'_> {
             .collect()
     }
 
+    /// Options of `field` not read into a typed field: those in `ignored`
+    /// are warnings, the rest unknown fields.
+    fn extra(
+        &mut self,
+        field: &str,
+        what: &str,
+        other: &BTreeMap<String, Value>,
+        ignored: &[(&'static str, &'static str)],
+    ) {
+        for key in other.keys() {
+            let at = field_key(field, key);
+            match super::packer_ignored::reason(ignored, key) {
+                Some(why) => self.warnings.push((at, format!("ignored: {why}"))),
+                None => self.problems.push((
+                    at,
+                    format!("unknown field `{key}`: not {what} option bakehouse knows (docs/recipes.md lists them)"),
+                )),
+            }
+        }
+    }
+
     fn map(&mut self, recipe: &str, template: &str) {
         self.fields.push((recipe.to_string(), template.to_string()));
     }
@@ -93,6 +116,12 @@ impl Converter<'_> {
             return placeholder();
         };
         self.build_name = b.name.clone().unwrap_or_else(|| "amazon-ebs".to_string());
+        self.extra(
+            B,
+            "an amazon-ebs",
+            &b.other,
+            super::packer_ignored::AMAZON_EBS,
+        );
         let name = self.name(b);
         let label = match self.vars.get("bakehouse_label") {
             Some(l) => Some(l.clone()),
@@ -364,6 +393,12 @@ impl Converter<'_> {
                     self.shell(&field, s, &mut out)
                 }
                 PackerProvisioner::File(f) if self.selected(&f.only, &f.except) => {
+                    self.extra(
+                        &field,
+                        "a file provisioner",
+                        &f.other,
+                        super::packer_ignored::FILE,
+                    );
                     if f.direction.as_deref().is_some_and(|d| d != "upload") {
                         self.problems.push((
                             field_key(&field, "direction"),
@@ -384,7 +419,17 @@ impl Converter<'_> {
     }
 
     fn shell(&mut self, field: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
+        self.extra(
+            field,
+            "a shell provisioner",
+            &s.other,
+            super::packer_ignored::SHELL,
+        );
         let mut env = BTreeMap::new();
+        for (k, v) in &s.env {
+            let f = field_key(&field_key(field, "env"), k);
+            env.insert(k.clone(), self.render(&f, v));
+        }
         for (i, pair) in s.environment_vars.iter().enumerate() {
             let f = field_index(&field_key(field, "environment_vars"), i);
             let pair = self.render(&f, pair);

@@ -26,8 +26,10 @@ pub(crate) struct Template {
     pub(crate) post_processors: Option<Value>,
 }
 
+/// Options not read into a field are collected in `other` and checked
+/// against [`super::packer_ignored`] (accepted with a warning) by the
+/// converter; anything else is an unknown field.
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct AmazonEbs {
     #[serde(rename = "type")]
     pub(crate) kind: String,
@@ -55,8 +57,6 @@ pub(crate) struct AmazonEbs {
     #[serde(default)]
     pub(crate) subnet_id: Option<String>,
     #[serde(default)]
-    pub(crate) vpc_id: Option<String>,
-    #[serde(default)]
     pub(crate) security_group_id: Option<String>,
     #[serde(default)]
     pub(crate) security_group_ids: Vec<String>,
@@ -69,9 +69,9 @@ pub(crate) struct AmazonEbs {
     #[serde(default)]
     pub(crate) launch_block_device_mappings: Vec<BlockDevice>,
     #[serde(default)]
-    pub(crate) ssh_username: Option<String>,
-    #[serde(default)]
     pub(crate) communicator: Option<String>,
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -113,7 +113,6 @@ pub(crate) enum PackerProvisioner {
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct PackerShell {
     #[serde(default)]
     pub(crate) inline: Option<Vec<String>>,
@@ -124,13 +123,16 @@ pub(crate) struct PackerShell {
     #[serde(default)]
     pub(crate) environment_vars: Vec<String>,
     #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
+    #[serde(default)]
     pub(crate) only: Vec<String>,
     #[serde(default)]
     pub(crate) except: Vec<String>,
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
 }
 
 #[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
 pub(crate) struct PackerFile {
     pub(crate) source: String,
     pub(crate) destination: String,
@@ -140,4 +142,6 @@ pub(crate) struct PackerFile {
     pub(crate) only: Vec<String>,
     #[serde(default)]
     pub(crate) except: Vec<String>,
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
 }

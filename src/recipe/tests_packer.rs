@@ -238,11 +238,15 @@ fn unknown_top_level_field() {
 #[test]
 fn unknown_builder_field() {
     let tree = Tree::new();
-    let text = template(r#", "spot_price": "auto""#, "");
+    let text = template(r#", "spot_prize": "auto", "colour": "red""#, "");
     let got = messages(&tree, load_template(&tree, &text, &options(&[], &[])));
-    assert_eq!(got.len(), 1);
+    assert_eq!(got.len(), 2, "every unknown field in one run: {got:?}");
     assert!(
-        got[0].starts_with("packer.json:5:44: builders[0].spot_price: unknown field `spot_price`, expected one of `type`, `name`, `region`"),
+        got[0].starts_with("packer.json:5:66: builders[0].colour: unknown field `colour`: not an amazon-ebs option bakehouse knows"),
+        "{got:?}"
+    );
+    assert!(
+        got[1].contains("builders[0].spot_prize: unknown field `spot_prize`"),
         "{got:?}"
     );
 }
@@ -250,17 +254,50 @@ fn unknown_builder_field() {
 #[test]
 fn unknown_provisioner_field() {
     let tree = Tree::new();
-    let rest =
-        r#", "provisioners": [{"type": "shell", "inline": ["true"], "pause_before": "10s"}]"#;
+    let rest = r#", "provisioners": [{"type": "shell", "inline": ["true"], "pause_befor": "10s"}]"#;
     let got = messages(
         &tree,
         load_template(&tree, &template("", rest), &options(&[], &[])),
     );
     assert_eq!(got.len(), 1);
     assert!(
-        got[0].starts_with("packer.json:6:62: provisioners[0].pause_before: unknown field `pause_before`, expected one of `inline`, `script`, `scripts`"),
+        got[0].starts_with("packer.json:6:62: provisioners[0].pause_befor: unknown field `pause_befor`: not a shell provisioner option bakehouse knows"),
         "{got:?}"
     );
+}
+
+/// The options of ordinary amazon-ebs templates that do not apply to
+/// bakehouse are accepted (each with an "ignored: why" warning); the
+/// shell provisioner's `env` map is mapped.
+#[test]
+fn ordinary_amazon_ebs_options_are_accepted() {
+    let tree = Tree::new();
+    let builder = r#", "custom_endpoint_ec2": "https://ec2.example", "skip_region_validation": true,
+        "skip_metadata_api_check": true, "ssh_keypair_name": "ops", "ssh_private_key_file": "k.pem",
+        "spot_price": "auto", "associate_public_ip_address": true, "vpc_id": "vpc-1", "ena_support": true,
+        "force_deregister": true, "snapshot_tags": {"a": "b"}, "metadata_options": {"http_tokens": "required"}"#;
+    let rest = r#", "provisioners": [
+        {"type": "shell", "inline": ["reboot"], "expect_disconnect": true, "start_retry_timeout": "5m",
+         "pause_before": "10s", "execute_command": "sudo -S sh -c '{{ .Vars }} {{ .Path }}'", "env": {"A": "1"}},
+        {"type": "file", "source": "files/motd", "destination": "/etc/motd", "timeout": "1m"}]"#;
+    tree.write("files/motd", "hi\n");
+    let loaded =
+        load_template(&tree, &template(builder, rest), &options(&[], &[])).expect("accepted");
+    match &loaded.recipe.provisioners[0] {
+        crate::recipe::Provisioner::Shell(s) => {
+            assert_eq!(s.env.get("A").map(String::as_str), Some("1"))
+        }
+        other => panic!("{other:?}"),
+    }
+    for (option, _) in crate::recipe::packer_ignored::AMAZON_EBS {
+        assert!(
+            !option.is_empty()
+                && option
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c == '_' || c.is_ascii_digit()),
+            "{option}"
+        );
+    }
 }
 
 #[test]
