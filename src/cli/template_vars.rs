@@ -25,6 +25,13 @@ pub struct TemplateVars {
     /// (repeatable; like `packer -var-file`).
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
+    /// Use only the template builders with these names (comma-separated or
+    /// repeated; like `packer build -only`). A build uses exactly one.
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub only: Vec<String>,
+    /// Use every template builder but these (like `packer build -except`).
+    #[arg(long, value_name = "NAME", value_delimiter = ',')]
+    pub except: Vec<String>,
 }
 
 fn parse_var(text: &str) -> Result<(String, String), String> {
@@ -65,6 +72,8 @@ impl TemplateVars {
             vars,
             env,
             now: None,
+            only: self.only.clone(),
+            except: self.except.clone(),
         })
     }
 }

@@ -94,6 +94,11 @@ pub struct LoadOptions {
     pub env: BTreeMap<String, String>,
     /// The build time; `None` means the current time.
     pub now: Option<DateTime<Utc>>,
+    /// Build only the builders with these names (`packer build -only`; a
+    /// builder's name is its `name`, else its `type`).
+    pub only: Vec<String>,
+    /// Build all builders but these (`packer build -except`).
+    pub except: Vec<String>,
 }
 
 /// A checked recipe and where it came from.

@@ -1,8 +1,9 @@
 //! Packer JSON templates accepted as recipes.
 //!
 //! A `.json` recipe with a top-level `builders` key is read as a Packer
-//! template with exactly one `amazon-ebs` builder, `shell` and `file`
-//! provisioners and no post-processors, then mapped onto [`Recipe`]:
+//! template whose one selected builder (all of them less `-only`/`-except`,
+//! as Packer selects) is `amazon-ebs`, with `shell` and `file` provisioners
+//! and no post-processors, then mapped onto [`Recipe`]:
 //!
 //! - `name`: the `bakehouse_name` variable when declared; otherwise derived
 //!   from `ami_name` with `{{user ...}}` substituted and every other template
@@ -39,8 +40,8 @@ use super::error::Problem;
 use super::locate::{field_index, field_key};
 use super::model::Recipe;
 use super::packer_map::Converter;
-use super::packer_types::Template;
-use super::parse::{deserialize_text, locate_problem};
+use super::packer_types::{AmazonEbs, Template};
+use super::parse::{deserialize_text, locate_problem, structural_problem};
 use super::{Format, LoadOptions};
 
 /// Whether `text` is a JSON object with a `builders` key.
@@ -87,9 +88,9 @@ pub(crate) fn convert(
     let located = |field: String, message: String| {
         locate_problem(Problem::new(file, field, message), text, Format::Json)
     };
-    if let Some(problems) = check_builder_types(text) {
-        return Err(problems.into_iter().map(|(f, m)| located(f, m)).collect());
-    }
+    let selected = select_builder(text, options).map_err(|problems| -> Vec<Problem> {
+        problems.into_iter().map(|(f, m)| located(f, m)).collect()
+    })?;
     let template: Template = deserialize_text(text, Format::Json, file).map_err(|p| vec![p])?;
     let mut conv = Converter {
         problems: Vec::new(),
@@ -101,48 +102,145 @@ pub(crate) fn convert(
         build_name: String::new(),
         now: options.now.unwrap_or_else(chrono::Utc::now),
     };
-    let recipe = conv.recipe(&template);
+    // The selected builder, read on its own: problems are reported at its
+    // own index (the converter names it `builders[0]`, renamed below).
+    let builder = template.builders.get(selected).cloned().unwrap_or_default();
+    let builder: AmazonEbs = serde_path_to_error::deserialize(builder).map_err(|e| {
+        let path = match e.path().to_string() {
+            p if p == "." => String::new(),
+            p => format!(".{p}"),
+        };
+        vec![structural_problem(
+            file,
+            text,
+            Format::Json,
+            &format!("builders[{selected}]{path}"),
+            &e.inner().to_string(),
+            None,
+        )]
+    })?;
+    let recipe = conv.recipe(&template, &builder);
     for (field, message) in &conv.warnings {
-        let warning = located(field.clone(), message.clone());
+        let warning = located(builder_field(field.clone(), selected), message.clone());
         tracing::warn!("{warning}");
     }
     if conv.problems.is_empty() {
         Ok(Converted {
             recipe,
-            fields: conv.fields,
+            fields: conv
+                .fields
+                .into_iter()
+                .map(|(r, t)| (r, builder_field(t, selected)))
+                .collect(),
         })
     } else {
         Err(conv
             .problems
             .into_iter()
-            .map(|(f, m)| located(f, m))
+            .map(|(f, m)| located(builder_field(f, selected), m))
             .collect())
     }
 }
 
-/// Problems with the builder list that make the typed parse pointless.
-fn check_builder_types(text: &str) -> Option<Vec<(String, String)>> {
-    let doc: Value = serde_json::from_str(text).ok()?;
-    let builders = doc.get("builders")?.as_array()?;
+/// The builder a build uses: the one left after `-only`/`-except`
+/// ([`LoadOptions::only`], [`LoadOptions::except`]), which must be exactly
+/// one, of type `amazon-ebs`. Problems make the typed parse pointless.
+fn select_builder(text: &str, options: &LoadOptions) -> Result<usize, Vec<(String, String)>> {
+    let Some(builders) = serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|doc| doc.get("builders").and_then(Value::as_array).cloned())
+    else {
+        // The typed parse names what is wrong with `builders`.
+        return Ok(0);
+    };
     let mut problems = Vec::new();
-    if builders.len() != 1 {
-        problems.push((
-            "builders".to_string(),
-            format!("exactly one builder is supported, found {}", builders.len()),
-        ));
-    }
+    let mut names = Vec::new();
     for (i, b) in builders.iter().enumerate() {
-        match b.get("type").and_then(Value::as_str) {
-            Some("amazon-ebs") => {}
-            Some(other) => problems.push((
-                field_key(&field_index("builders", i), "type"),
-                format!("builder type `{other}` is not supported (only `amazon-ebs`)"),
-            )),
-            None => problems.push((
+        let kind = b.get("type").and_then(Value::as_str);
+        if kind.is_none() {
+            problems.push((
                 field_index("builders", i),
                 "required field `type` is missing".to_string(),
-            )),
+            ));
         }
+        let name = b
+            .get("name")
+            .and_then(Value::as_str)
+            .or(kind)
+            .unwrap_or_default()
+            .to_string();
+        names.push(name);
     }
-    (!problems.is_empty()).then_some(problems)
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let for_unknown = |given: &[String], flag: &str| -> Vec<(String, String)> {
+        given
+            .iter()
+            .filter(|n| !names.contains(n))
+            .map(|n| {
+                (
+                    "builders".to_string(),
+                    format!(
+                        "{flag} {n}: no builder has that name (builders: {})",
+                        names.join(", ")
+                    ),
+                )
+            })
+            .collect()
+    };
+    problems.extend(for_unknown(&options.only, "--only"));
+    problems.extend(for_unknown(&options.except, "--except"));
+    if !problems.is_empty() {
+        return Err(problems);
+    }
+    let selected: Vec<usize> = (0..builders.len())
+        .filter(|i| {
+            (options.only.is_empty() || options.only.contains(&names[*i]))
+                && !options.except.contains(&names[*i])
+        })
+        .collect();
+    let &[i] = selected.as_slice() else {
+        let picked: Vec<&str> = selected.iter().map(|i| names[*i].as_str()).collect();
+        return Err(vec![(
+            "builders".to_string(),
+            if picked.is_empty() {
+                format!(
+                    "no builder is left to build (builders: {})",
+                    names.join(", ")
+                )
+            } else {
+                format!(
+                    "a build makes one image, and {} builders are selected ({}): pick one with --only NAME or leave out the others with --except NAME",
+                    picked.len(),
+                    picked.join(", ")
+                )
+            },
+        )]);
+    };
+    let field = field_key(&field_index("builders", i), "type");
+    match builders[i].get("type").and_then(Value::as_str) {
+        Some("amazon-ebs") => Ok(i),
+        Some("null") => Err(vec![(
+            field,
+            "the `null` builder makes no image, and a bakehouse build always captures one: select another builder with --only/--except, or run the provisioners in a recipe".to_string(),
+        )]),
+        Some("qemu") => Err(vec![(
+            field,
+            "builder type `qemu` is not supported yet: write a recipe with `base: {path: DISK}` for a local build on that disk".to_string(),
+        )]),
+        Some(other) => Err(vec![(
+            field,
+            format!("builder type `{other}` is not supported (only `amazon-ebs`)"),
+        )]),
+        None => Ok(i),
+    }
+}
+
+/// Renames `builders[0]` in a field path to the selected builder's index.
+fn builder_field(field: String, selected: usize) -> String {
+    match field.strip_prefix("builders[0]") {
+        Some(rest) if selected != 0 => format!("builders[{selected}]{rest}"),
+        _ => field,
+    }
 }

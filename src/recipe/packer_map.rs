@@ -101,7 +101,7 @@ impl Converter<'_> {
         self.fields.push((recipe.to_string(), template.to_string()));
     }
 
-    pub(crate) fn recipe(&mut self, t: &Template) -> Recipe {
+    pub(crate) fn recipe(&mut self, t: &Template, b: &AmazonEbs) -> Recipe {
         self.resolve_variables(&t.variables);
         if t.post_processors
             .as_ref()
@@ -112,9 +112,6 @@ impl Converter<'_> {
                 "post-processors are not supported: bakehouse captures and registers the image itself; remove them".to_string(),
             ));
         }
-        let Some(b) = t.builders.first() else {
-            return placeholder();
-        };
         self.build_name = b.name.clone().unwrap_or_else(|| "amazon-ebs".to_string());
         self.extra(
             B,
@@ -485,23 +482,5 @@ impl Converter<'_> {
                 env: env.clone(),
             }));
         }
-    }
-}
-
-fn placeholder() -> Recipe {
-    Recipe {
-        name: String::new(),
-        label: None,
-        os: OsKind::Linux,
-        version: VersionPolicy::default(),
-        base: Base::Image(String::new()),
-        builder: BuilderSettings::default(),
-        provisioners: Vec::new(),
-        clean: Default::default(),
-        publish: Publish::default(),
-        test: Vec::new(),
-        schedule: None,
-        paths: Vec::new(),
-        retain: None,
     }
 }

@@ -19,7 +19,9 @@ pub(crate) struct Template {
     pub(crate) variables: BTreeMap<String, Option<String>>,
     #[serde(default, rename = "sensitive-variables")]
     pub(crate) sensitive_variables: Vec<String>,
-    pub(crate) builders: Vec<AmazonEbs>,
+    /// Read as they are; the one builder a build uses is chosen (and its
+    /// type checked) first, then read as [`AmazonEbs`].
+    pub(crate) builders: Vec<Value>,
     #[serde(default)]
     pub(crate) provisioners: Vec<PackerProvisioner>,
     #[serde(default, rename = "post-processors")]
@@ -31,8 +33,9 @@ pub(crate) struct Template {
 /// converter; anything else is an unknown field.
 #[derive(Debug, Deserialize)]
 pub(crate) struct AmazonEbs {
-    #[serde(rename = "type")]
-    pub(crate) kind: String,
+    /// `amazon-ebs` (checked when the builder is selected).
+    #[serde(rename = "type", default)]
+    pub(crate) kind: Option<String>,
     #[serde(default)]
     pub(crate) name: Option<String>,
     #[serde(default)]

@@ -26,6 +26,7 @@ fn options(vars: &[(&str, &str)], env: &[(&str, &str)]) -> LoadOptions {
         vars: map(vars),
         env: map(env),
         now: Some(at()),
+        ..LoadOptions::default()
     }
 }
 
@@ -317,6 +318,59 @@ fn unsupported_builder_type_and_provisioner_type() {
     assert_eq!(
         got,
         vec!["packer.json:6:25: provisioners[0].type: unknown variant `ansible-local`, expected `shell` or `file`"]
+    );
+}
+
+/// Several builders: `-only`/`-except` pick the one a build uses, as
+/// Packer selects by name (the type where no name is given); the others
+/// are not read at all, whatever their type.
+#[test]
+fn only_and_except_select_one_of_several_builders() {
+    let tree = Tree::new();
+    let text = r#"{
+  "builders": [
+    {"type": "null", "name": "smoke"},
+    {"type": "amazon-ebs", "name": "east", "region": "us-east-1", "ami_name": "east-app", "source_ami": "ami-0123456789abcdef0"},
+    {"type": "amazon-ebs", "name": "west", "region": "us-west-2", "ami_name": "west-app", "source_ami": "ami-0123456789abcdef0", "instance_type": 5},
+    {"type": "googlecompute", "image_name": "x"}
+  ],
+  "provisioners": [
+    {"type": "shell", "inline": ["echo east"], "only": ["east"]},
+    {"type": "shell", "inline": ["echo not-east"], "except": ["east"]}
+  ]
+}"#;
+    let pick = |only: &[&str], except: &[&str]| {
+        let mut o = options(&[], &[]);
+        o.only = only.iter().map(|s| s.to_string()).collect();
+        o.except = except.iter().map(|s| s.to_string()).collect();
+        load_template(&tree, text, &o)
+    };
+    let east = pick(&["east"], &[]).expect("east");
+    assert_eq!(east.recipe.name, "east-app");
+    assert_eq!(east.recipe.publish.regions, ["us-east-1"]);
+    assert_eq!(east.recipe.provisioners.len(), 1);
+    // Problems of the selected builder name its own index.
+    let got = messages(&tree, pick(&["west"], &[]));
+    assert_eq!(got.len(), 1, "{got:?}");
+    assert!(got[0].contains("builders[2].instance_type"), "{got:?}");
+    let got = messages(&tree, pick(&[], &[]));
+    assert!(
+        got[0].contains("a build makes one image, and 4 builders are selected (smoke, east, west, googlecompute)"),
+        "{got:?}"
+    );
+    let got = messages(&tree, pick(&["smoke"], &[]));
+    assert!(
+        got[0].contains("builders[0].type: the `null` builder makes no image"),
+        "{got:?}"
+    );
+    let by_except = pick(&[], &["smoke", "west", "googlecompute"]).expect("east by --except");
+    assert_eq!(by_except.recipe, east.recipe);
+    let got = messages(&tree, pick(&["north"], &[]));
+    assert!(
+        got[0].contains(
+            "--only north: no builder has that name (builders: smoke, east, west, googlecompute)"
+        ),
+        "{got:?}"
     );
 }
 
