@@ -393,7 +393,8 @@ fn ignored_packer_options_pass_with_a_warning() {
         r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1", "source_ami": "ami-12345678",
   "instance_type": "t3.small", "ami_name": "web-{{timestamp}}", "ssh_username": "ec2-user",
   "custom_endpoint_ec2": "https://ec2.us-east-1.amazonaws.com", "ssh_keypair_name": "ops"}],
- "provisioners": [{"type": "shell", "inline": ["true"], "expect_disconnect": true}]}"#,
+ "provisioners": [{"type": "shell", "inline": ["true"], "expect_disconnect": true}, {"type": "breakpoint"}],
+ "post-processors": [{"type": "manifest", "output": "manifest.json"}]}"#,
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
@@ -407,6 +408,8 @@ fn ignored_packer_options_pass_with_a_warning() {
         "builders[0].custom_endpoint_ec2: ignored: AWS credentials, endpoints",
         "builders[0].ssh_keypair_name: ignored: bakehouse drives the builder through SSM",
         "provisioners[0].expect_disconnect: ignored:",
+        "provisioners[1]: ignored: a breakpoint pauses",
+        "post-processors[0]: ignored: the registry record is the build's manifest",
     ] {
         assert!(stderr.contains(field), "{field}: {stderr}");
     }

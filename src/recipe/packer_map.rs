@@ -97,21 +97,53 @@ impl Converter<'_> {
         }
     }
 
+    /// Post-processors do not run: bakehouse registers the image itself
+    /// (the registry record is what `manifest` would write). Each one is a
+    /// warning naming it; a malformed list is a problem.
+    fn post_processors(&mut self, list: Option<&Value>) {
+        let Some(list) = list.filter(|v| !v.is_null()) else {
+            return;
+        };
+        let Some(items) = list.as_array() else {
+            self.problems.push((
+                "post-processors".to_string(),
+                "expected a list of post-processors".to_string(),
+            ));
+            return;
+        };
+        for (i, item) in items.iter().enumerate() {
+            let field = field_index("post-processors", i);
+            // An entry is a type name, a post-processor, or a sequence of them.
+            let entries: Vec<(String, &Value)> = match item {
+                Value::Array(seq) => seq
+                    .iter()
+                    .enumerate()
+                    .map(|(j, p)| (field_index(&field, j), p))
+                    .collect(),
+                other => vec![(field.clone(), other)],
+            };
+            for (at, p) in entries {
+                let kind = p
+                    .as_str()
+                    .or_else(|| p.get("type").and_then(Value::as_str))
+                    .unwrap_or("?");
+                let why = if kind == "manifest" {
+                    "ignored: the registry record is the build's manifest (`bakehouse image show NAME@VERSION --json`)".to_string()
+                } else {
+                    format!("ignored: post-processor `{kind}` does not run; bakehouse captures, copies and registers the image itself")
+                };
+                self.warnings.push((at, why));
+            }
+        }
+    }
+
     fn map(&mut self, recipe: &str, template: &str) {
         self.fields.push((recipe.to_string(), template.to_string()));
     }
 
     pub(crate) fn recipe(&mut self, t: &Template, b: &AmazonEbs) -> Recipe {
         self.resolve_variables(&t.variables);
-        if t.post_processors
-            .as_ref()
-            .is_some_and(|p| !p.is_null() && p != &Value::Array(Vec::new()))
-        {
-            self.problems.push((
-                "post-processors".to_string(),
-                "post-processors are not supported: bakehouse captures and registers the image itself; remove them".to_string(),
-            ));
-        }
+        self.post_processors(t.post_processors.as_ref());
         self.build_name = b.name.clone().unwrap_or_else(|| "amazon-ebs".to_string());
         self.extra(
             B,
@@ -409,6 +441,10 @@ impl Converter<'_> {
                         mode: None,
                     }));
                 }
+                PackerProvisioner::Breakpoint(_) => self.warnings.push((
+                    field,
+                    "ignored: a breakpoint pauses an interactive Packer build; to stop and look, build with --on-error=abort and use `bakehouse builds shell`".to_string(),
+                )),
                 _ => {}
             }
         }

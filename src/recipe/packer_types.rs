@@ -113,6 +113,8 @@ pub(crate) enum NumberOrString {
 pub(crate) enum PackerProvisioner {
     Shell(PackerShell),
     File(PackerFile),
+    /// Pauses an interactive Packer build: warned and ignored.
+    Breakpoint(BTreeMap<String, Value>),
 }
 
 #[derive(Debug, Deserialize)]
