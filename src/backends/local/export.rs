@@ -84,7 +84,7 @@ impl DiskExport {
         }
         let daemon = daemon.spawn().map_err(|e| {
             StepError::NonRetryable(format!(
-                "{what}: cannot start qemu-storage-daemon (Debian package qemu-system-common): {e}"
+                "{what}: cannot start qemu-storage-daemon (Debian package qemu-utils): {e}"
             ))
         })?;
         let mut export = DiskExport {
