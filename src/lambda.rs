@@ -44,10 +44,7 @@ impl StepConfig {
     /// Reads the configuration from `vars`.
     pub fn from_vars(vars: &EnvVars) -> Result<StepConfig, ConfigError> {
         Ok(StepConfig {
-            table: vars.required(
-                "BAKEHOUSE_TABLE",
-                "the DynamoDB table of the registry and build records",
-            )?,
+            table: crate::config::TableConfig::from_vars(vars)?.table,
             instance_profile: vars.optional("BAKEHOUSE_INSTANCE_PROFILE"),
             subnet_id: vars.optional("BAKEHOUSE_SUBNET_ID"),
             ssm_online_check: vars.flag("BAKEHOUSE_SSM_ONLINE_CHECK", true)?,
