@@ -130,7 +130,7 @@ impl Ec2Backend {
                                 .await?;
                             id
                         }
-                        None => self.send(ctx, instance, command, &comment).await?,
+                        None => self.send(ctx, record, instance, command, &comment).await?,
                     }
                 }
             };
@@ -183,6 +183,7 @@ impl Ec2Backend {
     async fn send(
         &self,
         ctx: &BuildContext,
+        record: &BuildRecord,
         instance: &str,
         command: &CommandSpec,
         comment: &str,
@@ -195,7 +196,7 @@ impl Ec2Backend {
                 group: group.clone(),
             }
             .location();
-            if ctx.current().await?.log.as_deref() != Some(location.as_str()) {
+            if record.log.as_deref() != Some(location.as_str()) {
                 ctx.update(|r| r.log = Some(location.clone())).await?;
             }
         }
