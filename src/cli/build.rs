@@ -92,8 +92,7 @@ pub fn execution_input(
     on_error: OnFailure,
     build_id: &str,
 ) -> Result<(String, ExecutionInput), CliError> {
-    let (loaded, bundle) =
-        pipeline::load_for_build_with(recipe, &vars.load_options()?).map_err(CliError::from)?;
+    let (loaded, bundle) = pipeline::load_for_build_with(recipe, &vars.load_options()?)?;
     if let Some(problem) = crate::recipe::check_local_base(&loaded) {
         return Err(CliError::Usage(format!("{problem}; nothing was started")));
     }
@@ -169,12 +168,8 @@ pub(crate) async fn collect_garbage(
     pipeline: &Pipeline,
     backend: &LocalBackend,
 ) -> Result<(Vec<pipeline::Collected>, Vec<String>), CliError> {
-    let usage = CliError::from;
-    let collected = pipeline.collect_abandoned().await.map_err(usage)?;
-    let swept = backend
-        .sweep_work_dirs(pipeline.builds().as_ref())
-        .await
-        .map_err(usage)?;
+    let collected = pipeline.collect_abandoned().await?;
+    let swept = backend.sweep_work_dirs(pipeline.builds().as_ref()).await?;
     Ok((collected, swept))
 }
 
@@ -230,7 +225,7 @@ pub async fn run_local(
     let (pipeline, backend) = local_pipeline(store, &args.home, args.on_error)?;
     let builds = pipeline.builds().clone();
     collect_garbage(&pipeline, &backend).await?;
-    if let Some(existing) = builds.get(&build_id).await.map_err(CliError::from)? {
+    if let Some(existing) = builds.get(&build_id).await? {
         if let Some(owner) = pipeline::owned_by_another_live_process(&existing) {
             return Err(CliError::Usage(format!(
                 "--build-id {build_id}: in use by running process {}",
@@ -257,7 +252,7 @@ pub async fn run_local(
         Some(observer),
     );
     let execution = tokio::select! {
-        execution = execution => execution.map_err(CliError::from)?,
+        execution = execution => execution?,
         (name, code) = stop_signal(&mut signals) => {
             // The execution (and with it the running command, whose sandbox
             // dies with it) is dropped here.
@@ -289,8 +284,7 @@ pub async fn run_local(
         r.history = history.clone();
         r.state_transitions = transitions;
     })
-    .await
-    .map_err(CliError::from)?;
+    .await?;
     report(&record, store, format, out).await
 }
 

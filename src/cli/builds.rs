@@ -188,7 +188,7 @@ async fn remote_logs(
     let mut reader = crate::backends::ec2::logs::CommandLogReader::new(&config, group);
     loop {
         let running = record.status == crate::build::BuildStatus::Running;
-        for line in reader.new_lines(&record).await.map_err(CliError::from)? {
+        for line in reader.new_lines(&record).await? {
             writeln!(out, "{line}")?;
         }
         if !follow || !running {
@@ -197,8 +197,7 @@ async fn remote_logs(
         tokio::time::sleep(std::time::Duration::from_secs(2)).await;
         record = builds
             .get(&record.id)
-            .await
-            .map_err(CliError::from)?
+            .await?
             .ok_or_else(|| CliError::NoBuild(record.id.clone()))?;
     }
 }
@@ -214,14 +213,12 @@ pub async fn run(
         BuildsCommand::Gc { .. } | BuildsCommand::Cleanup { .. } => store.builds().await?,
         _ => store.builds_for_reading().await?,
     };
-    let store_err = CliError::from;
     match cmd {
         BuildsCommand::Gc { home } => gc(&home, store, format, out).await?,
         BuildsCommand::Shell { id, home, command } => {
             let record = builds
                 .get(&id)
-                .await
-                .map_err(store_err)?
+                .await?
                 .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             // A remote build's live builder (kept with `on_error: abort`,
             // or still running): the SSM session that opens a shell on it.
@@ -235,10 +232,7 @@ pub async fn run(
                 &home,
                 crate::backends::local::OnError::Cleanup,
             )?;
-            let status = backend
-                .shell(&record, &command)
-                .await
-                .map_err(CliError::from)?;
+            let status = backend.shell(&record, &command).await?;
             if status != 0 {
                 return Err(CliError::ShellExited { id, status });
             }
@@ -246,8 +240,7 @@ pub async fn run(
         BuildsCommand::Logs { id, follow } => {
             let record = builds
                 .get(&id)
-                .await
-                .map_err(store_err)?
+                .await?
                 .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             let Some(log) = record.log.clone() else {
                 return Err(CliError::Usage(format!(
@@ -265,8 +258,7 @@ pub async fn run(
                 }
                 let running = builds
                     .get(&id)
-                    .await
-                    .map_err(store_err)?
+                    .await?
                     .is_some_and(|r| r.status == crate::build::BuildStatus::Running);
                 if !running {
                     copy_from(&log, offset, out)?;
@@ -278,15 +270,14 @@ pub async fn run(
         BuildsCommand::Cleanup { id, home } => {
             let record = builds
                 .get(&id)
-                .await
-                .map_err(store_err)?
+                .await?
                 .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             if store.table.is_some() {
                 // A remote build kept with `on_error: abort`: its builder
                 // instance goes the way of any failed build's.
                 let kept = record.kept.clone().unwrap_or_default();
                 let pipeline = remote_pipeline(store, &home, builds.clone()).await?;
-                pipeline.release_kept(&id).await.map_err(CliError::from)?;
+                pipeline.release_kept(&id).await?;
                 if format == Format::Json {
                     return output::json(
                         out,
@@ -301,17 +292,14 @@ pub async fn run(
                 &home,
                 crate::backends::local::OnError::Cleanup,
             )?;
-            backend
-                .cleanup_kept(builds.clone(), record)
-                .await
-                .map_err(CliError::from)?;
+            backend.cleanup_kept(builds.clone(), record).await?;
             if format == Format::Json {
                 return output::json(out, &serde_json::json!({"build_id": id, "cleaned": true}));
             }
             writeln!(out, "build {id}: kept sandbox removed")?;
         }
         BuildsCommand::List { limit } => {
-            let list = builds.list(limit).await.map_err(store_err)?;
+            let list = builds.list(limit).await?;
             if format == Format::Json {
                 return output::json(out, &list);
             }
@@ -341,8 +329,7 @@ pub async fn run(
         BuildsCommand::Show { id } => {
             let r = builds
                 .get(&id)
-                .await
-                .map_err(store_err)?
+                .await?
                 .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             if format == Format::Json {
                 return output::json(out, &r);

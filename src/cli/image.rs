@@ -337,8 +337,7 @@ async fn prune(
     let lifecycle = crate::lifecycle::Lifecycle::new(registry, builds, vec![images]);
     let report = lifecycle
         .run(name, keep, dry_run, chrono::Utc::now())
-        .await
-        .map_err(CliError::from)?;
+        .await?;
     if format == Format::Json {
         return output::json(out, &report);
     }

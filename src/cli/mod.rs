@@ -287,7 +287,7 @@ impl StoreArgs {
     pub async fn builds_for_reading(&self) -> Result<Arc<dyn BuildStore>, CliError> {
         if self.table.is_none() && !self.db.exists() {
             let sqlite = SqliteStore::in_memory()?;
-            let builds = SqliteBuildStore::new(sqlite.connection()).map_err(CliError::from)?;
+            let builds = SqliteBuildStore::new(sqlite.connection())?;
             return Ok(Arc::new(builds));
         }
         self.builds().await
@@ -296,7 +296,7 @@ impl StoreArgs {
     /// The embedded registry and build records (one SQLite file).
     pub fn local_stores(&self) -> Result<(Registry, Arc<dyn BuildStore>), CliError> {
         let sqlite = SqliteStore::open(&self.db)?;
-        let builds = SqliteBuildStore::new(sqlite.connection()).map_err(CliError::from)?;
+        let builds = SqliteBuildStore::new(sqlite.connection())?;
         Ok((Registry::new(Arc::new(sqlite)), Arc::new(builds)))
     }
 

@@ -63,8 +63,7 @@ pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<()
                     template.display()
                 )));
             }
-            let loaded = crate::recipe::load_with(&template, &vars.load_options()?)
-                .map_err(CliError::from)?;
+            let loaded = crate::recipe::load_with(&template, &vars.load_options()?)?;
             let yaml = serde_yaml_ng::to_string(&loaded.recipe)
                 .map_err(|e| CliError::Usage(format!("cannot write the recipe: {e}")))?;
             let text = format!(
