@@ -215,32 +215,44 @@ impl Lifecycle {
             for decision in plan::plan(versions, &policy, &protected, now) {
                 tracing::info!(version = %decision.version, action = ?decision.action, reason = %decision.reason, dry_run, "retention");
                 if !dry_run {
-                    if let Some(action) = decision.action {
-                        let version = versions
-                            .iter()
-                            .find(|p| plan::reference(p) == decision.version);
-                        if let Some(version) = version {
-                            match self.apply(version, action, now, &mut report).await {
-                                Ok(()) => {}
-                                // The records are out of reach: stop.
-                                Err(
-                                    e @ (LifecycleError::Registry(_) | LifecycleError::Builds(_)),
-                                ) => return Err(e),
-                                // One image could not be handled (access
-                                // denied, a hostile path): the version keeps
-                                // its status, the others go on.
-                                Err(e) => {
-                                    tracing::warn!(version = %decision.version, "{e}");
-                                    report.skipped.push(format!("{}: {e}", decision.version));
-                                }
-                            }
-                        }
-                    }
+                    self.carry_out(versions, &decision, now, &mut report)
+                        .await?;
                 }
                 report.decisions.push(decision);
             }
         }
         Ok(report)
+    }
+
+    /// Applies one decision of `versions`' plan. A failure with one image
+    /// (access denied, a hostile path) is reported as skipped and the
+    /// version keeps its status; the run goes on. Losing the records stops
+    /// it.
+    async fn carry_out(
+        &self,
+        versions: &[PackageVersion],
+        decision: &Decision,
+        now: DateTime<Utc>,
+        report: &mut Report,
+    ) -> Result<(), LifecycleError> {
+        let Some(action) = decision.action else {
+            return Ok(());
+        };
+        let Some(version) = versions
+            .iter()
+            .find(|p| plan::reference(p) == decision.version)
+        else {
+            return Ok(());
+        };
+        match self.apply(version, action, now, report).await {
+            Err(e @ (LifecycleError::Registry(_) | LifecycleError::Builds(_))) => Err(e),
+            Err(e) => {
+                tracing::warn!(version = %decision.version, "{e}");
+                report.skipped.push(format!("{}: {e}", decision.version));
+                Ok(())
+            }
+            Ok(()) => Ok(()),
+        }
     }
 
     fn store_for(&self, provider: Provider) -> Option<&Arc<dyn ImageStore>> {
