@@ -18,36 +18,10 @@ use serde_json::{json, Value};
 const TABLE: &str = "lifecycle-test";
 const REGIONS: [&str; 2] = ["us-east-1", "eu-west-1"];
 
-/// An AMI made from an instance in `region` (moto gives it a snapshot),
-/// tagged as a build's.
+/// An AMI made from an instance in `region` and its snapshot.
 async fn make_image(sdk: &aws_config::SdkConfig, region: &str, name: &str) -> (String, String) {
     let ec2 = aws_sdk_ec2::Client::new(&bakehouse::aws::in_region(sdk, region));
-    let amazon = ec2.describe_images().owners("amazon").send().await.unwrap();
-    let source = amazon.images()[0].image_id().unwrap().to_string();
-    let run = ec2
-        .run_instances()
-        .image_id(source)
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap();
-    let instance = run.instances()[0].instance_id().unwrap().to_string();
-    let image = ec2
-        .create_image()
-        .instance_id(&instance)
-        .name(name)
-        .send()
-        .await
-        .unwrap()
-        .image_id()
-        .unwrap()
-        .to_string();
-    ec2.terminate_instances()
-        .instance_ids(instance)
-        .send()
-        .await
-        .unwrap();
+    let image = support::image_from_instance(&ec2, name).await;
     let described = ec2
         .describe_images()
         .image_ids(&image)

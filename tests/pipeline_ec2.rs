@@ -14,6 +14,8 @@
 //! (the generated scripts are run for real in the backend's unit tests);
 //! DescribeInstanceInformation is missing, so the SSM online check is off.
 
+mod support;
+
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::sync::Arc;
@@ -166,31 +168,7 @@ impl Env {
 
     /// Makes an image of this account named `name` (a base for builds).
     async fn make_base(&self, name: &str) -> String {
-        let ec2 = self.ec2(HOME);
-        let amazon = ec2.describe_images().owners("amazon").send().await.unwrap();
-        let source = amazon.images()[0].image_id().unwrap().to_string();
-        let run = ec2
-            .run_instances()
-            .image_id(source)
-            .min_count(1)
-            .max_count(1)
-            .send()
-            .await
-            .unwrap();
-        let instance = run.instances()[0].instance_id().unwrap().to_string();
-        let image = ec2
-            .create_image()
-            .instance_id(&instance)
-            .name(name)
-            .send()
-            .await
-            .unwrap();
-        ec2.terminate_instances()
-            .instance_ids(instance)
-            .send()
-            .await
-            .unwrap();
-        image.image_id().unwrap().to_string()
+        support::image_from_instance(&self.ec2(HOME), name).await
     }
 }
 
