@@ -17,7 +17,7 @@ pub enum PackerCommand {
     /// the same recipe `build TEMPLATE` would run. File paths stay
     /// relative to the template's directory, so write it there.
     Convert {
-        /// The Packer JSON template.
+        /// The Packer template: JSON, a `.pkr.hcl` file or a directory.
         template: PathBuf,
         /// Write to this file instead of stdout.
         #[arg(long, short)]
@@ -29,21 +29,20 @@ pub enum PackerCommand {
     /// Print a template's variables (sensitive ones masked), builders and
     /// provisioners, as `packer inspect` does.
     Inspect {
-        /// The Packer JSON template.
+        /// The Packer template: JSON, a `.pkr.hcl` file or a directory.
         template: PathBuf,
+        /// Template variables (HCL2 templates evaluate them).
+        #[command(flatten)]
+        vars: TemplateVars,
     },
 }
 
 /// Runs a packer subcommand.
 pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<(), CliError> {
     match cmd {
-        PackerCommand::Inspect { template } => {
-            let text = std::fs::read_to_string(&template).map_err(|source| CliError::File {
-                path: template.clone(),
-                source,
-            })?;
-            let inspection = crate::recipe::packer_inspect::inspect(&text, &template)
-                .map_err(CliError::Problem)?;
+        PackerCommand::Inspect { template, vars } => {
+            let inspection =
+                crate::recipe::packer_inspect::inspect_path(&template, &vars.load_options()?)?;
             match format {
                 Format::Json => output::json(out, &inspection),
                 Format::Table => Ok(write!(out, "{inspection}")?),
@@ -54,12 +53,9 @@ pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<()
             output: file,
             vars,
         } => {
-            let is_template = std::fs::read_to_string(&template)
-                .map(|t| crate::recipe::packer::is_packer_template(&t))
-                .unwrap_or(false);
-            if !is_template {
+            if !crate::recipe::packer::is_template_path(&template) {
                 return Err(CliError::Usage(format!(
-                    "{}: not a Packer JSON template (no `builders` list); recipes need no conversion",
+                    "{}: not a Packer template (JSON with a `builders` list, a .pkr.hcl file or a directory of them); recipes need no conversion",
                     template.display()
                 )));
             }

@@ -21,7 +21,8 @@ pub struct TemplateVars {
     /// -var`).
     #[arg(long = "var", value_name = "NAME=VALUE", value_parser = parse_var)]
     pub vars: Vec<(String, String)>,
-    /// A JSON file of Packer template variables, `{"name": "value"}`
+    /// A file of Packer template variables: JSON `{"name": "value"}`, or
+    /// HCL `name = "value"` for a `.hcl` file such as `x.pkrvars.hcl`
     /// (repeatable; like `packer -var-file`).
     #[arg(long = "var-file", value_name = "FILE")]
     pub var_files: Vec<PathBuf>,
@@ -52,13 +53,22 @@ impl TemplateVars {
         for file in &self.var_files {
             let text = std::fs::read_to_string(file)
                 .map_err(|e| CliError::Usage(format!("--var-file {}: {e}", file.display())))?;
-            let values: BTreeMap<String, serde_json::Value> =
+            let is_hcl = file.to_string_lossy().ends_with(".hcl");
+            let values: BTreeMap<String, serde_json::Value> = if is_hcl {
+                hcl::from_str(&text).map_err(|e| {
+                    CliError::Usage(format!(
+                        "--var-file {}: expected HCL `name = value` lines: {e}",
+                        file.display()
+                    ))
+                })?
+            } else {
                 serde_json::from_str(&text).map_err(|e| {
                     CliError::Usage(format!(
                         "--var-file {}: expected a JSON object of variables: {e}",
                         file.display()
                     ))
-                })?;
+                })?
+            };
             for (name, value) in values {
                 let value = match value {
                     serde_json::Value::String(s) => s,

@@ -71,7 +71,7 @@ pub enum RecipeError {
         source: std::io::Error,
     },
     /// The file name does not say which format it is in.
-    #[error("{}: unsupported recipe file extension (expected .yaml, .yml or .json)", path.display())]
+    #[error("{}: unsupported recipe file extension (expected .yaml, .yml, .json, or a Packer template: .json, .pkr.hcl or a directory of .pkr.hcl files)", path.display())]
     UnsupportedFormat {
         /// The file.
         path: PathBuf,
@@ -96,7 +96,7 @@ impl RecipeError {
             RecipeError::UnsupportedFormat { path } => vec![Problem::new(
                 path,
                 "",
-                "unsupported recipe file extension (expected .yaml, .yml or .json)",
+                "unsupported recipe file extension (expected .yaml, .yml, .json, or a Packer template: .json, .pkr.hcl or a directory of .pkr.hcl files)",
             )],
         }
     }

@@ -38,6 +38,8 @@ pub mod limits;
 mod locate;
 mod model;
 pub mod packer;
+mod packer_hcl;
+mod packer_hcl_funcs;
 pub(crate) mod packer_ignored;
 pub mod packer_inspect;
 mod packer_map;
@@ -134,6 +136,9 @@ pub fn load(path: &Path) -> Result<LoadedRecipe, RecipeError> {
 
 /// [`load`] with Packer template options.
 pub fn load_with(path: &Path, options: &LoadOptions) -> Result<LoadedRecipe, RecipeError> {
+    if packer_hcl::is_hcl_template(path) {
+        return load_hcl(path, options);
+    }
     let format = Format::from_path(path).ok_or_else(|| RecipeError::UnsupportedFormat {
         path: path.to_path_buf(),
     })?;
@@ -164,7 +169,7 @@ pub fn parse_with(
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let (recipe, mut problems) = if format == Format::Json && packer::is_packer_template(text) {
+    let (recipe, problems) = if format == Format::Json && packer::is_packer_template(text) {
         let converted = packer::convert(text, origin, &dir, options).map_err(RecipeError::Parse)?;
         let problems = validate::check(&converted.recipe, origin, &dir)
             .into_iter()
@@ -184,6 +189,48 @@ pub fn parse_with(
         );
         (recipe, problems)
     };
+    finish(recipe, problems, origin, dir)
+}
+
+/// A Packer HCL2 template (a `.pkr.hcl` file or a directory of them): read
+/// as its equivalent JSON template, problems named by HCL address.
+fn load_hcl(path: &Path, options: &LoadOptions) -> Result<LoadedRecipe, RecipeError> {
+    let template = packer_hcl::to_json_template(path, options).map_err(RecipeError::Parse)?;
+    let text = serde_json::to_string_pretty(&template.json).unwrap_or_default();
+    let dir = if path.is_dir() {
+        path.to_path_buf()
+    } else {
+        match path.parent() {
+            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+            _ => PathBuf::from("."),
+        }
+    };
+    // Variables are evaluated already; the JSON converter must not apply
+    // the text overrides again.
+    let json_options = LoadOptions {
+        vars: BTreeMap::new(),
+        ..options.clone()
+    };
+    let place = |p| template.place(p);
+    let converted = packer::convert_placed(&text, path, &dir, &json_options, &place)
+        .map_err(RecipeError::Parse)?;
+    let problems = validate::check(&converted.recipe, path, &dir)
+        .into_iter()
+        .map(|mut p| {
+            p.field = converted.template_field(&p.field);
+            template.place(p)
+        })
+        .collect();
+    finish(converted.recipe, problems, path, dir)
+}
+
+/// The loaded recipe, or every problem in file order.
+fn finish(
+    recipe: Recipe,
+    mut problems: Vec<Problem>,
+    origin: &Path,
+    dir: PathBuf,
+) -> Result<LoadedRecipe, RecipeError> {
     if problems.is_empty() {
         Ok(LoadedRecipe {
             recipe,

@@ -52,6 +52,13 @@ pub(crate) fn is_packer_template(text: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// Whether the file or directory at `path` is a Packer template: JSON
+/// with a `builders` key, a `.pkr.hcl` file, or a directory of them.
+pub fn is_template_path(path: &Path) -> bool {
+    super::packer_hcl::is_hcl_template(path)
+        || std::fs::read_to_string(path).is_ok_and(|t| is_packer_template(&t))
+}
+
 /// The converted recipe and a map from recipe field prefixes to template
 /// field paths, for reporting.
 pub(crate) struct Converted {
@@ -85,13 +92,27 @@ pub(crate) fn convert(
     dir: &Path,
     options: &LoadOptions,
 ) -> Result<Converted, Vec<Problem>> {
-    let located = |field: String, message: String| {
-        locate_problem(Problem::new(file, field, message), text, Format::Json)
-    };
+    convert_placed(text, file, dir, options, &|p| {
+        locate_problem(p, text, Format::Json)
+    })
+}
+
+/// [`convert`], with `place` saying where each problem (and warning) is:
+/// a line in the JSON text, or the HCL2 address a generated template came
+/// from.
+pub(crate) fn convert_placed(
+    text: &str,
+    file: &Path,
+    dir: &Path,
+    options: &LoadOptions,
+    place: &dyn Fn(Problem) -> Problem,
+) -> Result<Converted, Vec<Problem>> {
+    let located = |field: String, message: String| place(Problem::new(file, field, message));
     let selected = select_builder(text, options).map_err(|problems| -> Vec<Problem> {
         problems.into_iter().map(|(f, m)| located(f, m)).collect()
     })?;
-    let template: Template = deserialize_text(text, Format::Json, file).map_err(|p| vec![p])?;
+    let template: Template =
+        deserialize_text(text, Format::Json, file).map_err(|p| vec![place(p)])?;
     let mut conv = Converter {
         problems: Vec::new(),
         warnings: Vec::new(),
@@ -110,14 +131,14 @@ pub(crate) fn convert(
             p if p == "." => String::new(),
             p => format!(".{p}"),
         };
-        vec![structural_problem(
+        vec![place(structural_problem(
             file,
             text,
             Format::Json,
             &format!("builders[{selected}]{path}"),
             &e.inner().to_string(),
             None,
-        )]
+        ))]
     })?;
     let recipe = conv.recipe(&template, &builder);
     for (field, message) in &conv.warnings {

@@ -39,6 +39,26 @@ pub struct Inspection {
     pub post_processors: Vec<String>,
 }
 
+/// What the template at `path` declares: a JSON template as written, or an
+/// HCL2 file or directory with its variables evaluated (as Packer's HCL2
+/// mode shows them), so a required variable needs a value in `options`.
+pub fn inspect_path(
+    path: &Path,
+    options: &super::LoadOptions,
+) -> Result<Inspection, super::RecipeError> {
+    if super::packer_hcl::is_hcl_template(path) {
+        let template = super::packer_hcl::to_json_template(path, options)
+            .map_err(super::RecipeError::Parse)?;
+        let text = serde_json::to_string(&template.json).unwrap_or_default();
+        return inspect(&text, path).map_err(|p| super::RecipeError::Parse(vec![p]));
+    }
+    let text = std::fs::read_to_string(path).map_err(|source| super::RecipeError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    inspect(&text, path).map_err(|p| super::RecipeError::Parse(vec![p]))
+}
+
 /// Reads what the Packer JSON template `text` (from `file`) declares.
 pub fn inspect(text: &str, file: &Path) -> Result<Inspection, Problem> {
     let doc: Value = serde_json::from_str(text)

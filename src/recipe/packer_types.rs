@@ -99,6 +99,22 @@ pub(crate) struct BlockDevice {
     pub(crate) volume_type: Option<String>,
     #[serde(default)]
     pub(crate) delete_on_termination: Option<bool>,
+    /// Accepted as Packer documents them; the builder's volume takes only
+    /// the size (and the recipe's encryption), the rest is EC2's default.
+    #[serde(default)]
+    pub(crate) encrypted: Option<bool>,
+    #[serde(default)]
+    pub(crate) iops: Option<NumberOrString>,
+    #[serde(default)]
+    pub(crate) throughput: Option<NumberOrString>,
+    #[serde(default)]
+    pub(crate) kms_key_id: Option<String>,
+    #[serde(default)]
+    pub(crate) snapshot_id: Option<String>,
+    #[serde(default)]
+    pub(crate) no_device: Option<bool>,
+    #[serde(default)]
+    pub(crate) virtual_name: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]

@@ -237,7 +237,7 @@ fn unsupported_extension_and_missing_file() {
     let err = load(&path).expect_err("unsupported");
     assert!(matches!(err, RecipeError::UnsupportedFormat { .. }));
     assert!(err.to_string().ends_with(
-        "recipe.toml: unsupported recipe file extension (expected .yaml, .yml or .json)"
+        "recipe.toml: unsupported recipe file extension (expected .yaml, .yml, .json, or a Packer template: .json, .pkr.hcl or a directory of .pkr.hcl files)"
     ));
     let err = load(&tree.path("absent.yaml")).expect_err("missing");
     assert!(matches!(err, RecipeError::Io { .. }));
