@@ -10,7 +10,7 @@ STAMP_DEB := .bakehouse/.debian-packages
 DEMO_BASE := .bakehouse/bases/bookworm-minbase.tar.zst
 BOOT_TREE := .bakehouse/bases/bookworm-boot.tar.zst
 DEMO_DISK := .bakehouse/bases/bookworm-bootable.qcow2
-DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap fdisk dosfstools mtools
+DEB_PKGS  := mmdebstrap busybox-static zstd e2fsprogs qemu-utils unzip binutils bubblewrap fdisk dosfstools mtools packer
 CARGO     ?= cargo
 export PATH := $(CURDIR)/$(VENV)/bin:$(PATH)
 

@@ -379,7 +379,7 @@ fn packer_convert_round_trips_and_inspect_lists_the_template() {
         .output()
         .unwrap();
     assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Packer JSON template"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not a Packer template"));
 }
 
 /// Options of ordinary amazon-ebs templates that do not apply pass
