@@ -196,3 +196,50 @@ async fn installing_another_kernel_boots_that_kernel() {
         "booted {line:?}"
     );
 }
+
+/// The tripleo path: a Packer template with the qemu builder on a local
+/// qcow2 (`disk_image: true`) is a local build on that disk, and its
+/// output boots with what the template's provisioners installed.
+#[tokio::test]
+async fn a_packer_qemu_disk_image_template_builds_locally_and_boots() {
+    let h = Harness::new(None);
+    h.write(
+        "recipe/files/tripleo.service",
+        &marker_unit("BAKEHOUSE-TRIPLEO", ""),
+    );
+    fs::copy(demo_disk(), h.path("recipe/guest-image.qcow2")).unwrap();
+    let template = h.write(
+        "recipe/overcloud.json",
+        r#"{
+  "variables": {"base": "guest-image.qcow2"},
+  "builders": [{
+    "type": "qemu",
+    "disk_image": true,
+    "iso_url": "{{user `base`}}",
+    "iso_checksum": "none",
+    "format": "qcow2",
+    "vm_name": "overcloud-full.qcow2",
+    "memory": 2048,
+    "headless": true,
+    "ssh_username": "root",
+    "shutdown_command": "shutdown -P now"
+  }],
+  "provisioners": [
+    {"type": "file", "source": "files/tripleo.service", "destination": "/etc/systemd/system/tripleo.service"},
+    {"type": "shell", "inline": ["systemctl enable tripleo.service"]}
+  ]
+}"#,
+    );
+    let out = h.build(&template, "tripleo").await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    assert_eq!(
+        out.record.version.as_deref().map(|v| v.split('@').next()),
+        Some(Some("overcloud-full"))
+    );
+    let disk = out.artifact(".qcow2");
+    assert_eq!(
+        disks::table(&qcow2_to_raw(&disk, h.dir.path())),
+        disks::table(&qcow2_to_raw(&demo_disk(), h.dir.path()))
+    );
+    boot_until(&disk, "BAKEHOUSE-TRIPLEO 6.1", BOOT_TIMEOUT);
+}

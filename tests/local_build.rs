@@ -646,7 +646,7 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     };
     fake(
         "salt-call",
-        "echo \"$@\" > /salt-args\ncp -r \"$4\" /salt-tree",
+        "echo \"$@\" > /salt-args\ncp -r \"$4\" /salt-tree\ncp -r \"$6\" /salt-pillar",
     );
     fake(
         "ansible-playbook",
@@ -654,9 +654,11 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     );
     h.write("recipe/salt/top.sls", "base:\n  '*':\n    - web\n");
     h.write("recipe/salt/web.sls", "nginx: {pkg.installed: []}\n");
+    h.write("recipe/pillar/top.sls", "base: {'*': [app]}\n");
     h.write("recipe/ansible/site.yml", "- hosts: all\n  tasks: []\n");
     let tools = r#"  - type: salt
     state_tree: salt
+    pillar_root: pillar
     states: [web]
     pillar: {role: web}
   - type: ansible
@@ -673,7 +675,11 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     untar(&out.artifact(".tar.zst"), &tree);
     assert_eq!(
         fs::read_to_string(tree.join("salt-args")).unwrap(),
-        "--local --retcode-passthrough --file-root /run/bakehouse-p0/states state.apply web pillar={\"role\":\"web\"}\n"
+        "--local --retcode-passthrough --file-root /run/bakehouse-p0/states --pillar-root /run/bakehouse-p0/pillar state.apply web pillar={\"role\":\"web\"}\n"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("salt-pillar/top.sls")).unwrap(),
+        "base: {'*': [app]}\n"
     );
     assert_eq!(
         fs::read_to_string(tree.join("salt-tree/web.sls")).unwrap(),

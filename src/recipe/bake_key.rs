@@ -39,7 +39,7 @@ use sha2::{Digest, Sha256};
 
 use super::clean::clean_script;
 use super::error::RecipeError;
-use super::model::{Provisioner, ShellSource};
+
 use super::LoadedRecipe;
 
 /// Version tag at the start of the encoding.
@@ -155,22 +155,8 @@ fn write_canonical(value: &Value, out: &mut String) {
 pub fn input_entries(recipe: &LoadedRecipe) -> Result<Vec<InputFile>, RecipeError> {
     let mut out = Vec::new();
     for p in &recipe.recipe.provisioners {
-        match p {
-            Provisioner::Shell(s) => {
-                if let ShellSource::Script(path) = &s.source {
-                    collect(&recipe.dir, path, &mut out)?;
-                }
-            }
-            Provisioner::File(f) => collect(&recipe.dir, &f.source, &mut out)?,
-            Provisioner::Salt(s) => collect(&recipe.dir, &s.state_tree, &mut out)?,
-            Provisioner::Ansible(a) => {
-                let dir = Path::new(&a.playbook)
-                    .parent()
-                    .map(|d| d.to_string_lossy().into_owned())
-                    .filter(|d| !d.is_empty())
-                    .unwrap_or_else(|| ".".to_string());
-                collect(&recipe.dir, &dir, &mut out)?;
-            }
+        for input in p.inputs() {
+            collect(&recipe.dir, &input, &mut out)?;
         }
     }
     Ok(out)

@@ -338,6 +338,8 @@ mod tests_load;
 #[cfg(test)]
 mod tests_packer;
 #[cfg(test)]
+mod tests_packer_builders;
+#[cfg(test)]
 mod tests_props;
 #[cfg(test)]
 mod tests_schedule;

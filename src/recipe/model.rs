@@ -288,6 +288,23 @@ impl Provisioner {
             Provisioner::Ansible(_) => "ansible",
         }
     }
+
+    /// The files and directories the provisioner reads, as written
+    /// (relative to the recipe's directory): a script, a file source, a
+    /// state tree and pillar tree, a playbook's directory.
+    pub fn inputs(&self) -> Vec<String> {
+        match self {
+            Provisioner::Shell(s) => match &s.source {
+                ShellSource::Script(path) => vec![path.clone()],
+                ShellSource::Inline(_) => Vec::new(),
+            },
+            Provisioner::File(f) => vec![f.source.clone()],
+            Provisioner::Salt(s) => std::iter::once(s.state_tree.clone())
+                .chain(s.pillar_root.clone())
+                .collect(),
+            Provisioner::Ansible(a) => vec![a.playbook_dir()],
+        }
+    }
 }
 
 /// A shell provisioner: `inline` commands xor a `script` file, plus `env`.
@@ -334,6 +351,10 @@ pub struct SaltProvisioner {
     /// Pillar data passed on the command line.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub pillar: BTreeMap<String, serde_json::Value>,
+    /// Pillar tree directory (with its `top.sls`), relative to the
+    /// recipe's directory: uploaded and passed as `--pillar-root`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pillar_root: Option<String>,
 }
 
 /// Apply an Ansible playbook against the image itself.
@@ -346,6 +367,18 @@ pub struct AnsibleProvisioner {
     /// `--extra-vars`, passed as JSON.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_vars: BTreeMap<String, serde_json::Value>,
+}
+
+impl AnsibleProvisioner {
+    /// The playbook's directory as written (`.` for a bare file name):
+    /// what is uploaded and made the working directory.
+    pub fn playbook_dir(&self) -> String {
+        std::path::Path::new(&self.playbook)
+            .parent()
+            .map(|d| d.to_string_lossy().into_owned())
+            .filter(|d| !d.is_empty())
+            .unwrap_or_else(|| ".".to_string())
+    }
 }
 
 /// The clean-up policy: the default hardening list minus `skip`, plus

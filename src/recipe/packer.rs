@@ -2,8 +2,11 @@
 //!
 //! A `.json` recipe with a top-level `builders` key is read as a Packer
 //! template whose one selected builder (all of them less `-only`/`-except`,
-//! as Packer selects) is `amazon-ebs`, with `shell` and `file` provisioners
-//! and no post-processors, then mapped onto [`Recipe`]:
+//! as Packer selects) is `amazon-ebs` or `qemu` with `disk_image: true`
+//! (see `packer_map/qemu.rs`), with `shell`, `file`, `salt-masterless` and
+//! `ansible-local` provisioners (see `packer_map/config_tools.rs`);
+//! post-processors are warned about. It is mapped onto [`Recipe`]; for
+//! `amazon-ebs`:
 //!
 //! - `name`: the `bakehouse_name` variable when declared; otherwise derived
 //!   from `ami_name` with `{{user ...}}` substituted and every other template
@@ -39,8 +42,8 @@ use serde_json::Value;
 use super::error::Problem;
 use super::locate::{field_index, field_key};
 use super::model::Recipe;
-use super::packer_map::Converter;
-use super::packer_types::{AmazonEbs, Template};
+use super::packer_map::{Builder, Converter};
+use super::packer_types::Template;
 use super::parse::{deserialize_text, locate_problem, structural_problem};
 use super::{Format, LoadOptions};
 
@@ -108,7 +111,7 @@ pub(crate) fn convert_placed(
     place: &dyn Fn(Problem) -> Problem,
 ) -> Result<Converted, Vec<Problem>> {
     let located = |field: String, message: String| place(Problem::new(file, field, message));
-    let selected = select_builder(text, options).map_err(|problems| -> Vec<Problem> {
+    let (selected, kind) = select_builder(text, options).map_err(|problems| -> Vec<Problem> {
         problems.into_iter().map(|(f, m)| located(f, m)).collect()
     })?;
     let template: Template =
@@ -125,8 +128,8 @@ pub(crate) fn convert_placed(
     };
     // The selected builder, read on its own: problems are reported at its
     // own index (the converter names it `builders[0]`, renamed below).
-    let builder = template.builders.get(selected).cloned().unwrap_or_default();
-    let builder: AmazonEbs = serde_path_to_error::deserialize(builder).map_err(|e| {
+    let value = template.builders.get(selected).cloned().unwrap_or_default();
+    let read_error = |e: serde_path_to_error::Error<serde_json::Error>| {
         let path = match e.path().to_string() {
             p if p == "." => String::new(),
             p => format!(".{p}"),
@@ -139,7 +142,15 @@ pub(crate) fn convert_placed(
             &e.inner().to_string(),
             None,
         ))]
-    })?;
+    };
+    let builder = match kind {
+        BuilderKind::AmazonEbs => {
+            Builder::AmazonEbs(serde_path_to_error::deserialize(value).map_err(read_error)?)
+        }
+        BuilderKind::Qemu => {
+            Builder::Qemu(serde_path_to_error::deserialize(value).map_err(read_error)?)
+        }
+    };
     let recipe = conv.recipe(&template, &builder);
     for (field, message) in &conv.warnings {
         let warning = located(builder_field(field.clone(), selected), message.clone());
@@ -163,16 +174,29 @@ pub(crate) fn convert_placed(
     }
 }
 
+/// The builder types a template can build with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BuilderKind {
+    /// `amazon-ebs`: an AWS build.
+    AmazonEbs,
+    /// `qemu` with `disk_image: true`: a local build on the disk.
+    Qemu,
+}
+
 /// The builder a build uses: the one left after `-only`/`-except`
 /// ([`LoadOptions::only`], [`LoadOptions::except`]), which must be exactly
-/// one, of type `amazon-ebs`. Problems make the typed parse pointless.
-fn select_builder(text: &str, options: &LoadOptions) -> Result<usize, Vec<(String, String)>> {
+/// one, of type `amazon-ebs` or `qemu`. Problems make the typed parse
+/// pointless.
+fn select_builder(
+    text: &str,
+    options: &LoadOptions,
+) -> Result<(usize, BuilderKind), Vec<(String, String)>> {
     let Some(builders) = serde_json::from_str::<Value>(text)
         .ok()
         .and_then(|doc| doc.get("builders").and_then(Value::as_array).cloned())
     else {
         // The typed parse names what is wrong with `builders`.
-        return Ok(0);
+        return Ok((0, BuilderKind::AmazonEbs));
     };
     let mut problems = Vec::new();
     let mut names = Vec::new();
@@ -241,20 +265,16 @@ fn select_builder(text: &str, options: &LoadOptions) -> Result<usize, Vec<(Strin
     };
     let field = field_key(&field_index("builders", i), "type");
     match builders[i].get("type").and_then(Value::as_str) {
-        Some("amazon-ebs") => Ok(i),
+        Some("amazon-ebs") | None => Ok((i, BuilderKind::AmazonEbs)),
+        Some("qemu") => Ok((i, BuilderKind::Qemu)),
         Some("null") => Err(vec![(
             field,
             "the `null` builder makes no image, and a bakehouse build always captures one: select another builder with --only/--except, or run the provisioners in a recipe".to_string(),
         )]),
-        Some("qemu") => Err(vec![(
-            field,
-            "builder type `qemu` is not supported yet: write a recipe with `base: {path: DISK}` for a local build on that disk".to_string(),
-        )]),
         Some(other) => Err(vec![(
             field,
-            format!("builder type `{other}` is not supported (only `amazon-ebs`)"),
+            format!("builder type `{other}` is not supported (only `amazon-ebs`, and `qemu` with `disk_image: true`)"),
         )]),
-        None => Ok(i),
     }
 }
 

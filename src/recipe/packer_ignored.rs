@@ -229,6 +229,132 @@ pub(crate) const FILE: &[(&str, &str)] = &[
     ("generated", "sources are read when the build starts"),
 ];
 
+/// Why qemu options about running the VM do not apply.
+const NOT_BOOTED: &str = "provisioners run in a sandbox on the disk's files: the VM is not booted to provision (the test phase boots the output)";
+/// Why qemu output options do not apply.
+const LOCAL_OUTPUT: &str =
+    "local builds write one compressed qcow2 under .bakehouse/images and register it";
+
+/// qemu builder options that are accepted and ignored.
+pub(crate) const QEMU: &[(&str, &str)] = &[
+    ("accelerator", NOT_BOOTED),
+    ("headless", NOT_BOOTED),
+    ("qemuargs", NOT_BOOTED),
+    ("qemu_binary", NOT_BOOTED),
+    ("machine_type", NOT_BOOTED),
+    ("cpu_model", NOT_BOOTED),
+    ("net_device", NOT_BOOTED),
+    ("net_bridge", NOT_BOOTED),
+    ("disk_interface", NOT_BOOTED),
+    ("disk_cache", NOT_BOOTED),
+    ("disk_discard", NOT_BOOTED),
+    ("disk_detect_zeroes", NOT_BOOTED),
+    ("firmware", NOT_BOOTED),
+    ("use_pflash", NOT_BOOTED),
+    ("display", NOT_BOOTED),
+    ("use_default_display", NOT_BOOTED),
+    ("vnc_bind_address", NOT_BOOTED),
+    ("vnc_port_min", NOT_BOOTED),
+    ("vnc_port_max", NOT_BOOTED),
+    ("vnc_use_password", NOT_BOOTED),
+    ("boot_wait", NOT_BOOTED),
+    ("boot_command", NOT_BOOTED),
+    ("boot_key_interval", NOT_BOOTED),
+    ("http_directory", NOT_BOOTED),
+    ("http_content", NOT_BOOTED),
+    ("http_port_min", NOT_BOOTED),
+    ("http_port_max", NOT_BOOTED),
+    ("http_bind_address", NOT_BOOTED),
+    ("floppy_files", NOT_BOOTED),
+    ("floppy_dirs", NOT_BOOTED),
+    ("floppy_label", NOT_BOOTED),
+    ("cd_files", NOT_BOOTED),
+    ("cd_label", NOT_BOOTED),
+    ("host_port_min", NOT_BOOTED),
+    ("host_port_max", NOT_BOOTED),
+    ("skip_nat_mapping", NOT_BOOTED),
+    ("shutdown_command", NOT_BOOTED),
+    ("shutdown_timeout", NOT_BOOTED),
+    ("communicator", NOT_BOOTED),
+    ("ssh_username", NOT_BOOTED),
+    ("ssh_password", NOT_BOOTED),
+    ("ssh_port", NOT_BOOTED),
+    ("ssh_host", NOT_BOOTED),
+    ("ssh_timeout", NOT_BOOTED),
+    ("ssh_wait_timeout", NOT_BOOTED),
+    ("ssh_private_key_file", NOT_BOOTED),
+    ("ssh_agent_auth", NOT_BOOTED),
+    ("ssh_pty", NOT_BOOTED),
+    ("ssh_handshake_attempts", NOT_BOOTED),
+    ("winrm_username", NOT_BOOTED),
+    ("winrm_password", NOT_BOOTED),
+    ("winrm_timeout", NOT_BOOTED),
+    ("winrm_use_ssl", NOT_BOOTED),
+    ("winrm_insecure", NOT_BOOTED),
+    ("output_directory", LOCAL_OUTPUT),
+    ("disk_compression", LOCAL_OUTPUT),
+    ("skip_compaction", LOCAL_OUTPUT),
+    ("use_backing_file", LOCAL_OUTPUT),
+    ("disk_additional_size", LOCAL_OUTPUT),
+    (
+        "disk_size",
+        "the output disk keeps the base's size and partitions",
+    ),
+    ("skip_resize_disk", "the output disk keeps the base's size"),
+    ("iso_target_path", "the base disk is read where it is"),
+    ("iso_target_extension", "the base disk is read where it is"),
+    ("iso_skip_cache", "the base disk is read where it is"),
+];
+
+/// Why staging settings do not apply.
+const STAGED: &str = "trees are uploaded to a temporary directory that is removed after the run";
+
+/// salt-masterless options that are accepted and ignored.
+pub(crate) const SALT_MASTERLESS: &[(&str, &str)] = &[
+    ("remote_state_tree", STAGED),
+    ("remote_pillar_roots", STAGED),
+    ("temp_config_dir", STAGED),
+    ("clean", STAGED),
+    ("disable_sudo", "commands run as root"),
+    ("log_level", "salt-call's output is in the build log"),
+    (
+        "bootstrap_args",
+        "Salt is not bootstrapped: it must be in the image already",
+    ),
+    ("salt_bin_dir", "salt-call is run from the image's PATH"),
+    ("guest_os_type", "the recipe's os says it"),
+];
+
+/// ansible-local options that are accepted and ignored.
+pub(crate) const ANSIBLE_LOCAL: &[(&str, &str)] = &[
+    (
+        "playbook_dir",
+        "the playbook's own directory (roles, group_vars, ansible.cfg) is uploaded with it",
+    ),
+    (
+        "role_paths",
+        "the playbook's own directory (roles, group_vars, ansible.cfg) is uploaded with it",
+    ),
+    (
+        "group_vars",
+        "the playbook's own directory (roles, group_vars, ansible.cfg) is uploaded with it",
+    ),
+    (
+        "host_vars",
+        "the playbook's own directory (roles, group_vars, ansible.cfg) is uploaded with it",
+    ),
+    ("staging_directory", STAGED),
+    ("clean_staging_directory", STAGED),
+    (
+        "inventory_groups",
+        "the play runs against localhost with -c local",
+    ),
+    (
+        "inventory_file",
+        "the play runs against localhost with -c local",
+    ),
+];
+
 /// The reason an ignored option is ignored, if it is one of `list`.
 pub(crate) fn reason(list: &[(&'static str, &'static str)], option: &str) -> Option<&'static str> {
     list.iter().find(|(o, _)| *o == option).map(|(_, why)| *why)

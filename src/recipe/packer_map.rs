@@ -2,6 +2,9 @@
 //! expressions field by field and remembering which template field each
 //! recipe field came from (see [`super::packer`] for the rules).
 
+mod config_tools;
+mod qemu;
+
 use std::collections::BTreeMap;
 
 use serde_json::Value;
@@ -12,8 +15,20 @@ use super::model::{
     ShellProvisioner, ShellSource, VersionPolicy,
 };
 use super::packer_template::{render, strip_actions, TemplateContext};
-use super::packer_types::{AmazonEbs, NumberOrString, PackerProvisioner, PackerShell, Template};
+use super::packer_types::{
+    AmazonEbs, NumberOrString, PackerProvisioner, PackerShell, Qemu, Template,
+};
 use super::LoadOptions;
+
+/// The selected builder, read as its type (one per conversion, so the
+/// variants' sizes do not matter).
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum Builder {
+    /// An AWS build.
+    AmazonEbs(AmazonEbs),
+    /// A local build on a disk.
+    Qemu(Qemu),
+}
 
 pub(crate) struct Converter<'a> {
     pub(crate) problems: Vec<(String, String)>,
@@ -141,20 +156,50 @@ impl Converter<'_> {
         self.fields.push((recipe.to_string(), template.to_string()));
     }
 
-    pub(crate) fn recipe(&mut self, t: &Template, b: &AmazonEbs) -> Recipe {
+    pub(crate) fn recipe(&mut self, t: &Template, builder: &Builder) -> Recipe {
         self.resolve_variables(&t.variables);
         self.post_processors(t.post_processors.as_ref());
-        self.build_name = b.name.clone().unwrap_or_else(|| "amazon-ebs".to_string());
-        self.extra(
-            B,
-            "an amazon-ebs",
-            &b.other,
-            super::packer_ignored::AMAZON_EBS,
-        );
-        let name = self.name(b);
+        let (name, label, os, base, settings, publish) = match builder {
+            Builder::AmazonEbs(b) => {
+                self.build_name = b.name.clone().unwrap_or_else(|| "amazon-ebs".to_string());
+                self.extra(
+                    B,
+                    "an amazon-ebs",
+                    &b.other,
+                    super::packer_ignored::AMAZON_EBS,
+                );
+                let name = self.name(b);
+                let label = self.render_opt(&format!("{B}.ami_description"), &b.ami_description);
+                let os = match b.communicator.as_deref() {
+                    Some("winrm") => OsKind::Windows,
+                    _ => OsKind::Linux,
+                };
+                (
+                    name,
+                    label,
+                    os,
+                    self.base(b),
+                    self.builder(b),
+                    self.publish(b),
+                )
+            }
+            Builder::Qemu(q) => {
+                self.build_name = q.name.clone().unwrap_or_else(|| "qemu".to_string());
+                self.extra(B, "a qemu", &q.other, super::packer_ignored::QEMU);
+                let name = self.qemu_name(q);
+                (
+                    name,
+                    None,
+                    OsKind::Linux,
+                    self.qemu_base(q),
+                    self.qemu_builder(q),
+                    Publish::default(),
+                )
+            }
+        };
         let label = match self.vars.get("bakehouse_label") {
             Some(l) => Some(l.clone()),
-            None => self.render_opt(&format!("{B}.ami_description"), &b.ami_description),
+            None => label,
         };
         let version = match self.vars.get("bakehouse_version").cloned() {
             Some(v) => {
@@ -163,13 +208,6 @@ impl Converter<'_> {
             }
             None => VersionPolicy::default(),
         };
-        let os = match b.communicator.as_deref() {
-            Some("winrm") => OsKind::Windows,
-            _ => OsKind::Linux,
-        };
-        let base = self.base(b);
-        let builder = self.builder(b);
-        let publish = self.publish(b);
         let provisioners = self.provisioners(&t.provisioners);
         Recipe {
             name,
@@ -177,7 +215,7 @@ impl Converter<'_> {
             os,
             version,
             base,
-            builder,
+            builder: settings,
             provisioners,
             clean: Default::default(),
             publish,
@@ -241,29 +279,28 @@ impl Converter<'_> {
         }
     }
 
+    /// The `bakehouse_name` variable, when declared.
+    fn declared_name(&mut self) -> Option<String> {
+        let name = self.vars.get("bakehouse_name").cloned()?;
+        self.map("name", "variables.bakehouse_name");
+        Some(name)
+    }
+
+    /// `value` rendered with time-dependent
+    /// functions left empty, so the name is the same in every build.
+    fn stable(&self, value: &str) -> String {
+        let mut ctx = self.ctx(false);
+        ctx.volatile_empty = true;
+        render(value, &ctx).unwrap_or_else(|_| strip_actions(value))
+    }
+
     fn name(&mut self, b: &AmazonEbs) -> String {
-        if let Some(n) = self.vars.get("bakehouse_name").cloned() {
-            self.map("name", "variables.bakehouse_name");
+        if let Some(n) = self.declared_name() {
             return n;
         }
         self.map("name", &format!("{B}.ami_name"));
-        let stable = {
-            let mut ctx = self.ctx(false);
-            ctx.volatile_empty = true;
-            render(&b.ami_name, &ctx).unwrap_or_else(|_| strip_actions(&b.ami_name))
-        };
-        let mut name = String::new();
-        for c in stable.to_lowercase().chars() {
-            let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) {
-                c
-            } else {
-                '-'
-            };
-            if !(c == '-' && name.ends_with('-')) {
-                name.push(c);
-            }
-        }
-        let name = name.trim_matches(|c| "._-".contains(c)).to_string();
+        let stable = self.stable(&b.ami_name);
+        let name = package_name(&stable);
         if name.is_empty() {
             self.problems.push((
                 format!("{B}.ami_name"),
@@ -332,21 +369,9 @@ impl Converter<'_> {
         let volume_size_gb = b.launch_block_device_mappings.first().and_then(|d| {
             let field = format!("{B}.launch_block_device_mappings[0].volume_size");
             self.map("builder.volume_size_gb", &field);
-            match &d.volume_size {
-                Some(NumberOrString::Number(n)) => Some(u32::try_from(*n).unwrap_or(u32::MAX)),
-                Some(NumberOrString::String(s)) => {
-                    let v = self.render(&field, s);
-                    match v.trim().parse() {
-                        Ok(n) => Some(n),
-                        Err(_) => {
-                            self.problems
-                                .push((field, format!("volume size {v:?} is not a whole number")));
-                            None
-                        }
-                    }
-                }
-                None => None,
-            }
+            d.volume_size
+                .as_ref()
+                .and_then(|size| self.whole_number(&field, size))
         });
         let mut kms_key_id = self.render_opt(&format!("{B}.kms_key_id"), &b.kms_key_id);
         match (b.encrypt_boot, &kms_key_id) {
@@ -383,6 +408,24 @@ impl Converter<'_> {
             cpus: None,
             disk: None,
             tags: self.render_map(&format!("{B}.run_tags"), &b.run_tags),
+        }
+    }
+
+    /// A whole number given as a JSON number or a (template) string.
+    fn whole_number(&mut self, field: &str, value: &NumberOrString) -> Option<u32> {
+        match value {
+            NumberOrString::Number(n) => Some(u32::try_from(*n).unwrap_or(u32::MAX)),
+            NumberOrString::String(s) => {
+                let v = self.render(field, s);
+                match v.trim().parse() {
+                    Ok(n) => Some(n),
+                    Err(_) => {
+                        self.problems
+                            .push((field.to_string(), format!("{v:?} is not a whole number")));
+                        None
+                    }
+                }
+            }
         }
     }
 
@@ -440,6 +483,12 @@ impl Converter<'_> {
                         destination: self.render(&field_key(&field, "destination"), &f.destination),
                         mode: None,
                     }));
+                }
+                PackerProvisioner::SaltMasterless(s) if self.selected(&s.only, &s.except) => {
+                    self.salt(&field, s, &mut out)
+                }
+                PackerProvisioner::AnsibleLocal(a) if self.selected(&a.only, &a.except) => {
+                    self.ansible_local(&field, a, &mut out)
                 }
                 PackerProvisioner::Breakpoint(_) => self.warnings.push((
                     field,
@@ -519,4 +568,22 @@ impl Converter<'_> {
             }));
         }
     }
+}
+
+/// A registry package name from `text`: lowercased, characters outside
+/// `[a-z0-9._-]` turned into `-`, runs of `-` collapsed and separators
+/// trimmed.
+fn package_name(text: &str) -> String {
+    let mut name = String::new();
+    for c in text.to_lowercase().chars() {
+        let c = if c.is_ascii_lowercase() || c.is_ascii_digit() || "._-".contains(c) {
+            c
+        } else {
+            '-'
+        };
+        if !(c == '-' && name.ends_with('-')) {
+            name.push(c);
+        }
+    }
+    name.trim_matches(|c| "._-".contains(c)).to_string()
 }

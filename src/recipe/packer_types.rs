@@ -20,7 +20,7 @@ pub(crate) struct Template {
     #[serde(default, rename = "sensitive-variables")]
     pub(crate) sensitive_variables: Vec<String>,
     /// Read as they are; the one builder a build uses is chosen (and its
-    /// type checked) first, then read as [`AmazonEbs`].
+    /// type checked) first, then read as [`AmazonEbs`] or [`Qemu`].
     pub(crate) builders: Vec<Value>,
     #[serde(default)]
     pub(crate) provisioners: Vec<PackerProvisioner>,
@@ -77,6 +77,37 @@ pub(crate) struct AmazonEbs {
     pub(crate) other: BTreeMap<String, Value>,
 }
 
+/// The qemu builder, as far as bakehouse maps it: `disk_image: true` on a
+/// local disk (`iso_url`), which becomes a local build on that disk.
+/// Options not read into a field are collected in `other` and checked
+/// against [`super::packer_ignored::QEMU`].
+#[derive(Debug, Deserialize)]
+pub(crate) struct Qemu {
+    /// `qemu` (checked when the builder is selected).
+    #[serde(rename = "type", default)]
+    pub(crate) kind: Option<String>,
+    #[serde(default)]
+    pub(crate) name: Option<String>,
+    #[serde(default)]
+    pub(crate) disk_image: bool,
+    #[serde(default)]
+    pub(crate) iso_url: Option<String>,
+    #[serde(default)]
+    pub(crate) iso_urls: Vec<String>,
+    #[serde(default)]
+    pub(crate) iso_checksum: Option<String>,
+    #[serde(default)]
+    pub(crate) format: Option<String>,
+    #[serde(default)]
+    pub(crate) vm_name: Option<String>,
+    #[serde(default)]
+    pub(crate) memory: Option<NumberOrString>,
+    #[serde(default)]
+    pub(crate) cpus: Option<NumberOrString>,
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct SourceAmiFilter {
@@ -129,6 +160,10 @@ pub(crate) enum NumberOrString {
 pub(crate) enum PackerProvisioner {
     Shell(PackerShell),
     File(PackerFile),
+    #[serde(rename = "salt-masterless")]
+    SaltMasterless(PackerSalt),
+    #[serde(rename = "ansible-local")]
+    AnsibleLocal(PackerAnsibleLocal),
     /// Pauses an interactive Packer build: warned and ignored.
     Breakpoint(BTreeMap<String, Value>),
 }
@@ -159,6 +194,41 @@ pub(crate) struct PackerFile {
     pub(crate) destination: String,
     #[serde(default)]
     pub(crate) direction: Option<String>,
+    #[serde(default)]
+    pub(crate) only: Vec<String>,
+    #[serde(default)]
+    pub(crate) except: Vec<String>,
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
+}
+
+/// The salt-masterless provisioner (Cloudbreak's layout: a local state
+/// tree, pillar roots and a custom state).
+#[derive(Debug, Deserialize)]
+pub(crate) struct PackerSalt {
+    #[serde(default)]
+    pub(crate) local_state_tree: Option<String>,
+    #[serde(default)]
+    pub(crate) local_pillar_roots: Option<String>,
+    #[serde(default)]
+    pub(crate) custom_state: Option<String>,
+    #[serde(default)]
+    pub(crate) skip_bootstrap: bool,
+    #[serde(default)]
+    pub(crate) only: Vec<String>,
+    #[serde(default)]
+    pub(crate) except: Vec<String>,
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
+}
+
+/// The ansible-local provisioner: a playbook run on the image itself.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PackerAnsibleLocal {
+    #[serde(default)]
+    pub(crate) playbook_file: Option<String>,
+    #[serde(default)]
+    pub(crate) extra_arguments: Vec<String>,
     #[serde(default)]
     pub(crate) only: Vec<String>,
     #[serde(default)]

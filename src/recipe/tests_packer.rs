@@ -308,16 +308,16 @@ fn unsupported_builder_type_and_provisioner_type() {
     let got = messages(&tree, load_template(&tree, text, &options(&[], &[])));
     assert_eq!(
         got,
-        vec!["packer.json:1:16: builders[0].type: builder type `googlecompute` is not supported (only `amazon-ebs`)"]
+        vec!["packer.json:1:16: builders[0].type: builder type `googlecompute` is not supported (only `amazon-ebs`, and `qemu` with `disk_image: true`)"]
     );
-    let rest = r#", "provisioners": [{"type": "ansible-local", "playbook_file": "x.yml"}]"#;
+    let rest = r#", "provisioners": [{"type": "puppet-masterless", "manifest_file": "x.pp"}]"#;
     let got = messages(
         &tree,
         load_template(&tree, &template("", rest), &options(&[], &[])),
     );
     assert_eq!(
         got,
-        vec!["packer.json:6:25: provisioners[0].type: unknown variant `ansible-local`, expected one of `shell`, `file`, `breakpoint`"]
+        vec!["packer.json:6:25: provisioners[0].type: unknown variant `puppet-masterless`, expected one of `shell`, `file`, `salt-masterless`, `ansible-local`, `breakpoint`"]
     );
 }
 

@@ -253,6 +253,9 @@ fn check_provisioner(c: &mut Checker, field: &str, p: &Provisioner, os: OsKind) 
         }
         Provisioner::Salt(s) => {
             c.exists(field_key(field, "state_tree"), &s.state_tree, Some(true));
+            if let Some(pillar) = &s.pillar_root {
+                c.exists(field_key(field, "pillar_root"), pillar, Some(true));
+            }
             for (i, state) in s.states.iter().enumerate() {
                 if state.trim().is_empty() || state.contains(char::is_whitespace) {
                     c.report(

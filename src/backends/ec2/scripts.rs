@@ -13,7 +13,7 @@ use base64::Engine;
 use crate::pipeline::StepError;
 use crate::recipe::{clean_script, LoadedRecipe, Provisioner, ShellSource};
 
-use super::tar::tar_dir;
+use super::tar::{tar_dir, tar_dirs};
 
 /// One command to run on the builder.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -224,13 +224,20 @@ pub(super) fn provisioner_command(
             }
         }
         Provisioner::Salt(s) => {
-            let payload = tar(recipe, &label, &s.state_tree, None)?;
+            let mut trees = vec![(recipe.resolve(&s.state_tree), "tree/")];
+            if let Some(pillar) = &s.pillar_root {
+                trees.push((recipe.resolve(pillar), "pillar/"));
+            }
+            let payload = tar_dirs(&trees, None).map_err(|e| nonretryable(&label, e))?;
             let mut action = require("salt-call", "Salt");
-            action
-                .push_str("mkdir \"$work/tree\"\ntar -x -f \"$work/payload\" -C \"$work/tree\"\n");
             action.push_str(
-                "salt-call --local --retcode-passthrough --file-root=\"$work/tree\" state.apply",
+                "mkdir \"$work/tree\" \"$work/pillar\"\ntar -x -f \"$work/payload\" -C \"$work\"\n",
             );
+            action.push_str("salt-call --local --retcode-passthrough --file-root=\"$work/tree\"");
+            if s.pillar_root.is_some() {
+                action.push_str(" --pillar-root=\"$work/pillar\"");
+            }
+            action.push_str(" state.apply");
             if !s.states.is_empty() {
                 action.push(' ');
                 action.push_str(&quote(&s.states.join(",")));
@@ -251,11 +258,7 @@ pub(super) fn provisioner_command(
         }
         Provisioner::Ansible(a) => {
             let playbook = Path::new(&a.playbook);
-            let dir = playbook
-                .parent()
-                .map(|d| d.to_string_lossy().into_owned())
-                .filter(|d| !d.is_empty())
-                .unwrap_or_else(|| ".".into());
+            let dir = a.playbook_dir();
             let file = playbook
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

@@ -138,15 +138,17 @@ fn salt_and_ansible_unpack_their_trees_and_need_their_tools() {
         "nginx: {pkg.installed: []}\n",
     )
     .unwrap();
+    fs::create_dir_all(dir.path().join("pillar")).unwrap();
+    fs::write(dir.path().join("pillar/top.sls"), "base: {'*': [app]}\n").unwrap();
     fs::create_dir_all(dir.path().join("ansible")).unwrap();
     fs::write(dir.path().join("ansible/site.yml"), "- hosts: all\n").unwrap();
     let r = recipe(
         dir.path(),
-        "name: t\nbase: {image: ami-12345678}\nprovisioners:\n  - type: salt\n    state_tree: salt\n    states: [web, base]\n    pillar: {role: web}\n  - type: ansible\n    playbook: ansible/site.yml\n    extra_vars: {port: 80}\n",
+        "name: t\nbase: {image: ami-12345678}\nprovisioners:\n  - type: salt\n    state_tree: salt\n    pillar_root: pillar\n    states: [web, base]\n    pillar: {role: web}\n  - type: ansible\n    playbook: ansible/site.yml\n    extra_vars: {port: 80}\n",
     );
     let cmds = provisioner_commands(&r, 48 * 1024).unwrap();
     assert!(cmds[0].script.contains(
-        "salt-call --local --retcode-passthrough --file-root=\"$work/tree\" state.apply 'web,base' 'pillar={\"role\":\"web\"}'"
+        "salt-call --local --retcode-passthrough --file-root=\"$work/tree\" --pillar-root=\"$work/pillar\" state.apply 'web,base' 'pillar={\"role\":\"web\"}'"
     ));
     assert!(cmds[1].script.contains(
         "ansible-playbook -c local -i localhost, --extra-vars '{\"port\":80}' 'site.yml'"
@@ -170,7 +172,7 @@ fn salt_and_ansible_unpack_their_trees_and_need_their_tools() {
     let seen = dir.path().join("seen");
     fs::write(
         bin.join("salt-call"),
-        format!("#!/bin/sh\nfor a in \"$@\"; do case $a in --file-root=*) cat \"${{a#--file-root=}}/web/init.sls\" > {};; esac; done\n", seen.display()),
+        format!("#!/bin/sh\nfor a in \"$@\"; do case $a in --file-root=*) cat \"${{a#--file-root=}}/web/init.sls\" >> {seen};; --pillar-root=*) cat \"${{a#--pillar-root=}}/top.sls\" >> {seen};; esac; done\n", seen = seen.display()),
     )
     .unwrap();
     fs::set_permissions(bin.join("salt-call"), fs::Permissions::from_mode(0o755)).unwrap();
@@ -188,7 +190,7 @@ fn salt_and_ansible_unpack_their_trees_and_need_their_tools() {
     assert!(status.success());
     assert_eq!(
         fs::read_to_string(&seen).unwrap(),
-        "nginx: {pkg.installed: []}\n"
+        "nginx: {pkg.installed: []}\nbase: {'*': [app]}\n"
     );
 }
 

@@ -10,11 +10,21 @@ use std::path::Path;
 /// overrides the mode of regular files; directories get 0755 and files
 /// keep 0755/0644 from the executable bit otherwise.
 pub(super) fn tar_dir(dir: &Path, file_mode: Option<u32>) -> Result<Vec<u8>, String> {
+    tar_dirs(&[(dir.to_path_buf(), "")], file_mode)
+}
+
+/// Archives several directories, each under its `prefix` (`tree/`, ...).
+pub(super) fn tar_dirs(
+    dirs: &[(std::path::PathBuf, &str)],
+    file_mode: Option<u32>,
+) -> Result<Vec<u8>, String> {
     let mut builder = tar::Builder::new(Vec::new());
-    walk(dir, "", file_mode, &mut builder)?;
+    for (dir, prefix) in dirs {
+        walk(dir, prefix, file_mode, &mut builder)?;
+    }
     builder
         .into_inner()
-        .map_err(|e| format!("{}: {e}", dir.display()))
+        .map_err(|_| "cannot finish the archive".to_string())
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

@@ -98,22 +98,35 @@ async fn run_one(
             require_tool(sandbox, "salt-call", "Salt", label)?;
             let stage = Stage::create(&root, &format!("p{index}"))?;
             let states = stage.image_path("states");
-            let source = loaded.resolve(&salt.state_tree);
-            let (r, s) = (root.clone(), states.clone());
-            let copied = blocking(move || copy_into(&r, &source, &s, None)).await;
+            let pillar = stage.image_path("pillar");
+            let mut trees = vec![(loaded.resolve(&salt.state_tree), states.clone())];
+            if let Some(written) = &salt.pillar_root {
+                trees.push((loaded.resolve(written), pillar.clone()));
+            }
+            let r = root.clone();
+            let copied = blocking(move || {
+                trees
+                    .into_iter()
+                    .try_for_each(|(from, to)| copy_into(&r, &from, &to, None).map(|_| ()))
+            })
+            .await;
             let result = match copied {
-                Ok(_) => {
+                Ok(()) => {
                     let mut argv: Vec<String> = [
                         "salt-call",
                         "--local",
                         "--retcode-passthrough",
                         "--file-root",
                         &states,
-                        "state.apply",
                     ]
                     .iter()
                     .map(|s| s.to_string())
                     .collect();
+                    if salt.pillar_root.is_some() {
+                        argv.push("--pillar-root".into());
+                        argv.push(pillar);
+                    }
+                    argv.push("state.apply".into());
                     if !salt.states.is_empty() {
                         argv.push(salt.states.join(","));
                     }
@@ -131,13 +144,7 @@ async fn run_one(
             require_tool(sandbox, "ansible-playbook", "Ansible", label)?;
             let stage = Stage::create(&root, &format!("p{index}"))?;
             let playbook = Path::new(&ansible.playbook);
-            let dir = loaded.resolve(
-                &playbook
-                    .parent()
-                    .map(|p| p.display().to_string())
-                    .filter(|p| !p.is_empty())
-                    .unwrap_or_else(|| ".".into()),
-            );
+            let dir = loaded.resolve(&ansible.playbook_dir());
             let file_name = playbook
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())

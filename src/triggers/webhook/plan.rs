@@ -13,7 +13,7 @@ use std::path::Path;
 
 use globset::{GlobBuilder, GlobMatcher};
 
-use crate::recipe::{self, Base, Format, LoadOptions, Provisioner, Recipe, ShellSource};
+use crate::recipe::{self, Base, Format, LoadOptions, Provisioner, Recipe};
 
 /// Whether `path` (from the repository root) is a recipe file in
 /// `recipes_dir`.
@@ -91,23 +91,7 @@ pub fn structure(path: &str, text: &str) -> Result<Recipe, String> {
 pub fn referenced_paths(recipe_path: &str, recipe: &Recipe) -> Result<Vec<String>, String> {
     let dir = parent(recipe_path);
     let mut out: Vec<String> = Vec::new();
-    for p in &recipe.provisioners {
-        let written = match p {
-            Provisioner::Shell(s) => match &s.source {
-                ShellSource::Script(path) => path.clone(),
-                ShellSource::Inline(_) => continue,
-            },
-            Provisioner::File(f) => f.source.clone(),
-            Provisioner::Salt(s) => s.state_tree.clone(),
-            Provisioner::Ansible(a) => {
-                let d = parent(&a.playbook);
-                if d.is_empty() {
-                    ".".to_string()
-                } else {
-                    d.to_string()
-                }
-            }
-        };
+    for written in recipe.provisioners.iter().flat_map(Provisioner::inputs) {
         let resolved = resolve(dir, written.trim_end_matches('/'))
             .ok_or_else(|| format!("{written}: must be a relative path inside the repository"))?;
         if !out.contains(&resolved) {
