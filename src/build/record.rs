@@ -319,9 +319,35 @@ impl BuildRecord {
         }
     }
 
-    /// Adds a note to a step (kept short: the last 4 KiB).
+    /// The recipe's sensitive values (see [`crate::recipe::mask`]).
+    pub fn sensitive(&self) -> Vec<String> {
+        crate::recipe::mask::of_recipe_json(&self.bundle.recipe)
+    }
+
+    /// `text` with the recipe's sensitive values masked.
+    pub fn masked(&self, text: &str) -> String {
+        crate::recipe::mask::text(text, &self.sensitive())
+    }
+
+    /// The record as shown to people (`builds show`, `--json` output):
+    /// every string with the recipe's sensitive values masked, the
+    /// recipe's own copy included.
+    pub fn for_display(&self) -> BuildRecord {
+        let values = self.sensitive();
+        if values.is_empty() {
+            return self.clone();
+        }
+        let Ok(mut doc) = serde_json::to_value(self) else {
+            return self.clone();
+        };
+        crate::recipe::mask::json(&mut doc, &values);
+        serde_json::from_value(doc).unwrap_or_else(|_| self.clone())
+    }
+
+    /// Adds a note to a step (kept short: the last 4 KiB), sensitive
+    /// values masked.
     pub fn note(&mut self, step: Step, note: impl Into<String>) {
-        let mut note = note.into();
+        let mut note = self.masked(&note.into());
         if note.len() > 4096 {
             let cut = note.len() - 4096;
             let start = (cut..note.len())

@@ -93,6 +93,7 @@ pub fn execution_input(
     build_id: &str,
 ) -> Result<(String, ExecutionInput), CliError> {
     let (loaded, bundle) = pipeline::load_for_build_with(recipe, &vars.load_options()?)?;
+    super::log_mask::mask_in_logs(&loaded.recipe.sensitive);
     if let Some(problem) = crate::recipe::check_local_base(&loaded) {
         return Err(CliError::Usage(format!("{problem}; nothing was started")));
     }
@@ -296,7 +297,7 @@ async fn report(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     if format == Format::Json {
-        output::json(out, record)?;
+        output::json(out, &record.for_display())?;
     } else if record.status == BuildStatus::Succeeded {
         let version = record.version.clone().unwrap_or_default();
         if record.cache_hit {

@@ -330,7 +330,8 @@ pub async fn run(
             let r = builds
                 .get(&id)
                 .await?
-                .ok_or_else(|| CliError::NoBuild(id.clone()))?;
+                .ok_or_else(|| CliError::NoBuild(id.clone()))?
+                .for_display();
             if format == Format::Json {
                 return output::json(out, &r);
             }

@@ -5,6 +5,7 @@
 mod build;
 mod builds;
 mod image;
+mod log_mask;
 mod output;
 mod packer;
 mod progress;

@@ -18,6 +18,8 @@ use tracing_indicatif::span_ext::IndicatifSpanExt;
 use tracing_indicatif::style::ProgressStyle;
 use tracing_indicatif::{indicatif_eprintln, IndicatifLayer};
 use tracing_subscriber::filter::{filter_fn, EnvFilter};
+
+use super::log_mask::Masking;
 use tracing_subscriber::layer::{Context, Layer, SubscriberExt};
 use tracing_subscriber::util::SubscriberInitExt;
 
@@ -41,7 +43,7 @@ pub fn init_logging(cli: &Cli) {
             .json()
             .flatten_event(true)
             .with_target(false)
-            .with_writer(std::io::stderr)
+            .with_writer(Masking(std::io::stderr))
             .with_filter(filter);
         registry.with(logs).init();
     } else if cli.progress() {
@@ -49,7 +51,7 @@ pub fn init_logging(cli: &Cli) {
         let logs = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(true)
-            .with_writer(bars.get_stderr_writer())
+            .with_writer(Masking(bars.get_stderr_writer()))
             .with_filter(filter);
         let bars = bars.with_filter(filter_fn(|m| m.target() == PROGRESS_TARGET));
         registry.with(logs).with(bars).with(ProvisionerLines).init();
@@ -57,7 +59,7 @@ pub fn init_logging(cli: &Cli) {
         let logs = tracing_subscriber::fmt::layer()
             .with_target(false)
             .with_ansi(cli.color.enabled())
-            .with_writer(std::io::stderr)
+            .with_writer(Masking(std::io::stderr))
             .with_filter(filter);
         registry.with(logs).init();
     }

@@ -478,18 +478,20 @@ impl Pipeline {
                         } else {
                             BuildStatus::Failed
                         };
+                        let cause = r.masked(cause);
                         r.failure.get_or_insert(Failure {
                             step: failed_step.clone(),
                             error: err.clone(),
-                            cause: cause.clone(),
+                            cause,
                         });
                     }
                     (None, Err(e)) => {
                         r.status = BuildStatus::Failed;
+                        let cause = r.masked(&e.to_string());
                         r.failure.get_or_insert(Failure {
                             step: "teardown".into(),
                             error: e.name().into(),
-                            cause: e.to_string(),
+                            cause,
                         });
                     }
                     (None, Ok(())) => r.status = BuildStatus::Succeeded,

@@ -36,6 +36,7 @@ pub mod go_time;
 pub mod image_view;
 pub mod limits;
 mod locate;
+pub mod mask;
 mod model;
 pub mod packer;
 mod packer_hcl;

@@ -60,6 +60,12 @@ pub struct Recipe {
     /// (`bakehouse image prune`, the lifecycle function).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retain: Option<Retention>,
+    /// Values shown as `<sensitive>` in build output, the build log, notes,
+    /// failure causes and `builds show` (a Packer template's
+    /// `sensitive-variables` fill it). The build still carries them to the
+    /// provisioners that use them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sensitive: Vec<String>,
 }
 
 /// A retention policy: which versions of a package keep their images. The

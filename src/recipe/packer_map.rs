@@ -223,6 +223,11 @@ impl Converter<'_> {
             schedule: None,
             paths: Vec::new(),
             retain: None,
+            sensitive: super::mask::values(
+                t.sensitive_variables
+                    .iter()
+                    .filter_map(|name| self.vars.get(name).cloned()),
+            ),
         }
     }
 

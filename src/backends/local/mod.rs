@@ -97,6 +97,7 @@ pub async fn run_in_sandbox(
         deadline: None,
         cgroup,
         log: None,
+        sensitive: Vec::new(),
     };
     Ok(sandbox.run("run", argv).await?.status)
 }
@@ -339,6 +340,7 @@ impl LocalBackend {
             deadline: Self::time_left(ctx)?.map(|left| Instant::now() + left),
             cgroup: self.cgroup(ctx)?,
             log: Some(self.log_file(&ctx.build_id)?),
+            sensitive: ctx.recipe()?.recipe.sensitive.clone(),
         })
     }
 

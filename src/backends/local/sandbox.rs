@@ -105,6 +105,8 @@ pub(crate) struct Sandbox {
     pub cgroup: BuildCgroup,
     /// The build's full log (every output line), if it keeps one.
     pub log: Option<PathBuf>,
+    /// Values masked in output lines (the recipe's `sensitive`).
+    pub sensitive: Vec<String>,
 }
 
 /// How a command ended.
@@ -207,7 +209,9 @@ impl Sandbox {
         label: &str,
         argv: &[String],
     ) -> Result<RunResult, StepError> {
-        let layout = layout.logged(self.log.clone());
+        let layout = layout
+            .logged(self.log.clone())
+            .masking(self.sensitive.clone());
         run_sandboxed(
             &layout,
             label,
@@ -235,12 +239,20 @@ pub(crate) struct Layout {
     attached: bool,
     /// The build's log file: every output line is appended to it.
     log: Option<PathBuf>,
+    /// Values shown as `<sensitive>` in output lines, logged or kept.
+    masked: Vec<String>,
 }
 
 impl Layout {
     /// The same layout, appending every output line to `log`.
     pub fn logged(mut self, log: Option<PathBuf>) -> Layout {
         self.log = log;
+        self
+    }
+
+    /// The same layout, masking `values` in every output line.
+    pub fn masking(mut self, values: Vec<String>) -> Layout {
+        self.masked = values;
         self
     }
 
@@ -258,6 +270,7 @@ impl Layout {
             network,
             attached: false,
             log: None,
+            masked: Vec::new(),
         };
         let point = layout.bind(root, true);
         layout.arg("--bind").arg(point).arg("/");
@@ -279,6 +292,7 @@ impl Layout {
             network: false,
             attached: false,
             log: None,
+            masked: Vec::new(),
         };
         let point = layout.bind(root, true);
         layout.arg("--ro-bind").arg(point).arg("/");
@@ -300,6 +314,7 @@ impl Layout {
             network: false,
             attached: false,
             log: None,
+            masked: Vec::new(),
         };
         layout.arg("--ro-bind").arg("/usr").arg("/usr");
         for top in ["/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"] {
@@ -483,6 +498,11 @@ pub(crate) async fn run_sandboxed(
                     None => { err = None; continue }
                 },
                 else => break,
+            };
+            let line = if layout.masked.is_empty() {
+                line
+            } else {
+                crate::recipe::mask::text(&line, &layout.masked)
             };
             if logged < MAX_LOGGED_BYTES {
                 logged += bytes;

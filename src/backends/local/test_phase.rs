@@ -91,6 +91,7 @@ impl LocalBackend {
                     deadline,
                     cgroup: cgroup.clone(),
                     log: Some(self.log_file(&ctx.build_id)?),
+                    sensitive: ctx.recipe()?.recipe.sensitive.clone(),
                 };
                 test_tree(ctx, &sandbox, &tar).await
             }

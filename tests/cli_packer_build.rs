@@ -1,0 +1,120 @@
+//! A Packer template built locally through the CLI, as a Packer user
+//! would: `-var`, `-var-file`, `PKR_VAR_*` and `{{env}}` each set a value
+//! that reaches the image, and a `sensitive-variables` value never shows in
+//! the build's output, its log, `builds show` or its failure cause.
+
+mod local_support;
+
+use std::fs;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use local_support::{busybox_rootfs, pack, untar};
+
+const SECRET: &str = "hunter2-bakehouse-secret";
+
+const TEMPLATE: &str = r#"{
+  "variables": {
+    "from_var": "", "from_file": "", "from_pkr": "",
+    "from_env": "{{env `BH_TEST_FROM_ENV`}}",
+    "secret": "", "fail": ""
+  },
+  "sensitive-variables": ["secret"],
+  "builders": [{"type": "qemu", "disk_image": true, "iso_url": "base.tar.gz",
+                "iso_checksum": "none", "vm_name": "vars.qcow2", "headless": true}],
+  "provisioners": [{
+    "type": "shell",
+    "environment_vars": ["A={{user `from_var`}}", "B={{user `from_file`}}", "C={{user `from_pkr`}}",
+                         "D={{user `from_env`}}", "S={{user `secret`}}", "F={{user `fail`}}"],
+    "inline": [
+      "echo \"$A $B $C $D\" > /etc/vars",
+      "echo \"the secret is $S\"",
+      "if [ -n \"$F\" ]; then echo \"failing with $S\"; exit 3; fi"
+    ]
+  }]
+}"#;
+
+fn bakehouse(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakehouse"));
+    cmd.current_dir(dir)
+        .arg("--db")
+        .arg(dir.join("home/registry.db"))
+        .env_remove("BAKEHOUSE_TABLE")
+        .env_remove("BAKEHOUSE_LOG")
+        .env_remove("PKR_VAR_from_pkr")
+        .env("BAKEHOUSE_HOME", dir.join("home"))
+        .stdin(Stdio::null());
+    cmd
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// What `builds logs` and `--json builds show` print for `id`.
+fn shown(dir: &Path, id: &str) -> String {
+    let logs = bakehouse(dir)
+        .args(["builds", "logs", id])
+        .output()
+        .unwrap();
+    let show = bakehouse(dir)
+        .args(["--json", "builds", "show", id])
+        .output()
+        .unwrap();
+    assert!(show.status.success(), "{}", text(&show));
+    format!("{}{}", text(&logs), text(&show))
+}
+
+#[test]
+fn template_variables_reach_the_build_and_sensitive_values_never_show() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    busybox_rootfs(&tree);
+    fs::create_dir_all(dir.path().join("t")).unwrap();
+    pack(&tree, &dir.path().join("t/base.tar.gz"));
+    fs::write(dir.path().join("t/vars.json"), TEMPLATE).unwrap();
+    fs::write(dir.path().join("t/file.json"), r#"{"from_file": "two"}"#).unwrap();
+    let build = |id: &str, extra: &[&str]| {
+        bakehouse(dir.path())
+            .args(["-v", "build", "--build-id", id])
+            .args(["--var", "from_var=one", "--var-file", "t/file.json"])
+            .args(["--var", &format!("secret={SECRET}")])
+            .args(extra)
+            .arg("t/vars.json")
+            .env("PKR_VAR_from_pkr", "three")
+            .env("BH_TEST_FROM_ENV", "four")
+            .output()
+            .unwrap()
+    };
+
+    let out = build("vars-1", &[]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(!text(&out).contains(SECRET), "{}", text(&out));
+    let artifact = fs::read_dir(dir.path().join("home/images/vars/vars-1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .expect("the image");
+    let root = dir.path().join("out");
+    untar(&artifact, &root);
+    assert_eq!(
+        fs::read_to_string(root.join("etc/vars")).unwrap(),
+        "one two three four\n"
+    );
+    let seen = shown(dir.path(), "vars-1");
+    assert!(seen.contains("the secret is <sensitive>"), "{seen}");
+    assert!(!seen.contains(SECRET), "{seen}");
+
+    let out = build("vars-2", &["--var", "fail=yes"]);
+    assert!(!out.status.success());
+    let all = text(&out);
+    assert!(all.contains("failing with <sensitive>"), "{all}");
+    assert!(!all.contains(SECRET), "{all}");
+    let seen = shown(dir.path(), "vars-2");
+    assert!(seen.contains("failing with <sensitive>"), "{seen}");
+    assert!(!seen.contains(SECRET), "{seen}");
+}
