@@ -1,7 +1,8 @@
 //! A Packer template built locally through the CLI, as a Packer user
 //! would: `-var`, `-var-file`, `PKR_VAR_*` and `{{env}}` each set a value
 //! that reaches the image, and a `sensitive-variables` value never shows in
-//! the build's output, its log, `builds show` or its failure cause.
+//! the build's output, its log, `builds show` or its failure cause; the
+//! `manifest` post-processor writes Packer's manifest after a success.
 
 mod local_support;
 
@@ -31,7 +32,9 @@ const TEMPLATE: &str = r#"{
       "echo \"the secret is $S\"",
       "if [ -n \"$F\" ]; then echo \"failing with $S\"; exit 3; fi"
     ]
-  }]
+  }],
+  "post-processors": [{"type": "manifest", "output": "manifest.json", "strip_path": true,
+                       "custom_data": {"owner": "{{user `from_var`}}"}}]
 }"#;
 
 fn bakehouse(dir: &Path) -> Command {
@@ -108,6 +111,27 @@ fn template_variables_reach_the_build_and_sensitive_values_never_show() {
     let seen = shown(dir.path(), "vars-1");
     assert!(seen.contains("the secret is <sensitive>"), "{seen}");
     assert!(!seen.contains(SECRET), "{seen}");
+    let manifest = || -> serde_json::Value {
+        serde_json::from_str(&fs::read_to_string(dir.path().join("manifest.json")).unwrap())
+            .unwrap()
+    };
+    let m = manifest();
+    let entry = &m["builds"][0];
+    assert_eq!(entry["name"], "qemu");
+    assert_eq!(entry["builder_type"], "qemu");
+    assert_eq!(entry["custom_data"]["owner"], "one");
+    assert_eq!(entry["packer_run_uuid"], m["last_run_uuid"]);
+    let file = artifact.file_name().unwrap().to_string_lossy().into_owned();
+    let ids: Vec<&str> = entry["artifact_id"].as_str().unwrap().split(',').collect();
+    assert!(ids.contains(&file.as_str()), "{ids:?}");
+    let listed = entry["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == file.as_str())
+        .expect("the image is listed");
+    assert_eq!(listed["size"], fs::metadata(&artifact).unwrap().len());
+    assert!(entry["build_time"].as_i64().unwrap() > 1_700_000_000);
 
     let out = build("vars-2", &["--var", "fail=yes"]);
     assert!(!out.status.success());
@@ -117,4 +141,9 @@ fn template_variables_reach_the_build_and_sensitive_values_never_show() {
     let seen = shown(dir.path(), "vars-2");
     assert!(seen.contains("failing with <sensitive>"), "{seen}");
     assert!(!seen.contains(SECRET), "{seen}");
+    assert_eq!(
+        manifest()["builds"].as_array().map(Vec::len),
+        Some(1),
+        "a failed build adds nothing to the manifest"
+    );
 }

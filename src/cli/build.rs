@@ -17,6 +17,7 @@ use crate::backends::local::{LocalBackend, LocalSettings, OnError};
 use crate::build::{BuildRecord, BuildStatus};
 use crate::pipeline::io::{ExecutionInput, OnFailure, RecipeSpec, TriggerSpec};
 use crate::pipeline::{self, Pipeline, PipelineSettings};
+use crate::recipe::packer_manifest::ManifestRequest;
 use crate::registry::{Trigger, TriggerKind};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
@@ -84,14 +85,19 @@ fn remote_on_error(args: &BuildArgs) -> Result<OnFailure, CliError> {
     }
 }
 
-/// The execution input for a recipe file started from this machine.
-pub fn execution_input(
-    recipe: &Path,
-    vars: &super::TemplateVars,
-    force: bool,
-    on_error: OnFailure,
-    build_id: &str,
-) -> Result<(String, ExecutionInput), CliError> {
+/// A recipe file loaded for a build started from this machine.
+struct Prepared {
+    /// The recipe's name.
+    name: String,
+    /// The execution input (`build_id` and `on_error` still to set).
+    input: ExecutionInput,
+    /// A Packer template's manifest post-processor.
+    manifest: Option<ManifestRequest>,
+}
+
+/// Loads `recipe` once and makes its execution input; its sensitive
+/// values are masked in this process's logs from now on.
+fn prepare(recipe: &Path, vars: &super::TemplateVars, force: bool) -> Result<Prepared, CliError> {
     let (loaded, bundle) = pipeline::load_for_build_with(recipe, &vars.load_options()?)?;
     super::log_mask::mask_in_logs(&loaded.recipe.sensitive);
     if let Some(problem) = crate::recipe::check_local_base(&loaded) {
@@ -99,17 +105,55 @@ pub fn execution_input(
     }
     let mut trigger = Trigger::of(TriggerKind::Cli);
     trigger.actor = std::env::var("USER").ok();
-    Ok((
-        loaded.recipe.name.clone(),
-        ExecutionInput {
+    Ok(Prepared {
+        name: loaded.recipe.name.clone(),
+        input: ExecutionInput {
             recipe: RecipeSpec::Inline(bundle.recipe),
             files: bundle.files,
             trigger: TriggerSpec::Full(trigger),
             force,
-            build_id: Some(build_id.to_string()),
-            on_error,
+            build_id: None,
+            on_error: OnFailure::Cleanup,
         },
-    ))
+        manifest: loaded.packer_manifest,
+    })
+}
+
+/// Prepares `args.recipe` and picks the build id (`--build-id`, else a
+/// new one from the recipe's name).
+fn prepare_build(args: &BuildArgs) -> Result<(String, Prepared), CliError> {
+    let mut prepared = prepare(&args.recipe, &args.vars, args.force)?;
+    let build_id = args
+        .build_id
+        .clone()
+        .unwrap_or_else(|| new_build_id(&prepared.name));
+    prepared.input.build_id = Some(build_id.clone());
+    prepared.input.on_error = remote_on_error(args)?;
+    Ok((build_id, prepared))
+}
+
+/// Writes the Packer manifest a template asked for, after a successful
+/// build that registered `record.version`.
+async fn write_manifest(
+    manifest: Option<&ManifestRequest>,
+    record: &BuildRecord,
+    store: &StoreArgs,
+) -> Result<(), CliError> {
+    let (Some(manifest), BuildStatus::Succeeded, Some(version)) =
+        (manifest, &record.status, &record.version)
+    else {
+        return Ok(());
+    };
+    let Some((name, v)) = version.split_once('@') else {
+        return Ok(());
+    };
+    let package = store.registry().await?.show(name, &v.parse()?).await?;
+    let run_uuid = uuid::Uuid::new_v4().to_string();
+    let path = manifest
+        .append(Path::new("."), &package, &run_uuid)
+        .map_err(CliError::Usage)?;
+    tracing::info!(manifest = %path.display(), "wrote the Packer manifest");
+    Ok(())
 }
 
 const PIPELINE_STATES: [(&str, &str); 7] = [
@@ -208,21 +252,8 @@ pub async fn run_local(
             "--table {table} (or BAKEHOUSE_TABLE) selects the DynamoDB registry, but a local build records into the embedded registry (--db): build with --remote, or drop --table; nothing was started"
         )));
     }
-    let (name, _) = execution_input(
-        &args.recipe,
-        &args.vars,
-        args.force,
-        OnFailure::Cleanup,
-        "probe",
-    )?;
-    let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
-    let (_, input) = execution_input(
-        &args.recipe,
-        &args.vars,
-        args.force,
-        remote_on_error(args)?,
-        &build_id,
-    )?;
+    let (build_id, prepared) = prepare_build(args)?;
+    let input = &prepared.input;
     let (pipeline, backend) = local_pipeline(store, &args.home, args.on_error)?;
     let builds = pipeline.builds().clone();
     collect_garbage(&pipeline, &backend).await?;
@@ -247,7 +278,7 @@ pub async fn run_local(
     };
     let execution = pipeline::local::execute(
         pipeline.clone(),
-        &input,
+        input,
         &build_id,
         Arc::new(SystemClock),
         Some(observer),
@@ -286,6 +317,7 @@ pub async fn run_local(
         r.state_transitions = transitions;
     })
     .await?;
+    write_manifest(prepared.manifest.as_ref(), &record, store).await?;
     report(&record, store, format, out).await
 }
 
@@ -342,25 +374,12 @@ pub async fn run_remote(
             "--remote needs --state-machine ARN (or BAKEHOUSE_STATE_MACHINE_ARN)".into(),
         )
     })?;
-    let (name, _) = execution_input(
-        &args.recipe,
-        &args.vars,
-        args.force,
-        OnFailure::Cleanup,
-        "probe",
-    )?;
-    let build_id = args.build_id.clone().unwrap_or_else(|| new_build_id(&name));
-    let (_, input) = execution_input(
-        &args.recipe,
-        &args.vars,
-        args.force,
-        remote_on_error(args)?,
-        &build_id,
-    )?;
+    let (build_id, prepared) = prepare_build(args)?;
+    let input = &prepared.input;
     let config = crate::aws::from_env(None).await;
     let sfn = aws_sdk_sfn::Client::new(&config);
     let aws = CliError::StepFunctions;
-    let body = serde_json::to_string(&input)?;
+    let body = serde_json::to_string(input)?;
     let started = sfn
         .start_execution()
         .state_machine_arn(&machine)
@@ -420,6 +439,7 @@ pub async fn run_remote(
     progress.finish(status.0 == "SUCCEEDED");
     if store.table.is_some() {
         if let Ok(Some(record)) = store.builds().await?.get(&build_id).await {
+            write_manifest(prepared.manifest.as_ref(), &record, store).await?;
             return report(&record, store, format, out).await;
         }
     }

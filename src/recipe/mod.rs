@@ -43,6 +43,7 @@ mod packer_hcl;
 mod packer_hcl_funcs;
 pub(crate) mod packer_ignored;
 pub mod packer_inspect;
+pub mod packer_manifest;
 mod packer_map;
 pub mod packer_template;
 mod packer_types;
@@ -113,6 +114,9 @@ pub struct LoadedRecipe {
     pub path: PathBuf,
     /// The directory relative paths in the recipe start from.
     pub dir: PathBuf,
+    /// A Packer template's `manifest` post-processor: the file the CLI
+    /// writes after a successful build.
+    pub packer_manifest: Option<packer_manifest::ManifestRequest>,
 }
 
 impl LoadedRecipe {
@@ -179,7 +183,7 @@ pub fn parse_with(
                 parse::locate_problem(p, text, format)
             })
             .collect();
-        (converted.recipe, problems)
+        ((converted.recipe, converted.manifest), problems)
     } else {
         let (recipe, mut problems) =
             parse::parse_recipe(text, format, origin).map_err(RecipeError::Parse)?;
@@ -188,7 +192,7 @@ pub fn parse_with(
                 .into_iter()
                 .map(|p| parse::locate_problem(p, text, format)),
         );
-        (recipe, problems)
+        ((recipe, None), problems)
     };
     finish(recipe, problems, origin, dir)
 }
@@ -222,12 +226,12 @@ fn load_hcl(path: &Path, options: &LoadOptions) -> Result<LoadedRecipe, RecipeEr
             template.place(p)
         })
         .collect();
-    finish(converted.recipe, problems, path, dir)
+    finish((converted.recipe, converted.manifest), problems, path, dir)
 }
 
 /// The loaded recipe, or every problem in file order.
 fn finish(
-    recipe: Recipe,
+    (recipe, packer_manifest): (Recipe, Option<packer_manifest::ManifestRequest>),
     mut problems: Vec<Problem>,
     origin: &Path,
     dir: PathBuf,
@@ -237,6 +241,7 @@ fn finish(
             recipe,
             path: origin.to_path_buf(),
             dir,
+            packer_manifest,
         })
     } else {
         problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));

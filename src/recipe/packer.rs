@@ -66,6 +66,8 @@ pub fn is_template_path(path: &Path) -> bool {
 /// field paths, for reporting.
 pub(crate) struct Converted {
     pub recipe: Recipe,
+    /// What a `manifest` post-processor asks the CLI to write.
+    pub manifest: Option<super::packer_manifest::ManifestRequest>,
     pub fields: Vec<(String, String)>,
 }
 
@@ -124,7 +126,9 @@ pub(crate) fn convert_placed(
         options,
         dir: dir.to_string_lossy().into_owned(),
         build_name: String::new(),
+        builder_type: "amazon-ebs",
         now: options.now.unwrap_or_else(chrono::Utc::now),
+        manifest: None,
     };
     // The selected builder, read on its own: problems are reported at its
     // own index (the converter names it `builders[0]`, renamed below).
@@ -159,6 +163,7 @@ pub(crate) fn convert_placed(
     if conv.problems.is_empty() {
         Ok(Converted {
             recipe,
+            manifest: conv.manifest.take(),
             fields: conv
                 .fields
                 .into_iter()

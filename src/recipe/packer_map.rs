@@ -14,6 +14,7 @@ use super::model::{
     Base, BaseFilter, BuilderSettings, FileProvisioner, OsKind, Provisioner, Publish, Recipe,
     ShellProvisioner, ShellSource, VersionPolicy,
 };
+use super::packer_manifest::ManifestRequest;
 use super::packer_template::{render, strip_actions, TemplateContext};
 use super::packer_types::{
     AmazonEbs, NumberOrString, PackerProvisioner, PackerShell, Qemu, Template,
@@ -39,7 +40,11 @@ pub(crate) struct Converter<'a> {
     pub(crate) options: &'a LoadOptions,
     pub(crate) dir: String,
     pub(crate) build_name: String,
+    /// The selected builder's type.
+    pub(crate) builder_type: &'static str,
     pub(crate) now: chrono::DateTime<chrono::Utc>,
+    /// The first `manifest` post-processor.
+    pub(crate) manifest: Option<ManifestRequest>,
 }
 
 const B: &str = "builders[0]";
@@ -142,8 +147,12 @@ impl Converter<'_> {
                     .as_str()
                     .or_else(|| p.get("type").and_then(Value::as_str))
                     .unwrap_or("?");
+                if kind == "manifest" && self.manifest.is_none() {
+                    self.manifest(&at, p);
+                    continue;
+                }
                 let why = if kind == "manifest" {
-                    "ignored: the registry record is the build's manifest (`bakehouse image show NAME@VERSION --json`)".to_string()
+                    "ignored: only the first manifest post-processor is written".to_string()
                 } else {
                     format!("ignored: post-processor `{kind}` does not run; bakehouse captures, copies and registers the image itself")
                 };
@@ -152,15 +161,56 @@ impl Converter<'_> {
         }
     }
 
+    /// A `manifest` post-processor at `field`: what the CLI writes after a
+    /// successful build (see [`super::packer_manifest`]).
+    fn manifest(&mut self, field: &str, p: &Value) {
+        let mut request = ManifestRequest {
+            output: "packer-manifest.json".to_string(),
+            strip_path: false,
+            strip_time: false,
+            custom_data: BTreeMap::new(),
+            build_name: self.build_name.clone(),
+            builder_type: self.builder_type.to_string(),
+        };
+        for (key, value) in p.as_object().into_iter().flatten() {
+            let at = field_key(field, key);
+            match (key.as_str(), value) {
+                ("type", _) => {}
+                ("output", Value::String(s)) => request.output = self.render(&at, s),
+                ("strip_path", Value::Bool(b)) => request.strip_path = *b,
+                ("strip_time", Value::Bool(b)) => request.strip_time = *b,
+                ("custom_data", Value::Object(map)) => {
+                    for (k, v) in map {
+                        let text = v.as_str().map(str::to_string).unwrap_or_else(|| v.to_string());
+                        let rendered = self.render(&field_key(&at, k), &text);
+                        request.custom_data.insert(k.clone(), rendered);
+                    }
+                }
+                ("keep_input_artifact", _) => self.warnings.push((
+                    at,
+                    "ignored: the image is always kept (and registered)".to_string(),
+                )),
+                ("output" | "strip_path" | "strip_time" | "custom_data", _) => self
+                    .problems
+                    .push((at, format!("`{key}` has the wrong type"))),
+                _ => self.problems.push((
+                    at,
+                    format!("unknown field `{key}`: a manifest post-processor has output, strip_path, strip_time, custom_data and keep_input_artifact"),
+                )),
+            }
+        }
+        self.manifest = Some(request);
+    }
+
     fn map(&mut self, recipe: &str, template: &str) {
         self.fields.push((recipe.to_string(), template.to_string()));
     }
 
     pub(crate) fn recipe(&mut self, t: &Template, builder: &Builder) -> Recipe {
         self.resolve_variables(&t.variables);
-        self.post_processors(t.post_processors.as_ref());
         let (name, label, os, base, settings, publish) = match builder {
             Builder::AmazonEbs(b) => {
+                self.builder_type = "amazon-ebs";
                 self.build_name = b.name.clone().unwrap_or_else(|| "amazon-ebs".to_string());
                 self.extra(
                     B,
@@ -184,6 +234,7 @@ impl Converter<'_> {
                 )
             }
             Builder::Qemu(q) => {
+                self.builder_type = "qemu";
                 self.build_name = q.name.clone().unwrap_or_else(|| "qemu".to_string());
                 self.extra(B, "a qemu", &q.other, super::packer_ignored::QEMU);
                 let name = self.qemu_name(q);
@@ -197,6 +248,7 @@ impl Converter<'_> {
                 )
             }
         };
+        self.post_processors(t.post_processors.as_ref());
         let label = match self.vars.get("bakehouse_label") {
             Some(l) => Some(l.clone()),
             None => label,
