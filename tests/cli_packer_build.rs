@@ -147,3 +147,83 @@ fn template_variables_reach_the_build_and_sensitive_values_never_show() {
         "a failed build adds nothing to the manifest"
     );
 }
+
+/// `shell-local` runs before the build on this machine, in a sandbox: what
+/// it writes into the template's directory reaches the image; host files,
+/// the CLI's home, the environment and the network do not reach it, and
+/// it cannot write outside its directory.
+#[test]
+fn shell_local_runs_sandboxed_before_the_build_and_its_output_reaches_the_image() {
+    let dir = tempfile::tempdir().unwrap();
+    let tree = dir.path().join("tree");
+    busybox_rootfs(&tree);
+    pack(&tree, &dir.path().join("base.tar.gz"));
+    fs::write(dir.path().join("gen.txt"), "placeholder\n").unwrap();
+    let escape = dir.path().parent().unwrap().join(format!(
+        "{}-escape",
+        dir.path().file_name().unwrap().to_string_lossy()
+    ));
+    let template = r#"{
+  "builders": [{"type": "qemu", "disk_image": true, "iso_url": "base.tar.gz", "vm_name": "local"}],
+  "provisioners": [
+    {"type": "shell-local", "environment_vars": ["WHAT=generated-by-shell-local"], "inline": [
+      "echo \"$WHAT\" > gen.txt",
+      "if cat /etc/shadow >/dev/null 2>&1; then echo shadow-readable; else echo shadow-hidden; fi > probes.txt",
+      "if ls /root >/dev/null 2>&1; then echo root-visible; else echo root-hidden; fi >> probes.txt",
+      "if [ -e home/registry.db ]; then echo home-visible; else echo home-hidden; fi >> probes.txt",
+      "echo \"interfaces=$(grep -c : /proc/net/dev)\" >> probes.txt",
+      "echo \"aws=${AWS_SECRET_ACCESS_KEY:-unset}\" >> probes.txt",
+      "touch \"../$(basename \"$PWD\")-escape\" 2>/dev/null || true"
+    ]},
+    {"type": "file", "source": "gen.txt", "destination": "/etc/gen.txt"}
+  ]
+}"#;
+    fs::write(dir.path().join("local.json"), template).unwrap();
+    // A first build makes the registry database under home/ exist.
+    fs::create_dir_all(dir.path().join("home")).unwrap();
+    fs::write(dir.path().join("home/registry.db"), "").unwrap();
+    let out = bakehouse(dir.path())
+        .args(["build", "--build-id", "local-1", "local.json"])
+        .env("AWS_SECRET_ACCESS_KEY", "leak")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        fs::read_to_string(dir.path().join("probes.txt")).unwrap(),
+        "shadow-hidden\nroot-hidden\nhome-hidden\ninterfaces=1\naws=unset\n"
+    );
+    assert!(!escape.exists(), "wrote outside its directory");
+    let artifact = fs::read_dir(dir.path().join("home/images/local/local-1"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
+        .expect("the image");
+    let root = dir.path().join("out");
+    untar(&artifact, &root);
+    assert_eq!(
+        fs::read_to_string(root.join("etc/gen.txt")).unwrap(),
+        "generated-by-shell-local\n"
+    );
+
+    // A failing step stops everything before the build starts.
+    fs::write(
+        dir.path().join("local.json"),
+        template.replace(
+            "\"echo \\\"$WHAT\\\" > gen.txt\",",
+            "\"echo broken; exit 4\",",
+        ),
+    )
+    .unwrap();
+    let out = bakehouse(dir.path())
+        .args(["build", "--build-id", "local-2", "local.json"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out)
+            .contains("provisioners[0] (shell-local) exited with 4: broken; nothing was started"),
+        "{}",
+        text(&out)
+    );
+    assert!(!dir.path().join("home/images/local/local-2").exists());
+}

@@ -95,11 +95,30 @@ struct Prepared {
     manifest: Option<ManifestRequest>,
 }
 
-/// Loads `recipe` once and makes its execution input; its sensitive
-/// values are masked in this process's logs from now on.
-fn prepare(recipe: &Path, vars: &super::TemplateVars, force: bool) -> Result<Prepared, CliError> {
-    let (loaded, bundle) = pipeline::load_for_build_with(recipe, &vars.load_options()?)?;
+/// Loads `recipe` and makes its execution input; its sensitive values are
+/// masked in this process's logs from now on. A template's shell-local
+/// provisioners run first (sandboxed, in the template's directory, with
+/// `home` hidden), and the template is read again after them, so what
+/// they wrote is what the build uses.
+async fn prepare(
+    recipe: &Path,
+    vars: &super::TemplateVars,
+    force: bool,
+    home: &Path,
+) -> Result<Prepared, CliError> {
+    let options = vars.load_options()?;
+    let (mut loaded, mut bundle) = pipeline::load_for_build_with(recipe, &options)?;
     super::log_mask::mask_in_logs(&loaded.recipe.sensitive);
+    if !loaded.shell_local.is_empty() {
+        crate::backends::local::shell_local::run_shell_local(
+            &loaded.shell_local,
+            &loaded.dir,
+            &[home.to_path_buf()],
+            &loaded.recipe.sensitive,
+        )
+        .await?;
+        (loaded, bundle) = pipeline::load_for_build_with(recipe, &options)?;
+    }
     if let Some(problem) = crate::recipe::check_local_base(&loaded) {
         return Err(CliError::Usage(format!("{problem}; nothing was started")));
     }
@@ -121,8 +140,8 @@ fn prepare(recipe: &Path, vars: &super::TemplateVars, force: bool) -> Result<Pre
 
 /// Prepares `args.recipe` and picks the build id (`--build-id`, else a
 /// new one from the recipe's name).
-fn prepare_build(args: &BuildArgs) -> Result<(String, Prepared), CliError> {
-    let mut prepared = prepare(&args.recipe, &args.vars, args.force)?;
+async fn prepare_build(args: &BuildArgs) -> Result<(String, Prepared), CliError> {
+    let mut prepared = prepare(&args.recipe, &args.vars, args.force, &args.home).await?;
     let build_id = args
         .build_id
         .clone()
@@ -252,7 +271,7 @@ pub async fn run_local(
             "--table {table} (or BAKEHOUSE_TABLE) selects the DynamoDB registry, but a local build records into the embedded registry (--db): build with --remote, or drop --table; nothing was started"
         )));
     }
-    let (build_id, prepared) = prepare_build(args)?;
+    let (build_id, prepared) = prepare_build(args).await?;
     let input = &prepared.input;
     let (pipeline, backend) = local_pipeline(store, &args.home, args.on_error)?;
     let builds = pipeline.builds().clone();
@@ -374,7 +393,7 @@ pub async fn run_remote(
             "--remote needs --state-machine ARN (or BAKEHOUSE_STATE_MACHINE_ARN)".into(),
         )
     })?;
-    let (build_id, prepared) = prepare_build(args)?;
+    let (build_id, prepared) = prepare_build(args).await?;
     let input = &prepared.input;
     let config = crate::aws::from_env(None).await;
     let sfn = aws_sdk_sfn::Client::new(&config);

@@ -55,6 +55,9 @@ pub enum CliError {
     /// A remote build's command output could not be read.
     #[error(transparent)]
     CommandLogs(#[from] crate::backends::ec2::logs::CommandLogsError),
+    /// A template's shell-local provisioner failed before the build.
+    #[error(transparent)]
+    ShellLocal(#[from] crate::backends::local::shell_local::ShellLocalError),
     /// A build ran and did not succeed (the message says where and why).
     #[error("{0}")]
     BuildFailed(String),

@@ -51,6 +51,7 @@ mod parse;
 mod raw;
 pub mod schedule;
 pub mod schema;
+pub mod shell_local;
 mod validate;
 
 pub use bake_key::{bake_key, input_files, InputFile, BAKE_KEY_VERSION};
@@ -117,6 +118,9 @@ pub struct LoadedRecipe {
     /// A Packer template's `manifest` post-processor: the file the CLI
     /// writes after a successful build.
     pub packer_manifest: Option<packer_manifest::ManifestRequest>,
+    /// A Packer template's `shell-local` provisioners: run by `bakehouse
+    /// build` on its own machine, sandboxed, before the build.
+    pub shell_local: Vec<shell_local::LocalStep>,
 }
 
 impl LoadedRecipe {
@@ -183,7 +187,10 @@ pub fn parse_with(
                 parse::locate_problem(p, text, format)
             })
             .collect();
-        ((converted.recipe, converted.manifest), problems)
+        (
+            (converted.recipe, converted.manifest, converted.local),
+            problems,
+        )
     } else {
         let (recipe, mut problems) =
             parse::parse_recipe(text, format, origin).map_err(RecipeError::Parse)?;
@@ -192,7 +199,7 @@ pub fn parse_with(
                 .into_iter()
                 .map(|p| parse::locate_problem(p, text, format)),
         );
-        ((recipe, None), problems)
+        ((recipe, None, Vec::new()), problems)
     };
     finish(recipe, problems, origin, dir)
 }
@@ -226,12 +233,25 @@ fn load_hcl(path: &Path, options: &LoadOptions) -> Result<LoadedRecipe, RecipeEr
             template.place(p)
         })
         .collect();
-    finish((converted.recipe, converted.manifest), problems, path, dir)
+    finish(
+        (converted.recipe, converted.manifest, converted.local),
+        problems,
+        path,
+        dir,
+    )
 }
+
+/// A recipe with what only a Packer template has: its manifest
+/// post-processor and shell-local provisioners.
+type TemplateParts = (
+    Recipe,
+    Option<packer_manifest::ManifestRequest>,
+    Vec<shell_local::LocalStep>,
+);
 
 /// The loaded recipe, or every problem in file order.
 fn finish(
-    (recipe, packer_manifest): (Recipe, Option<packer_manifest::ManifestRequest>),
+    (recipe, packer_manifest, shell_local): TemplateParts,
     mut problems: Vec<Problem>,
     origin: &Path,
     dir: PathBuf,
@@ -242,6 +262,7 @@ fn finish(
             path: origin.to_path_buf(),
             dir,
             packer_manifest,
+            shell_local,
         })
     } else {
         problems.sort_by_key(|p| (p.line.unwrap_or(usize::MAX), p.column.unwrap_or(0)));

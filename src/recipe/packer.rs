@@ -68,6 +68,8 @@ pub(crate) struct Converted {
     pub recipe: Recipe,
     /// What a `manifest` post-processor asks the CLI to write.
     pub manifest: Option<super::packer_manifest::ManifestRequest>,
+    /// The `shell-local` provisioners.
+    pub local: Vec<super::shell_local::LocalStep>,
     pub fields: Vec<(String, String)>,
 }
 
@@ -129,6 +131,7 @@ pub(crate) fn convert_placed(
         builder_type: "amazon-ebs",
         now: options.now.unwrap_or_else(chrono::Utc::now),
         manifest: None,
+        local: Vec::new(),
     };
     // The selected builder, read on its own: problems are reported at its
     // own index (the converter names it `builders[0]`, renamed below).
@@ -164,6 +167,7 @@ pub(crate) fn convert_placed(
         Ok(Converted {
             recipe,
             manifest: conv.manifest.take(),
+            local: std::mem::take(&mut conv.local),
             fields: conv
                 .fields
                 .into_iter()

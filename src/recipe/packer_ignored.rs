@@ -355,6 +355,16 @@ pub(crate) const ANSIBLE_LOCAL: &[(&str, &str)] = &[
     ),
 ];
 
+/// shell-local provisioner options that are accepted and ignored.
+pub(crate) const SHELL_LOCAL: &[(&str, &str)] = &[
+    ("execute_command", "commands run with sh -e in the sandbox"),
+    ("inline_shebang", "commands run with sh -e in the sandbox"),
+    ("use_linux_pathing", "the sandbox is Linux"),
+    ("only_on", "the sandbox is Linux"),
+    ("env_var_format", "the environment is passed directly"),
+    ("use_env_var_file", "the environment is passed directly"),
+];
+
 /// The reason an ignored option is ignored, if it is one of `list`.
 pub(crate) fn reason(list: &[(&'static str, &'static str)], option: &str) -> Option<&'static str> {
     list.iter().find(|(o, _)| *o == option).map(|(_, why)| *why)

@@ -4,6 +4,7 @@
 
 mod config_tools;
 mod qemu;
+mod shell_local;
 
 use std::collections::BTreeMap;
 
@@ -45,6 +46,8 @@ pub(crate) struct Converter<'a> {
     pub(crate) now: chrono::DateTime<chrono::Utc>,
     /// The first `manifest` post-processor.
     pub(crate) manifest: Option<ManifestRequest>,
+    /// The `shell-local` provisioners, in order.
+    pub(crate) local: Vec<super::shell_local::LocalStep>,
 }
 
 const B: &str = "builders[0]";
@@ -541,6 +544,9 @@ impl Converter<'_> {
                         mode: None,
                     }));
                 }
+                PackerProvisioner::ShellLocal(s) if self.selected(&s.only, &s.except) => {
+                    self.shell_local(&field, s)
+                }
                 PackerProvisioner::SaltMasterless(s) if self.selected(&s.only, &s.except) => {
                     self.salt(&field, s, &mut out)
                 }
@@ -557,19 +563,20 @@ impl Converter<'_> {
         out
     }
 
-    fn shell(&mut self, field: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
-        self.extra(
-            field,
-            "a shell provisioner",
-            &s.other,
-            super::packer_ignored::SHELL,
-        );
+    /// A shell provisioner's environment: its `env` map, then its
+    /// `environment_vars` (`KEY=VALUE`), rendered.
+    fn environment(
+        &mut self,
+        field: &str,
+        map: &BTreeMap<String, String>,
+        pairs: &[String],
+    ) -> BTreeMap<String, String> {
         let mut env = BTreeMap::new();
-        for (k, v) in &s.env {
+        for (k, v) in map {
             let f = field_key(&field_key(field, "env"), k);
             env.insert(k.clone(), self.render(&f, v));
         }
-        for (i, pair) in s.environment_vars.iter().enumerate() {
+        for (i, pair) in pairs.iter().enumerate() {
             let f = field_index(&field_key(field, "environment_vars"), i);
             let pair = self.render(&f, pair);
             match pair.split_once('=') {
@@ -581,6 +588,17 @@ impl Converter<'_> {
                     .push((f, format!("{pair:?} must be KEY=VALUE"))),
             }
         }
+        env
+    }
+
+    fn shell(&mut self, field: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
+        self.extra(
+            field,
+            "a shell provisioner",
+            &s.other,
+            super::packer_ignored::SHELL,
+        );
+        let env = self.environment(field, &s.env, &s.environment_vars);
         let mut sources = Vec::new();
         if let Some(lines) = &s.inline {
             sources.push((

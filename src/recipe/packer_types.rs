@@ -160,6 +160,8 @@ pub(crate) enum NumberOrString {
 pub(crate) enum PackerProvisioner {
     Shell(PackerShell),
     File(PackerFile),
+    #[serde(rename = "shell-local")]
+    ShellLocal(PackerShellLocal),
     #[serde(rename = "salt-masterless")]
     SaltMasterless(PackerSalt),
     #[serde(rename = "ansible-local")]
@@ -229,6 +231,30 @@ pub(crate) struct PackerAnsibleLocal {
     pub(crate) playbook_file: Option<String>,
     #[serde(default)]
     pub(crate) extra_arguments: Vec<String>,
+    #[serde(default)]
+    pub(crate) only: Vec<String>,
+    #[serde(default)]
+    pub(crate) except: Vec<String>,
+    #[serde(flatten)]
+    pub(crate) other: BTreeMap<String, Value>,
+}
+
+/// The shell-local provisioner: commands run on the machine running
+/// bakehouse, in a sandbox, before the build.
+#[derive(Debug, Deserialize)]
+pub(crate) struct PackerShellLocal {
+    #[serde(default)]
+    pub(crate) command: Option<String>,
+    #[serde(default)]
+    pub(crate) inline: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) script: Option<String>,
+    #[serde(default)]
+    pub(crate) scripts: Option<Vec<String>>,
+    #[serde(default)]
+    pub(crate) environment_vars: Vec<String>,
+    #[serde(default)]
+    pub(crate) env: BTreeMap<String, String>,
     #[serde(default)]
     pub(crate) only: Vec<String>,
     #[serde(default)]

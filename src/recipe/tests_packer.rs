@@ -317,7 +317,7 @@ fn unsupported_builder_type_and_provisioner_type() {
     );
     assert_eq!(
         got,
-        vec!["packer.json:6:25: provisioners[0].type: unknown variant `puppet-masterless`, expected one of `shell`, `file`, `salt-masterless`, `ansible-local`, `breakpoint`"]
+        vec!["packer.json:6:25: provisioners[0].type: unknown variant `puppet-masterless`, expected one of `shell`, `file`, `shell-local`, `salt-masterless`, `ansible-local`, `breakpoint`"]
     );
 }
 

@@ -49,6 +49,7 @@ mod retention;
 pub use retention::LocalImages;
 mod sandbox;
 mod seccomp;
+pub mod shell_local;
 mod test_phase;
 mod test_script;
 mod tools;

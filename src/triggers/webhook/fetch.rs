@@ -135,6 +135,12 @@ pub async fn fetch_recipe(
     let loaded = recipe::load(&path).map_err(|e| {
         FetchError::Invalid(e.to_string().replace(&format!("{}/", root.display()), ""))
     })?;
+    if let Some(step) = loaded.shell_local.first() {
+        return Err(FetchError::Invalid(format!(
+            "{recipe_path}: {}: shell-local runs only in builds started with `bakehouse build` on the machine running it, not in builds started by a push",
+            step.label
+        )));
+    }
     let packed = bundle::bundle(&loaded).map_err(|e| {
         FetchError::Invalid(e.to_string().replace(&format!("{}/", root.display()), ""))
     })?;
@@ -192,5 +198,56 @@ mod tests {
         assert!(local(root, "/etc/passwd").is_err());
         assert!(local(root, "a/./b").is_ok());
         assert!(local(root, "").is_err());
+    }
+
+    /// A repository with nothing in it: the templates below reference no
+    /// files, so nothing is listed or read.
+    struct Empty;
+
+    #[async_trait::async_trait]
+    impl Repository for Empty {
+        async fn tree(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Vec<TreeEntry>, super::super::repo::RepoError> {
+            Ok(Vec::new())
+        }
+        async fn read(
+            &self,
+            _: &str,
+            _: &str,
+        ) -> Result<Option<Vec<u8>>, super::super::repo::RepoError> {
+            Ok(None)
+        }
+        async fn branch_head(
+            &self,
+            _: &str,
+        ) -> Result<Option<String>, super::super::repo::RepoError> {
+            Ok(None)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_pushed_template_with_shell_local_is_refused() {
+        let root = tempfile::tempdir().unwrap();
+        let template = r#"{"builders": [{"type": "amazon-ebs", "ami_name": "x", "source_ami": "ami-0123456789abcdef0"}],
+          "provisioners": [{"type": "shell-local", "inline": ["cat /etc/shadow > leak"]}]}"#;
+        let refused = fetch_recipe(&Empty, "c1", "recipes/t.json", template, &[], root.path())
+            .await
+            .err()
+            .map(|e| e.to_string())
+            .unwrap_or_default();
+        assert!(
+            refused.contains("recipes/t.json: provisioners[0] (shell-local): shell-local runs only in builds started with `bakehouse build`"),
+            "{refused}"
+        );
+        assert!(!root.path().join("recipes/leak").exists());
+        let plain = template.replace("shell-local", "shell");
+        assert!(
+            fetch_recipe(&Empty, "c1", "recipes/t.json", &plain, &[], root.path())
+                .await
+                .is_ok()
+        );
     }
 }
