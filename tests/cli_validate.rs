@@ -394,7 +394,7 @@ fn ignored_packer_options_pass_with_a_warning() {
   "instance_type": "t3.small", "ami_name": "web-{{timestamp}}", "ssh_username": "ec2-user",
   "custom_endpoint_ec2": "https://ec2.us-east-1.amazonaws.com", "ssh_keypair_name": "ops"}],
  "provisioners": [{"type": "shell", "inline": ["true"], "expect_disconnect": true}, {"type": "breakpoint"}],
- "post-processors": [{"type": "manifest", "output": "manifest.json"}]}"#,
+ "post-processors": [{"type": "compress", "output": "image.tar.gz"}]}"#,
     )
     .unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_bakehouse"))
@@ -409,7 +409,7 @@ fn ignored_packer_options_pass_with_a_warning() {
         "builders[0].ssh_keypair_name: ignored: bakehouse drives the builder through SSM",
         "provisioners[0].expect_disconnect: ignored:",
         "provisioners[1]: ignored: a breakpoint pauses",
-        "post-processors[0]: ignored: the registry record is the build's manifest",
+        "post-processors[0]: ignored: post-processor `compress` does not run",
     ] {
         assert!(stderr.contains(field), "{field}: {stderr}");
     }

@@ -62,12 +62,31 @@ pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<()
             let loaded = crate::recipe::load_with(&template, &vars.load_options()?)?;
             let yaml = serde_yaml_ng::to_string(&loaded.recipe)
                 .map_err(|e| CliError::Usage(format!("cannot write the recipe: {e}")))?;
+            let mut notes = Vec::new();
+            for step in &loaded.shell_local {
+                notes.push(format!("{} runs on the machine running `bakehouse build` before the build; a recipe has no equivalent: run it before building", step.label));
+            }
+            if loaded.packer_manifest.is_some() {
+                notes.push("the manifest post-processor: the registry record is the build's manifest (`bakehouse image show NAME@VERSION --json`)".to_string());
+            }
+            for note in &notes {
+                tracing::warn!("{}: not converted: {note}", template.display());
+            }
+            let mut header: String = notes
+                .iter()
+                .map(|n| format!("# Not converted: {n}\n"))
+                .collect();
+            if !loaded.recipe.sensitive.is_empty() {
+                let warning = "the values of sensitive variables are in this recipe in clear text (`sensitive` masks them in output): keep it out of git, or let a provisioner read them from SSM Parameter Store";
+                tracing::warn!("{}: {warning}", template.display());
+                header.push_str(&format!("# Warning: {warning}\n"));
+            }
             let text = format!(
-                "# Converted from {} by `bakehouse packer convert`.\n{yaml}",
+                "# Converted from {} by `bakehouse packer convert`.\n{header}{yaml}",
                 template
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
-                    .unwrap_or_default()
+                    .unwrap_or_default(),
             );
             match file {
                 Some(path) => {

@@ -66,6 +66,11 @@ pub use model::{
 };
 pub use schedule::Schedule;
 
+/// Quotes a string for POSIX sh (single quotes, `'` as `'\''`).
+pub fn sh_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
 /// The syntax a recipe file is written in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {

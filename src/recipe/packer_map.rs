@@ -60,6 +60,7 @@ impl Converter<'_> {
             now: self.now,
             template_dir: &self.dir,
             build_name: &self.build_name,
+            build_type: self.builder_type,
             allow_env,
             volatile_empty: false,
         }
@@ -538,11 +539,32 @@ impl Converter<'_> {
                         ));
                     }
                     self.map(&field_index("provisioners", out.len()), &field);
-                    out.push(Provisioner::File(FileProvisioner {
-                        source: self.render(&field_key(&field, "source"), &f.source),
-                        destination: self.render(&field_key(&field, "destination"), &f.destination),
-                        mode: None,
-                    }));
+                    let destination =
+                        self.render(&field_key(&field, "destination"), &f.destination);
+                    match (&f.source, &f.content) {
+                        (Some(source), None) => out.push(Provisioner::File(FileProvisioner {
+                            source: self.render(&field_key(&field, "source"), source),
+                            destination,
+                            mode: None,
+                        })),
+                        (None, Some(content)) => {
+                            if !destination.starts_with('/') {
+                                self.problems.push((
+                                    field_key(&field, "destination"),
+                                    format!("destination {destination:?} must be an absolute path"),
+                                ));
+                            }
+                            let content = self.render(&field_key(&field, "content"), content);
+                            out.push(content_writer(&destination, &content));
+                        }
+                        (found, _) => self.problems.push((
+                            field.clone(),
+                            format!(
+                                "a file provisioner needs exactly one of `source` or `content` ({})",
+                                if found.is_some() { "not both" } else { "one is required" }
+                            ),
+                        )),
+                    }
                 }
                 PackerProvisioner::ShellLocal(s) if self.selected(&s.only, &s.except) => {
                     self.shell_local(&field, s)
@@ -661,4 +683,25 @@ fn package_name(text: &str) -> String {
         }
     }
     name.trim_matches(|c| "._-".contains(c)).to_string()
+}
+
+/// A file provisioner's `content`: a shell provisioner writing it to
+/// `destination` (parents made), byte for byte, in the image.
+fn content_writer(destination: &str, content: &str) -> Provisioner {
+    let parent = std::path::Path::new(destination)
+        .parent()
+        .map(|p| p.display().to_string())
+        .filter(|p| !p.is_empty())
+        .unwrap_or_else(|| "/".to_string());
+    Provisioner::Shell(ShellProvisioner {
+        source: ShellSource::Inline(vec![
+            format!("mkdir -p -- {}", super::sh_quote(&parent)),
+            format!(
+                "printf '%s' {} > {}",
+                super::sh_quote(content),
+                super::sh_quote(destination)
+            ),
+        ]),
+        env: BTreeMap::new(),
+    })
 }

@@ -1,6 +1,8 @@
 //! The subset of Packer's (Go `text/template`) engine that JSON templates
 //! use: `{{user `name`}}`, `{{env `NAME`}}` (variables section only, from an
 //! explicit map), `{{isotime}}` / `{{isotime "2006-01-02"}}`, `{{timestamp}}`,
+//! `{{uuid}}` (a new random UUID: a build using it in a provisioner never
+//! hits the bake cache; left out of derived names, like the time),
 //! `{{clean_resource_name ...}}` (amazon rule: every character but
 //! `[A-Za-z0-9()[] ./-'@_]` becomes `-`; the deprecated `clean_ami_name` is an
 //! alias), `lower`, `upper`, `replace_all`, `build_name`, `build_type`,
@@ -20,6 +22,8 @@ pub(crate) struct TemplateContext<'a> {
     pub now: DateTime<Utc>,
     pub template_dir: &'a str,
     pub build_name: &'a str,
+    /// The selected builder's type (`{{build_type}}`).
+    pub build_type: &'a str,
     /// `env` is only allowed in variable defaults, as in Packer.
     pub allow_env: bool,
     /// Render time-dependent functions (`isotime`, `timestamp`) as empty
@@ -27,7 +31,7 @@ pub(crate) struct TemplateContext<'a> {
     pub volatile_empty: bool,
 }
 
-const FUNCTIONS: &str = "user, env, isotime, timestamp, clean_resource_name, clean_ami_name, lower, upper, replace_all, build_name, build_type, template_dir";
+const FUNCTIONS: &str = "user, env, isotime, timestamp, uuid, clean_resource_name, clean_ami_name, lower, upper, replace_all, build_name, build_type, template_dir";
 
 /// Packer's amazon `clean_resource_name`.
 pub fn clean_resource_name(s: &str) -> String {
@@ -217,7 +221,7 @@ fn call(name: &str, args: &[String], ctx: &TemplateContext) -> Result<String, St
             }
             Ok(ctx.env.get(&args[0]).cloned().unwrap_or_default())
         }
-        "isotime" | "timestamp" if ctx.volatile_empty => Ok(String::new()),
+        "isotime" | "timestamp" | "uuid" if ctx.volatile_empty => Ok(String::new()),
         "isotime" => match args {
             [] => Ok(go_time::format(&ctx.now, go_time::RFC3339)),
             [layout] => Ok(go_time::format(&ctx.now, layout)),
@@ -244,9 +248,12 @@ fn call(name: &str, args: &[String], ctx: &TemplateContext) -> Result<String, St
             Ok(args[2].replace(&args[0], &args[1]))
         }
         "build_name" => Ok(ctx.build_name.to_string()),
-        "build_type" => Ok("amazon-ebs".to_string()),
+        "build_type" => Ok(ctx.build_type.to_string()),
         "template_dir" => Ok(ctx.template_dir.to_string()),
-        "uuid" => Err("`uuid` is not supported: it would make every build's recipe unique".to_string()),
+        "uuid" => {
+            arity(0)?;
+            Ok(uuid::Uuid::new_v4().to_string())
+        }
         other if other.starts_with('.') => Err(format!(
             "template variable `{other}` is not supported (bakehouse evaluates templates before the build)"
         )),

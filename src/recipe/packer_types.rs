@@ -192,7 +192,10 @@ pub(crate) struct PackerShell {
 
 #[derive(Debug, Deserialize)]
 pub(crate) struct PackerFile {
-    pub(crate) source: String,
+    #[serde(default)]
+    pub(crate) source: Option<String>,
+    #[serde(default)]
+    pub(crate) content: Option<String>,
     pub(crate) destination: String,
     #[serde(default)]
     pub(crate) direction: Option<String>,

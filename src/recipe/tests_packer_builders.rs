@@ -173,3 +173,75 @@ fn salt_and_ansible_problems_name_their_fields() {
         );
     }
 }
+
+#[test]
+fn file_content_is_written_byte_for_byte_by_a_shell_step() {
+    let tree = Tree::new();
+    let target = tree.path("out/etc/motd");
+    let content = "it's \"quoted\" $HOME `x`\nno newline at the end";
+    let text = serde_json::json!({
+        "builders": [{"type": "amazon-ebs", "ami_name": "x", "source_ami": "ami-0123456789abcdef0"}],
+        "provisioners": [{"type": "file", "content": content, "destination": target.display().to_string()}]
+    })
+    .to_string();
+    let loaded = load(&tree.write("t.json", &text)).expect("valid");
+    let Provisioner::Shell(ShellProvisioner {
+        source: ShellSource::Inline(lines),
+        ..
+    }) = &loaded.recipe.provisioners[0]
+    else {
+        panic!("{:?}", loaded.recipe.provisioners)
+    };
+    let status = std::process::Command::new("sh")
+        .arg("-ec")
+        .arg(lines.join("\n"))
+        .status()
+        .expect("sh");
+    assert!(status.success());
+    assert_eq!(std::fs::read_to_string(&target).expect("written"), content);
+
+    let both = text.replace("\"content\"", "\"source\": \"t.json\", \"content\"");
+    let got = messages(&tree, load(&tree.write("t.json", &both)));
+    assert!(
+        got.iter()
+            .any(|m| m.contains("exactly one of `source` or `content` (not both)")),
+        "{got:#?}"
+    );
+}
+
+#[test]
+fn uuid_and_build_type_render_and_four_unknown_fields_are_reported_together() {
+    let tree = tree_with_base();
+    let text = qemu(r#", "vm_name": "img-{{uuid}}""#).replace(
+        r#"{"type": "shell", "inline": ["echo hi"]}"#,
+        r#"{"type": "shell", "inline": ["echo hi"], "environment_vars": ["ID={{uuid}}", "KIND={{build_type}}"]}"#,
+    );
+    let loaded = load(&tree.write("t.json", &text)).expect("valid");
+    assert_eq!(
+        loaded.recipe.name, "img",
+        "the uuid is left out of the name"
+    );
+    let Provisioner::Shell(shell) = &loaded.recipe.provisioners[0] else {
+        panic!()
+    };
+    assert_eq!(shell.env["KIND"], "qemu");
+    assert!(
+        uuid::Uuid::parse_str(&shell.env["ID"]).is_ok(),
+        "{:?}",
+        shell.env
+    );
+
+    let text = qemu(r#", "colour": 1, "flavour": 2"#).replace(
+        r#""inline": ["echo hi"]}"#,
+        r#""inline": ["echo hi"], "pause_befor": "1s"}, {"type": "file", "source": "base.qcow2", "destination": "/x", "directon": "up"}"#,
+    );
+    let got = messages(&tree, load(&tree.write("t.json", &text)));
+    let unknown: Vec<&String> = got.iter().filter(|m| m.contains("unknown field")).collect();
+    assert_eq!(unknown.len(), 4, "{got:#?}");
+    for field in ["colour", "flavour", "pause_befor", "directon"] {
+        assert!(
+            unknown.iter().any(|m| m.contains(&format!("`{field}`"))),
+            "{field} in {got:#?}"
+        );
+    }
+}

@@ -95,6 +95,7 @@ proptest! {
                 now: chrono::DateTime::from_timestamp(1_700_000_000, 0).unwrap(),
                 template_dir: "/t",
                 build_name: "b",
+                build_type: "amazon-ebs",
                 allow_env,
                 volatile_empty,
             };

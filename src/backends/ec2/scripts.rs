@@ -26,10 +26,7 @@ pub(super) struct CommandSpec {
     pub(super) script: String,
 }
 
-/// Quotes a string for POSIX sh.
-pub(super) fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', r"'\''"))
-}
+pub(super) use crate::recipe::sh_quote as quote;
 
 fn nonretryable(label: &str, message: impl std::fmt::Display) -> StepError {
     StepError::NonRetryable(format!("{label}: {message}"))
