@@ -154,7 +154,14 @@ async fn run_one(
             let copied = blocking(move || copy_into(&r, &dir, &t, None)).await;
             let result = match copied {
                 Ok(_) => {
+                    // In the playbook's directory, as on EC2: an
+                    // `ansible.cfg` and roles next to the playbook apply.
                     let mut argv: Vec<String> = vec![
+                        "/bin/sh".into(),
+                        "-c".into(),
+                        "cd \"$1\" && shift && export ANSIBLE_NOCOLOR=1 && exec \"$@\"".into(),
+                        "sh".into(),
+                        target.clone(),
                         "ansible-playbook".into(),
                         "-c".into(),
                         "local".into(),
