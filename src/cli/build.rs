@@ -79,9 +79,7 @@ fn remote_on_error(args: &BuildArgs) -> Result<OnFailure, CliError> {
     match (args.remote, args.on_error) {
         (false, _) | (true, OnError::Cleanup) => Ok(OnFailure::Cleanup),
         (true, OnError::Abort) => Ok(OnFailure::Abort),
-        (true, OnError::Ask) => Err(CliError::Usage(
-            "--on-error=ask needs a terminal when the build fails; with --remote use --on-error=abort".into(),
-        )),
+        (true, OnError::Ask) => Err(CliError::AskNeedsTerminal),
     }
 }
 
@@ -120,7 +118,7 @@ async fn prepare(
         (loaded, bundle) = pipeline::load_for_build_with(recipe, &options)?;
     }
     if let Some(problem) = crate::recipe::check_local_base(&loaded) {
-        return Err(CliError::Usage(format!("{problem}; nothing was started")));
+        return Err(CliError::LocalBase(problem));
     }
     let mut trigger = Trigger::of(TriggerKind::Cli);
     trigger.actor = std::env::var("USER").ok();
@@ -170,7 +168,7 @@ async fn write_manifest(
     let run_uuid = uuid::Uuid::new_v4().to_string();
     let path = manifest
         .append(Path::new("."), &package, &run_uuid)
-        .map_err(CliError::Usage)?;
+        .map_err(CliError::PackerManifest)?;
     tracing::info!(manifest = %path.display(), "wrote the Packer manifest");
     Ok(())
 }
@@ -267,9 +265,7 @@ pub async fn run_local(
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
     if let Some(table) = &store.table {
-        return Err(CliError::Usage(format!(
-            "--table {table} (or BAKEHOUSE_TABLE) selects the DynamoDB registry, but a local build records into the embedded registry (--db): build with --remote, or drop --table; nothing was started"
-        )));
+        return Err(CliError::TableWithLocalBuild(table.clone()));
     }
     let (build_id, prepared) = prepare_build(args).await?;
     let input = &prepared.input;
@@ -278,15 +274,18 @@ pub async fn run_local(
     collect_garbage(&pipeline, &backend).await?;
     if let Some(existing) = builds.get(&build_id).await? {
         if let Some(owner) = pipeline::owned_by_another_live_process(&existing) {
-            return Err(CliError::Usage(format!(
-                "--build-id {build_id}: in use by running process {}",
-                owner.pid
-            )));
+            return Err(CliError::BuildIdInUse {
+                build_id: build_id.clone(),
+                pid: owner.pid,
+            });
         }
     }
     let mut signals = Vec::new();
     for (kind, name, code) in STOP_SIGNALS {
-        let stream = signal(kind).map_err(|e| CliError::Usage(format!("{name}: {e}")))?;
+        let stream = signal(kind).map_err(|e| CliError::Signal {
+            signal: name,
+            reason: e.to_string(),
+        })?;
         signals.push((stream, name, code));
     }
     tracing::info!(build = %build_id, recipe = %args.recipe.display(), "building locally");
@@ -388,11 +387,10 @@ pub async fn run_remote(
     shown: bool,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let machine = args.state_machine.clone().ok_or_else(|| {
-        CliError::Usage(
-            "--remote needs --state-machine ARN (or BAKEHOUSE_STATE_MACHINE_ARN)".into(),
-        )
-    })?;
+    let machine = args
+        .state_machine
+        .clone()
+        .ok_or_else(|| CliError::NoStateMachine)?;
     let (build_id, prepared) = prepare_build(args).await?;
     let input = &prepared.input;
     let config = crate::aws::from_env(None).await;

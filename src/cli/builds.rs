@@ -243,9 +243,7 @@ pub async fn run(
                 .await?
                 .ok_or_else(|| CliError::NoBuild(id.clone()))?;
             let Some(log) = record.log.clone() else {
-                return Err(CliError::Usage(format!(
-                    "build {id} keeps no log (a remote build deployed without a command log group keeps its output in SSM; the record's notes hold the tails: `builds show {id}`)"
-                )));
+                return Err(CliError::NoLog(id.clone()));
             };
             if let Some(group) = crate::backends::ec2::logs::CommandLogs::parse(&log) {
                 return remote_logs(builds.as_ref(), record, group, follow, out).await;

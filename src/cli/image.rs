@@ -131,11 +131,9 @@ pub struct ResolveArgs {
 }
 
 fn exact(reference: &str) -> Result<(String, Version), CliError> {
-    let (name, version) = reference.split_once('@').ok_or_else(|| {
-        CliError::Usage(format!(
-            "{reference:?}: expected NAME@VERSION, e.g. base@1.2"
-        ))
-    })?;
+    let (name, version) = reference
+        .split_once('@')
+        .ok_or_else(|| CliError::NotAReference(reference.to_string()))?;
     Ok((name.to_string(), version.parse()?))
 }
 
@@ -244,11 +242,7 @@ pub async fn run(
                     };
                     (Lookup::Label(label.clone()), pattern)
                 }
-                (None, None) => {
-                    return Err(CliError::Usage(
-                        "image resolve: give a REFERENCE or --label LABEL".into(),
-                    ))
-                }
+                (None, None) => return Err(CliError::NothingToResolve),
             };
             let reference = match (&lookup, &pattern) {
                 (Lookup::Name(n), VersionPattern::Latest) => n.clone(),

@@ -83,10 +83,62 @@ pub enum CliError {
         /// What failed.
         source: std::io::Error,
     },
-    /// A command line that cannot be carried out as given (the message
-    /// says what to give instead).
-    #[error("{0}")]
-    Usage(String),
+    /// A `--var-file` could not be read as variables.
+    #[error("--var-file {}: {reason}", file.display())]
+    VarFile {
+        /// The file.
+        file: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// An image reference is not `NAME@VERSION`.
+    #[error("{0:?}: expected NAME@VERSION, e.g. base@1.2")]
+    NotAReference(String),
+    /// `image resolve` was given neither a reference nor a label.
+    #[error("image resolve: give a REFERENCE or --label LABEL")]
+    NothingToResolve,
+    /// `--on-error=ask` with `--remote`.
+    #[error(
+        "--on-error=ask needs a terminal when the build fails; with --remote use --on-error=abort"
+    )]
+    AskNeedsTerminal,
+    /// A local build's base is missing or not what its name says.
+    #[error("{0}; nothing was started")]
+    LocalBase(crate::recipe::Problem),
+    /// `--table` given to a local build.
+    #[error("--table {0} (or BAKEHOUSE_TABLE) selects the DynamoDB registry, but a local build records into the embedded registry (--db): build with --remote, or drop --table; nothing was started")]
+    TableWithLocalBuild(String),
+    /// `--build-id` names a build another live process runs.
+    #[error("--build-id {build_id}: in use by running process {pid}")]
+    BuildIdInUse {
+        /// The build id.
+        build_id: String,
+        /// The process running it.
+        pid: u32,
+    },
+    /// A stop signal's handler could not be installed.
+    #[error("{signal}: {reason}")]
+    Signal {
+        /// The signal's name.
+        signal: &'static str,
+        /// Why.
+        reason: String,
+    },
+    /// `--remote` without a state machine.
+    #[error("--remote needs --state-machine ARN (or BAKEHOUSE_STATE_MACHINE_ARN)")]
+    NoStateMachine,
+    /// `packer convert`/`inspect` given something that is not a template.
+    #[error("{}: not a Packer template (JSON with a `builders` list, a .pkr.hcl file or a directory of them); recipes need no conversion", .0.display())]
+    NotATemplate(PathBuf),
+    /// The converted recipe could not be written as YAML.
+    #[error("cannot write the recipe: {0}")]
+    ConvertedRecipe(String),
+    /// `builds logs` of a build that keeps no log.
+    #[error("build {0} keeps no log (a remote build deployed without a command log group keeps its output in SSM; the record's notes hold the tails: `builds show {0}`)")]
+    NoLog(String),
+    /// The Packer manifest a template asked for could not be written.
+    #[error("packer manifest: {0}")]
+    PackerManifest(String),
     /// `validate` found problems (already printed).
     #[error("{0} problem(s) found; nothing was launched")]
     Invalid(usize),

@@ -54,14 +54,11 @@ pub fn run(cmd: PackerCommand, format: Format, out: &mut dyn Write) -> Result<()
             vars,
         } => {
             if !crate::recipe::packer::is_template_path(&template) {
-                return Err(CliError::Usage(format!(
-                    "{}: not a Packer template (JSON with a `builders` list, a .pkr.hcl file or a directory of them); recipes need no conversion",
-                    template.display()
-                )));
+                return Err(CliError::NotATemplate(template.clone()));
             }
             let loaded = crate::recipe::load_with(&template, &vars.load_options()?)?;
             let yaml = serde_yaml_ng::to_string(&loaded.recipe)
-                .map_err(|e| CliError::Usage(format!("cannot write the recipe: {e}")))?;
+                .map_err(|e| CliError::ConvertedRecipe(e.to_string()))?;
             let mut notes = Vec::new();
             for step in &loaded.shell_local {
                 notes.push(format!("{} runs on the machine running `bakehouse build` before the build; a recipe has no equivalent: run it before building", step.label));

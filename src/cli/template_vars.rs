@@ -51,22 +51,20 @@ impl TemplateVars {
             .filter_map(|(k, v)| Some((k.strip_prefix("PKR_VAR_")?.to_string(), v.clone())))
             .collect();
         for file in &self.var_files {
-            let text = std::fs::read_to_string(file)
-                .map_err(|e| CliError::Usage(format!("--var-file {}: {e}", file.display())))?;
+            let text = std::fs::read_to_string(file).map_err(|e| CliError::VarFile {
+                file: file.clone(),
+                reason: e.to_string(),
+            })?;
             let is_hcl = file.to_string_lossy().ends_with(".hcl");
             let values: BTreeMap<String, serde_json::Value> = if is_hcl {
-                hcl::from_str(&text).map_err(|e| {
-                    CliError::Usage(format!(
-                        "--var-file {}: expected HCL `name = value` lines: {e}",
-                        file.display()
-                    ))
+                hcl::from_str(&text).map_err(|e| CliError::VarFile {
+                    file: file.clone(),
+                    reason: format!("expected HCL `name = value` lines: {e}"),
                 })?
             } else {
-                serde_json::from_str(&text).map_err(|e| {
-                    CliError::Usage(format!(
-                        "--var-file {}: expected a JSON object of variables: {e}",
-                        file.display()
-                    ))
+                serde_json::from_str(&text).map_err(|e| CliError::VarFile {
+                    file: file.clone(),
+                    reason: format!("expected a JSON object of variables: {e}"),
                 })?
             };
             for (name, value) in values {
