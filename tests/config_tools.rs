@@ -2,7 +2,11 @@
 //! from Debian, installed by an earlier provisioner of the same build,
 //! applies a playbook with a role (found through the `ansible.cfg` next to
 //! the playbook, so the playbook's directory is the working directory), a
-//! template and a handler.
+//! template and a handler; a Packer template's salt-masterless provisioner
+//! bootstraps Salt from PyPI and applies Cloudbreak's layout
+//! (`saltstack/salt/custom/init.sls` including `custom.sls`, which copies
+//! and runs `custom.sh`, plus pillar), leaving neither Salt nor its minion
+//! id, cache or bootstrap packages in the image.
 
 mod local_support;
 
@@ -57,4 +61,91 @@ async fn real_ansible_applies_a_role_a_template_and_a_handler() {
         .find(|b| b.starts_with("Package: ansible-core\n"))
         .expect("ansible-core is installed");
     assert!(block.contains("\nVersion: 2.14"), "{block}");
+}
+
+/// The paths of installed packages' names in a tree's dpkg status.
+fn installed(tree: &std::path::Path) -> Vec<String> {
+    fs::read_to_string(tree.join("var/lib/dpkg/status"))
+        .unwrap()
+        .split("\n\n")
+        .filter(|b| b.contains("\nStatus: install ok installed"))
+        .filter_map(|b| b.strip_prefix("Package: "))
+        .filter_map(|b| b.lines().next())
+        .map(str::to_string)
+        .collect()
+}
+
+#[tokio::test]
+async fn a_salt_masterless_template_bootstraps_salt_and_applies_cloudbreaks_layout() {
+    let h = Harness::new(None);
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/packer");
+    h.write("recipe/bookworm.tar.zst", "");
+    fs::copy(debian_base(), h.path("recipe/bookworm.tar.zst")).unwrap();
+    for file in [
+        "salt/top.sls",
+        "salt/custom/init.sls",
+        "salt/custom/custom.sls",
+    ] {
+        let text = fs::read_to_string(fixtures.join("saltstack").join(file)).unwrap();
+        h.write(&format!("recipe/saltstack/{file}"), &text);
+    }
+    // Cloudbreak's placeholder script, doing something the test can see.
+    h.write(
+        "recipe/saltstack/salt/custom/custom.sh",
+        "#!/bin/sh\necho custom-ran > /etc/cloudbreak-custom\n",
+    );
+    h.write(
+        "recipe/saltstack/salt/custom/init.sls",
+        "include:\n  - custom.custom\n/etc/cloudbreak-role:\n  file.managed:\n    - contents_pillar: role\n",
+    );
+    h.write(
+        "recipe/saltstack/pillar/top.sls",
+        "base:\n  '*':\n    - cluster\n",
+    );
+    h.write("recipe/saltstack/pillar/cluster.sls", "role: worker\n");
+    let template = h.write(
+        "recipe/cloudbreak.json",
+        r#"{
+  "builders": [{"type": "qemu", "disk_image": true, "iso_url": "bookworm.tar.zst", "vm_name": "cloudbreak"}],
+  "provisioners": [{
+    "type": "salt-masterless",
+    "local_state_tree": "saltstack/salt",
+    "local_pillar_roots": "saltstack/pillar",
+    "custom_state": "custom"
+  }]
+}"#,
+    );
+    let before = {
+        let tree = h.path("before");
+        untar(&debian_base(), &tree);
+        installed(&tree)
+    };
+    let out = h.build(&template, "cloudbreak").await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let tree = h.path("out");
+    untar(&out.artifact(".tar.zst"), &tree);
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/cloudbreak-custom")).unwrap(),
+        "custom-ran\n"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/cloudbreak-role"))
+            .unwrap()
+            .trim(),
+        "worker"
+    );
+    for left in [
+        "etc/salt/minion_id",
+        "etc/salt/pki",
+        "var/cache/salt",
+        "opt/bakehouse-salt",
+        "usr/local/bin/salt-call",
+    ] {
+        assert!(!tree.join(left).exists(), "{left} is left in the image");
+    }
+    assert_eq!(
+        installed(&tree),
+        before,
+        "the bootstrap's packages are gone"
+    );
 }

@@ -646,7 +646,7 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     };
     fake(
         "salt-call",
-        "echo \"$@\" > /salt-args\ncp -r \"$4\" /salt-tree\ncp -r \"$6\" /salt-pillar",
+        "echo \"$@\" > /salt-args\ncp -r \"$6\" /salt-tree\ncp -r \"$8\" /salt-pillar",
     );
     fake(
         "ansible-playbook",
@@ -675,7 +675,7 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     untar(&out.artifact(".tar.zst"), &tree);
     assert_eq!(
         fs::read_to_string(tree.join("salt-args")).unwrap(),
-        "--local --retcode-passthrough --file-root /run/bakehouse-p0/states --pillar-root /run/bakehouse-p0/pillar state.apply web pillar={\"role\":\"web\"}\n"
+        "--config-dir /run/bakehouse-p0/conf --local --retcode-passthrough --file-root /run/bakehouse-p0/tree --pillar-root /run/bakehouse-p0/pillar state.apply web pillar={\"role\":\"web\"}\n"
     );
     assert_eq!(
         fs::read_to_string(tree.join("salt-pillar/top.sls")).unwrap(),

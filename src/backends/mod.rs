@@ -3,3 +3,4 @@
 
 pub mod ec2;
 pub mod local;
+pub mod salt;

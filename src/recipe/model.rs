@@ -361,6 +361,20 @@ pub struct SaltProvisioner {
     /// recipe's directory: uploaded and passed as `--pillar-root`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pillar_root: Option<String>,
+    /// Install Salt from PyPI into a virtualenv before the run (Debian
+    /// does not package it); needs network (`builder.network: true` in a
+    /// local build). Removed afterwards, with any package installed for
+    /// it, unless `keep_salt`.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub bootstrap: bool,
+    /// Keep a bootstrapped Salt in the image (`/opt/bakehouse-salt`,
+    /// `salt-call` in `/usr/local/bin`).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub keep_salt: bool,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Apply an Ansible playbook against the image itself.

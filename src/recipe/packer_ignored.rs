@@ -319,7 +319,7 @@ pub(crate) const SALT_MASTERLESS: &[(&str, &str)] = &[
     ("log_level", "salt-call's output is in the build log"),
     (
         "bootstrap_args",
-        "Salt is not bootstrapped: it must be in the image already",
+        "Salt is bootstrapped from PyPI into a virtualenv",
     ),
     ("salt_bin_dir", "salt-call is run from the image's PATH"),
     ("guest_os_type", "the recipe's os says it"),

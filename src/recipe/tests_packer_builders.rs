@@ -245,3 +245,18 @@ fn uuid_and_build_type_render_and_four_unknown_fields_are_reported_together() {
         );
     }
 }
+
+#[test]
+fn a_salt_bootstrap_in_a_local_build_needs_network() {
+    let tree = tree_with_base();
+    tree.write("salt/top.sls", "base: {}\n");
+    let recipe = |network: bool| {
+        format!("name: s\nbase: {{path: base.qcow2}}\nbuilder: {{network: {network}}}\nprovisioners:\n  - type: salt\n    state_tree: salt\n    bootstrap: true\n")
+    };
+    let got = messages(&tree, tree.load_yaml(&recipe(false)));
+    assert_eq!(
+        got,
+        ["recipe.yaml:7:5: provisioners[0].bootstrap: bootstrap installs Salt from PyPI: a local build needs `builder.network: true`"]
+    );
+    assert!(tree.load_yaml(&recipe(true)).is_ok());
+}

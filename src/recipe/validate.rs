@@ -83,6 +83,13 @@ pub(crate) fn check(recipe: &Recipe, file: &Path, dir: &Path) -> Vec<Problem> {
     check_builder(&mut c, recipe);
     for (i, p) in recipe.provisioners.iter().enumerate() {
         check_provisioner(&mut c, &field_index("provisioners", i), p, recipe.os);
+        let bootstraps = matches!(p, Provisioner::Salt(s) if s.bootstrap);
+        if bootstraps && matches!(recipe.base, Base::Path(_)) && !recipe.builder.network {
+            c.report(
+                field_key(&field_index("provisioners", i), "bootstrap"),
+                "bootstrap installs Salt from PyPI: a local build needs `builder.network: true`",
+            );
+        }
     }
     check_clean(&mut c, recipe);
     check_publish(&mut c, recipe);

@@ -226,24 +226,13 @@ pub(super) fn provisioner_command(
                 trees.push((recipe.resolve(pillar), "pillar/"));
             }
             let payload = tar_dirs(&trees, None).map_err(|e| nonretryable(&label, e))?;
-            let mut action = require("salt-call", "Salt");
-            action.push_str(
+            let mut action = String::from(
                 "mkdir \"$work/tree\" \"$work/pillar\"\ntar -x -f \"$work/payload\" -C \"$work\"\n",
             );
-            action.push_str("salt-call --local --retcode-passthrough --file-root=\"$work/tree\"");
-            if s.pillar_root.is_some() {
-                action.push_str(" --pillar-root=\"$work/pillar\"");
-            }
-            action.push_str(" state.apply");
-            if !s.states.is_empty() {
-                action.push(' ');
-                action.push_str(&quote(&s.states.join(",")));
-            }
-            if !s.pillar.is_empty() {
-                let json = serde_json::to_string(&s.pillar).map_err(|e| nonretryable(&label, e))?;
-                action.push(' ');
-                action.push_str(&quote(&format!("pillar={json}")));
-            }
+            action.push_str(
+                &crate::backends::salt::salt_script(s, "\"$work\"", None)
+                    .map_err(|e| nonretryable(&label, e))?,
+            );
             with_payload(
                 &label,
                 &format!("state tree {} as tar", s.state_tree),

@@ -148,7 +148,7 @@ fn salt_and_ansible_unpack_their_trees_and_need_their_tools() {
     );
     let cmds = provisioner_commands(&r, 48 * 1024).unwrap();
     assert!(cmds[0].script.contains(
-        "salt-call --local --retcode-passthrough --file-root=\"$work/tree\" --pillar-root=\"$work/pillar\" state.apply 'web,base' 'pillar={\"role\":\"web\"}'"
+        "\"$salt_call\" --config-dir \"$W/conf\" --local --retcode-passthrough --file-root \"$W/tree\" --pillar-root \"$W/pillar\" state.apply 'web,base' 'pillar={\"role\":\"web\"}'"
     ));
     assert!(cmds[1].script.contains(
         "ansible-playbook -c local -i localhost, --extra-vars '{\"port\":80}' 'site.yml'"
@@ -156,10 +156,7 @@ fn salt_and_ansible_unpack_their_trees_and_need_their_tools() {
     // Neither tool is installed here: the scripts stop with 127 and say why.
     let (code, _, stderr) = run(&cmds[0].script);
     assert_eq!(code, 127);
-    assert!(
-        stderr.contains("salt-call is not installed on the builder"),
-        "{stderr}"
-    );
+    assert!(stderr.contains("salt-call is not installed"), "{stderr}");
     let (code, _, stderr) = run(&cmds[1].script);
     assert_eq!(code, 127);
     assert!(
@@ -172,7 +169,7 @@ fn salt_and_ansible_unpack_their_trees_and_need_their_tools() {
     let seen = dir.path().join("seen");
     fs::write(
         bin.join("salt-call"),
-        format!("#!/bin/sh\nfor a in \"$@\"; do case $a in --file-root=*) cat \"${{a#--file-root=}}/web/init.sls\" >> {seen};; --pillar-root=*) cat \"${{a#--pillar-root=}}/top.sls\" >> {seen};; esac; done\n", seen = seen.display()),
+        format!("#!/bin/sh\nwhile [ $# -gt 0 ]; do case $1 in --file-root) cat \"$2/web/init.sls\" >> {seen};; --pillar-root) cat \"$2/top.sls\" >> {seen};; esac; shift; done\n", seen = seen.display()),
     )
     .unwrap();
     fs::set_permissions(bin.join("salt-call"), fs::Permissions::from_mode(0o755)).unwrap();

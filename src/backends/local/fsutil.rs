@@ -152,10 +152,7 @@ where
         .map_err(|e| StepError::Retryable(format!("background task failed: {e}")))?
 }
 
-/// Quotes a string for POSIX sh.
-pub(crate) fn sh_quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
+pub(crate) use crate::recipe::sh_quote;
 
 #[cfg(test)]
 mod tests {

@@ -5,6 +5,7 @@
 use std::fs;
 use std::path::{Path, PathBuf};
 
+use crate::backends::salt::salt_script;
 use crate::pipeline::{BuildContext, StepError};
 use crate::recipe::{LoadedRecipe, Provisioner, ShellProvisioner, ShellSource};
 
@@ -95,13 +96,13 @@ async fn run_one(
             Ok(None)
         }
         Provisioner::Salt(salt) => {
-            require_tool(sandbox, "salt-call", "Salt", label)?;
+            if !salt.bootstrap {
+                require_tool(sandbox, "salt-call", "Salt", label)?;
+            }
             let stage = Stage::create(&root, &format!("p{index}"))?;
-            let states = stage.image_path("states");
-            let pillar = stage.image_path("pillar");
-            let mut trees = vec![(loaded.resolve(&salt.state_tree), states.clone())];
+            let mut trees = vec![(loaded.resolve(&salt.state_tree), stage.image_path("tree"))];
             if let Some(written) = &salt.pillar_root {
-                trees.push((loaded.resolve(written), pillar.clone()));
+                trees.push((loaded.resolve(written), stage.image_path("pillar")));
             }
             let r = root.clone();
             let copied = blocking(move || {
@@ -110,29 +111,17 @@ async fn run_one(
                     .try_for_each(|(from, to)| copy_into(&r, &from, &to, None).map(|_| ()))
             })
             .await;
+            // pip in the image trusts what this machine trusts (a proxy
+            // that inspects TLS included) for the bootstrap.
+            let ca = match fs::read(HOST_CA_BUNDLE) {
+                Ok(bytes) if salt.bootstrap => Some(stage.write("host-ca.crt", &bytes, 0o644)?),
+                _ => None,
+            };
             let result = match copied {
                 Ok(()) => {
-                    let mut argv: Vec<String> = [
-                        "salt-call",
-                        "--local",
-                        "--retcode-passthrough",
-                        "--file-root",
-                        &states,
-                    ]
-                    .iter()
-                    .map(|s| s.to_string())
-                    .collect();
-                    if salt.pillar_root.is_some() {
-                        argv.push("--pillar-root".into());
-                        argv.push(pillar);
-                    }
-                    argv.push("state.apply".into());
-                    if !salt.states.is_empty() {
-                        argv.push(salt.states.join(","));
-                    }
-                    if !salt.pillar.is_empty() {
-                        argv.push(format!("pillar={}", json(&salt.pillar)?));
-                    }
+                    let script = salt_script(salt, &sh_quote(stage.image_dir()), ca.as_deref())
+                        .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))?;
+                    let argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script];
                     sandbox.run(label, &argv).await
                 }
                 Err(e) => Err(e),
@@ -182,6 +171,9 @@ async fn run_one(
         }
     }
 }
+
+/// The build machine's CA certificates (Debian's bundle).
+const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
 
 /// A build failure unless `tool` is in the image.
 fn require_tool(

@@ -890,6 +890,11 @@ impl Stage {
         self.host.join(rel)
     }
 
+    /// The stage directory as seen inside the tree.
+    pub fn image_dir(&self) -> &str {
+        &self.image
+    }
+
     /// The same path as seen inside the tree.
     pub fn image_path(&self, rel: &str) -> String {
         format!("{}/{rel}", self.image)

@@ -3,8 +3,8 @@
 //!
 //! - salt-masterless: `local_state_tree` is the state tree, `local_pillar_roots`
 //!   the pillar root, `custom_state` the one state applied (else the
-//!   highstate). Salt is not bootstrapped: without `skip_bootstrap: true`
-//!   a warning says it must be in the image already.
+//!   highstate). Without `skip_bootstrap: true` Salt is bootstrapped (from
+//!   PyPI, see [`crate::backends::salt`]) and removed after the run.
 //! - ansible-local: `playbook_file` is the playbook (its directory is
 //!   uploaded with it); `extra_arguments` may only carry `--extra-vars`/`-e`
 //!   (`k=v ...` or a JSON object), which become `extra_vars`.
@@ -22,12 +22,6 @@ use crate::recipe::packer_types::{PackerAnsibleLocal, PackerSalt};
 impl Converter<'_> {
     pub(super) fn salt(&mut self, field: &str, s: &PackerSalt, out: &mut Vec<Provisioner>) {
         self.extra(field, "a salt-masterless", &s.other, SALT_MASTERLESS);
-        if !s.skip_bootstrap {
-            self.warnings.push((
-                field_key(field, "skip_bootstrap"),
-                "Salt is not bootstrapped: it must be in the image already (set skip_bootstrap: true to say so)".to_string(),
-            ));
-        }
         let state_field = field_key(field, "local_state_tree");
         let Some(tree) = &s.local_state_tree else {
             self.problems.push((
@@ -62,6 +56,9 @@ impl Converter<'_> {
             states,
             pillar: BTreeMap::new(),
             pillar_root,
+            // Packer bootstraps Salt unless told not to.
+            bootstrap: !s.skip_bootstrap,
+            keep_salt: false,
         }));
     }
 

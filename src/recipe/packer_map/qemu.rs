@@ -8,7 +8,8 @@
 //! - `iso_checksum`: `none`, or `sha256:HEX` (bare hex too), checked
 //!   against the disk when the template is loaded; other kinds are refused.
 //! - `memory` and `cpus` become the sandbox's `builder.memory_mb` and
-//!   `builder.cpus`.
+//!   `builder.cpus`; the provisioners have network (`builder.network`), as
+//!   Packer's VM has user-mode networking.
 //! - the name is `bakehouse_name`, else `vm_name` less its extension, else
 //!   `packer-BUILD_NAME`, as Packer names the disk.
 //! - `format` must be `qcow2` (a local build writes a compressed qcow2);
@@ -134,6 +135,8 @@ impl Converter<'_> {
         self.map("builder.memory_mb", &field_key(B, "memory"));
         self.map("builder.cpus", &field_key(B, "cpus"));
         BuilderSettings {
+            // Packer's qemu VM has user-mode networking.
+            network: true,
             memory_mb: q
                 .memory
                 .as_ref()
