@@ -650,7 +650,7 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     );
     fake(
         "ansible-playbook",
-        "echo \"$@\" > /ansible-args\ncp -r \"$(dirname \"$5\")\" /ansible-tree",
+        "echo \"$@\" > /ansible-args\npwd > /ansible-cwd\ncp -r \"$PWD\" /ansible-tree",
     );
     h.write("recipe/salt/top.sls", "base:\n  '*':\n    - web\n");
     h.write("recipe/salt/web.sls", "nginx: {pkg.installed: []}\n");
@@ -687,7 +687,11 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     );
     assert_eq!(
         fs::read_to_string(tree.join("ansible-args")).unwrap(),
-        "-c local -i localhost, /run/bakehouse-p1/playbook/site.yml --extra-vars {\"env\":\"prod\"}\n"
+        "-c local -i localhost, --extra-vars {\"env\":\"prod\"} site.yml\n"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("ansible-cwd")).unwrap(),
+        "/run/bakehouse-p1/playbook\n"
     );
     assert!(tree.join("ansible-tree/site.yml").is_file());
 

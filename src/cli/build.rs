@@ -107,6 +107,10 @@ async fn prepare(
     let options = vars.load_options()?;
     let (mut loaded, mut bundle) = pipeline::load_for_build_with(recipe, &options)?;
     super::log_mask::mask_in_logs(&loaded.recipe.sensitive);
+    // A bad base is reported before anything runs, shell-local included.
+    if let Some(problem) = crate::recipe::check_local_base(&loaded) {
+        return Err(CliError::LocalBase(problem));
+    }
     if !loaded.shell_local.is_empty() {
         crate::backends::local::shell_local::run_shell_local(
             &loaded.shell_local,

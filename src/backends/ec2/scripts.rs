@@ -116,12 +116,6 @@ fn parse_mode(label: &str, mode: &str) -> Result<u32, StepError> {
         .ok_or_else(|| nonretryable(label, format!("mode {mode:?} is not an octal file mode")))
 }
 
-fn require(tool: &str, what: &str) -> String {
-    format!(
-        "command -v {tool} >/dev/null 2>&1 || {{ echo \"bakehouse: {tool} is not installed on the builder: install {what} in an earlier provisioner or the base image\" >&2; exit 127; }}\n"
-    )
-}
-
 /// The command of provisioner `index` (0-based) of the recipe.
 pub(super) fn provisioner_command(
     recipe: &LoadedRecipe,
@@ -243,25 +237,15 @@ pub(super) fn provisioner_command(
             )?
         }
         Provisioner::Ansible(a) => {
-            let playbook = Path::new(&a.playbook);
             let dir = a.playbook_dir();
-            let file = playbook
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .ok_or_else(|| {
-                    nonretryable(&label, format!("playbook {:?} names no file", a.playbook))
-                })?;
             let payload = tar(recipe, &label, &dir, None)?;
-            let mut action = require("ansible-playbook", "Ansible");
-            action.push_str("mkdir \"$work/play\"\ntar -x -f \"$work/payload\" -C \"$work/play\"\ncd \"$work/play\"\n");
-            action.push_str("ANSIBLE_NOCOLOR=1 ansible-playbook -c local -i localhost,");
-            if !a.extra_vars.is_empty() {
-                let json =
-                    serde_json::to_string(&a.extra_vars).map_err(|e| nonretryable(&label, e))?;
-                action.push_str(&format!(" --extra-vars {}", quote(&json)));
-            }
-            action.push(' ');
-            action.push_str(&quote(&file));
+            let mut action = String::from(
+                "mkdir \"$work/play\"\ntar -x -f \"$work/payload\" -C \"$work/play\"\n",
+            );
+            action.push_str(
+                &crate::backends::ansible::ansible_script(a, "\"$work/play\"")
+                    .map_err(|e| nonretryable(&label, e))?,
+            );
             with_payload(
                 &label,
                 &format!("playbook directory {dir} as tar"),

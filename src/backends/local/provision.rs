@@ -132,36 +132,16 @@ async fn run_one(
         Provisioner::Ansible(ansible) => {
             require_tool(sandbox, "ansible-playbook", "Ansible", label)?;
             let stage = Stage::create(&root, &format!("p{index}"))?;
-            let playbook = Path::new(&ansible.playbook);
             let dir = loaded.resolve(&ansible.playbook_dir());
-            let file_name = playbook
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_default();
             let target = stage.image_path("playbook");
             let (r, t) = (root.clone(), target.clone());
             let copied = blocking(move || copy_into(&r, &dir, &t, None)).await;
             let result = match copied {
                 Ok(_) => {
-                    // In the playbook's directory, as on EC2: an
-                    // `ansible.cfg` and roles next to the playbook apply.
-                    let mut argv: Vec<String> = vec![
-                        "/bin/sh".into(),
-                        "-c".into(),
-                        "cd \"$1\" && shift && export ANSIBLE_NOCOLOR=1 && exec \"$@\"".into(),
-                        "sh".into(),
-                        target.clone(),
-                        "ansible-playbook".into(),
-                        "-c".into(),
-                        "local".into(),
-                        "-i".into(),
-                        "localhost,".into(),
-                        format!("{target}/{file_name}"),
-                    ];
-                    if !ansible.extra_vars.is_empty() {
-                        argv.push("--extra-vars".into());
-                        argv.push(json(&ansible.extra_vars)?);
-                    }
+                    let script =
+                        crate::backends::ansible::ansible_script(ansible, &sh_quote(&target))
+                            .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))?;
+                    let argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script];
                     sandbox.run(label, &argv).await
                 }
                 Err(e) => Err(e),
@@ -189,11 +169,6 @@ fn require_tool(
             "{label}: {tool} is not in the image; install {product} in the base or in an earlier provisioner"
         )))
     }
-}
-
-/// A value as compact JSON.
-fn json<T: serde::Serialize>(value: &T) -> Result<String, StepError> {
-    serde_json::to_string(value).map_err(|e| StepError::NonRetryable(e.to_string()))
 }
 
 /// An octal mode from the recipe.
