@@ -1,6 +1,8 @@
 //! `bakehouse image ...` end to end: the real binary against the embedded
 //! registry and against DynamoDB + EC2 on a moto server.
 
+mod support;
+
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -306,24 +308,7 @@ fn bad_input_is_refused_and_stores_nothing() {
 
 async fn create_ami(guard: &MotoGuard, region: &str, name: &str) -> String {
     let ec2 = aws_sdk_ec2::Client::new(&guard.sdk_config(region).await);
-    let run = ec2
-        .run_instances()
-        .image_id("ami-12c6146b")
-        .min_count(1)
-        .max_count(1)
-        .send()
-        .await
-        .unwrap();
-    let instance = run.instances()[0].instance_id().unwrap().to_string();
-    ec2.create_image()
-        .instance_id(instance)
-        .name(name)
-        .send()
-        .await
-        .unwrap()
-        .image_id()
-        .unwrap()
-        .to_string()
+    support::image_from_instance(&ec2, name).await
 }
 
 #[tokio::test]

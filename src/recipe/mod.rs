@@ -66,6 +66,18 @@ pub use model::{
 };
 pub use schedule::Schedule;
 
+/// The directory a recipe's relative paths start from: a template
+/// directory itself, else the file's directory (`.` for a bare name).
+pub(crate) fn base_dir(path: &Path) -> PathBuf {
+    if path.is_dir() {
+        return path.to_path_buf();
+    }
+    match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
 /// Quotes a string for POSIX sh (single quotes, `'` as `'\''`).
 pub fn sh_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
@@ -179,10 +191,7 @@ pub fn parse_with(
     if let Some(problem) = limits::check(text, format, origin) {
         return Err(RecipeError::Parse(vec![problem]));
     }
-    let dir = match origin.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => PathBuf::from("."),
-    };
+    let dir = base_dir(origin);
     let (recipe, problems) = if format == Format::Json && packer::is_packer_template(text) {
         let converted = packer::convert(text, origin, &dir, options).map_err(RecipeError::Parse)?;
         let problems = validate::check(&converted.recipe, origin, &dir)
@@ -214,14 +223,7 @@ pub fn parse_with(
 fn load_hcl(path: &Path, options: &LoadOptions) -> Result<LoadedRecipe, RecipeError> {
     let template = packer_hcl::to_json_template(path, options).map_err(RecipeError::Parse)?;
     let text = serde_json::to_string_pretty(&template.json).unwrap_or_default();
-    let dir = if path.is_dir() {
-        path.to_path_buf()
-    } else {
-        match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        }
-    };
+    let dir = base_dir(path);
     // Variables are evaluated already; the JSON converter must not apply
     // the text overrides again.
     let json_options = LoadOptions {

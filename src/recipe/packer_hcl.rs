@@ -154,11 +154,7 @@ pub(crate) fn to_json_template(
             .map_err(|e| vec![Problem::new(path, "", format!("cannot read: {e}"))])?;
         (files, path.to_path_buf())
     } else {
-        let root = match path.parent() {
-            Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-            _ => PathBuf::from("."),
-        };
-        (vec![path.to_path_buf()], root)
+        (vec![path.to_path_buf()], super::base_dir(path))
     };
     let mut bodies = Vec::new();
     let mut problems = Vec::new();
