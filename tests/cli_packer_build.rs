@@ -226,4 +226,17 @@ fn shell_local_runs_sandboxed_before_the_build_and_its_output_reaches_the_image(
         text(&out)
     );
     assert!(!dir.path().join("home/images/local/local-2").exists());
+
+    // A template directory holding the user's home is never shown.
+    let out = bakehouse(dir.path())
+        .args(["build", "--build-id", "local-3", "local.json"])
+        .env("HOME", dir.path().join("home"))
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("holds your home directory"),
+        "{}",
+        text(&out)
+    );
 }

@@ -70,6 +70,18 @@ pub async fn run_shell_local(
     sensitive: &[String],
 ) -> Result<(), ShellLocalError> {
     let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+    // The directory is shown read-write: never `/` or one holding the
+    // user's home (and with it their credentials).
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    if dir == Path::new("/") || home.is_some_and(|h| h.starts_with(&dir)) {
+        return Err(ShellLocalError::Sandbox {
+            label: steps.first().map(|s| s.label.clone()).unwrap_or_default(),
+            reason: format!(
+                "the template's directory {} is / or holds your home directory, and shell-local would see it read-write: put the template in a directory of its own",
+                dir.display()
+            ),
+        });
+    }
     for step in steps {
         run_step(step, &dir, hidden, sensitive).await?;
     }
