@@ -13,7 +13,7 @@ use std::process::Command;
 use crate::pipeline::StepError;
 use crate::registry::locate::file_digest;
 
-use super::fsutil::io_error;
+use super::fsutil::{self, io_error};
 use super::tools;
 
 /// Space left free in the ext4 image beyond the tree's own blocks: a fifth
@@ -87,6 +87,7 @@ pub(crate) fn make_qcow2(
     let size = (bytes + bytes / 5 + inodes * 256 + EXT4_HEADROOM).div_ceil(1 << 20) << 20;
     let inode_count = inodes + inodes / 4 + 1024;
     let _ = fs::remove_file(raw);
+    fsutil::ensure_free_space(raw, bytes + bytes / 10 + EXT4_HEADROOM, "the ext4 image")?;
     let file = fs::File::create(raw).map_err(io_error(raw.display()))?;
     file.set_len(size).map_err(io_error(raw.display()))?;
     drop(file);

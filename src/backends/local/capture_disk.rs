@@ -20,7 +20,7 @@ use crate::pipeline::StepError;
 
 use super::bootable;
 use super::capture::{compress, finish, tree_usage};
-use super::fsutil::io_error;
+use super::fsutil::{self, io_error};
 use super::layout::{DiskLayout, Mounted};
 use super::tools;
 
@@ -365,6 +365,13 @@ fn write_filesystem(
             p.size >> 20
         )));
     }
+    // The sparse raw file takes the tree's bytes plus metadata; the
+    // compressed qcow2 made from it afterwards takes less again.
+    fsutil::ensure_free_space(
+        raw,
+        bytes + bytes / 10 + (64 << 20),
+        &format!("writing {}", m.mountpoint),
+    )?;
     let ext = &m.ext;
     let inode_count = ext.inode_count.max(inodes + inodes / 4 + 1024);
     punch_hole(raw, p.offset, p.size)?;

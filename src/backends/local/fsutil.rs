@@ -15,6 +15,26 @@ pub(crate) fn io_error(what: impl std::fmt::Display) -> impl FnOnce(io::Error) -
     move |e| StepError::NonRetryable(format!("{what}: {e}"))
 }
 
+/// Refuses to write about `needed` bytes into the directory holding `file`
+/// when its file system has less free: a host disk filling up mid-write
+/// otherwise fails deep in a tool (`mke2fs: No space left on device`),
+/// which reads like the image's partition being too small.
+pub(crate) fn ensure_free_space(file: &Path, needed: u64, what: &str) -> Result<(), StepError> {
+    let dir = file.parent().unwrap_or(Path::new("."));
+    let stat = rustix::fs::statvfs(dir)
+        .map_err(|e| StepError::NonRetryable(format!("free space of {}: {e}", dir.display())))?;
+    let free = stat.f_bavail.saturating_mul(stat.f_frsize);
+    if free < needed {
+        return Err(StepError::NonRetryable(format!(
+            "{what} needs about {} MiB in {}, whose file system has {} MiB free: free some space on the host or set BAKEHOUSE_HOME to a larger file system",
+            needed >> 20,
+            dir.display(),
+            free >> 20
+        )));
+    }
+    Ok(())
+}
+
 /// Resolves `path` (absolute inside the image) to a host path below `root`
 /// the way a process chrooted into `root` would see it: absolute symlinks
 /// restart at `root`, `..` never climbs above it. The last component is
@@ -158,6 +178,19 @@ pub(crate) use crate::recipe::sh_quote;
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn more_than_the_free_space_is_refused_naming_the_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("disk.raw");
+        ensure_free_space(&file, 0, "writing /").unwrap();
+        let err = ensure_free_space(&file, u64::MAX, "writing /")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("writing / needs about"), "{err}");
+        assert!(err.contains(&dir.path().display().to_string()), "{err}");
+        assert!(err.contains("MiB free"), "{err}");
+    }
 
     #[test]
     fn absolute_links_stay_inside_the_root() {
