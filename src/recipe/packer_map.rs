@@ -566,7 +566,7 @@ impl Converter<'_> {
                         )),
                     }
                 }
-                PackerProvisioner::ShellLocal(s) if self.selected(&s.only, &s.except) => {
+                PackerProvisioner::ShellLocal(s) if self.selected(&s.shell.only, &s.shell.except) => {
                     self.shell_local(&field, s)
                 }
                 PackerProvisioner::SaltMasterless(s) if self.selected(&s.only, &s.except) => {
@@ -613,20 +613,46 @@ impl Converter<'_> {
         env
     }
 
-    fn shell(&mut self, field: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
-        self.extra(
-            field,
-            "a shell provisioner",
-            &s.other,
-            super::packer_ignored::SHELL,
-        );
-        let env = self.environment(field, &s.env, &s.environment_vars);
-        let mut sources = Vec::new();
-        if let Some(lines) = &s.inline {
-            sources.push((
-                field_key(field, "inline"),
-                ShellSource::Inline(self.render_list(&field_key(field, "inline"), lines)),
+    /// What a `shell` (or, with `command`, a `shell-local`) provisioner
+    /// runs, each with the template field it came from: exactly one of
+    /// `command`, `inline`, `script` or `scripts` (several for `scripts`),
+    /// else a problem and nothing.
+    fn shell_sources(
+        &mut self,
+        field: &str,
+        kind: &str,
+        s: &PackerShell,
+        command: Option<&str>,
+    ) -> Vec<(String, ShellSource)> {
+        let given = usize::from(command.is_some())
+            + usize::from(s.inline.is_some())
+            + usize::from(s.script.is_some())
+            + usize::from(s.scripts.is_some());
+        if given != 1 {
+            let command_allowed = if kind == "shell-local" {
+                "`command`, "
+            } else {
+                ""
+            };
+            self.problems.push((
+                field.to_string(),
+                format!(
+                    "a {kind} provisioner needs exactly one of {command_allowed}`inline`, `script` or `scripts`"
+                ),
             ));
+            return Vec::new();
+        }
+        let mut sources = Vec::new();
+        if let Some(command) = command {
+            let f = field_key(field, "command");
+            sources.push((
+                f.clone(),
+                ShellSource::Inline(vec![self.render(&f, command)]),
+            ));
+        }
+        if let Some(lines) = &s.inline {
+            let f = field_key(field, "inline");
+            sources.push((f.clone(), ShellSource::Inline(self.render_list(&f, lines))));
         }
         if let Some(script) = &s.script {
             let f = field_key(field, "script");
@@ -636,16 +662,18 @@ impl Converter<'_> {
             let f = field_index(&field_key(field, "scripts"), i);
             sources.push((f.clone(), ShellSource::Script(self.render(&f, script))));
         }
-        let kinds = usize::from(s.inline.is_some())
-            + usize::from(s.script.is_some())
-            + usize::from(s.scripts.is_some());
-        if kinds != 1 {
-            self.problems.push((
-                field.to_string(),
-                "a shell provisioner needs exactly one of `inline`, `script` or `scripts`"
-                    .to_string(),
-            ));
-        }
+        sources
+    }
+
+    fn shell(&mut self, field: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
+        self.extra(
+            field,
+            "a shell provisioner",
+            &s.other,
+            super::packer_ignored::SHELL,
+        );
+        let env = self.environment(field, &s.env, &s.environment_vars);
+        let sources = self.shell_sources(field, "shell", s, None);
         for (source_field, source) in sources {
             let index = field_index("provisioners", out.len());
             self.map(&index, field);

@@ -248,20 +248,8 @@ pub(crate) struct PackerAnsibleLocal {
 pub(crate) struct PackerShellLocal {
     #[serde(default)]
     pub(crate) command: Option<String>,
-    #[serde(default)]
-    pub(crate) inline: Option<Vec<String>>,
-    #[serde(default)]
-    pub(crate) script: Option<String>,
-    #[serde(default)]
-    pub(crate) scripts: Option<Vec<String>>,
-    #[serde(default)]
-    pub(crate) environment_vars: Vec<String>,
-    #[serde(default)]
-    pub(crate) env: BTreeMap<String, String>,
-    #[serde(default)]
-    pub(crate) only: Vec<String>,
-    #[serde(default)]
-    pub(crate) except: Vec<String>,
+    /// Everything else is the shell provisioner's (`inline`, `script`,
+    /// `scripts`, `environment_vars`, `env`, `only`, `except`).
     #[serde(flatten)]
-    pub(crate) other: BTreeMap<String, Value>,
+    pub(crate) shell: PackerShell,
 }

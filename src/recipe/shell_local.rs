@@ -6,24 +6,16 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
+use super::ShellSource;
 
 /// One shell-local command list or script.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LocalStep {
     /// Where it came from (`provisioners[2]`), for output and errors.
     pub label: String,
-    /// What runs.
-    pub run: LocalRun,
+    /// What runs: commands or a script (relative to the template's
+    /// directory), with `sh -e`.
+    pub run: ShellSource,
     /// Environment variables (`environment_vars`, `env`).
     pub env: BTreeMap<String, String>,
-}
-
-/// What a [`LocalStep`] runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum LocalRun {
-    /// Commands run with `sh -e`, one after the other.
-    Inline(Vec<String>),
-    /// A script file, relative to the template's directory, run with `sh -e`.
-    Script(String),
 }

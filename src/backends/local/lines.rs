@@ -3,7 +3,60 @@
 //! were cut, whatever the command prints (a 200 MB line without a newline
 //! costs [`MAX_LINE_BYTES`], not 200 MB).
 
-use tokio::io::{AsyncBufRead, AsyncBufReadExt};
+use std::collections::VecDeque;
+
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, BufReader};
+
+/// Follows a child's stdout and stderr as they come, line by line (each
+/// cut to [`MAX_LINE_BYTES`], the `sensitive` values masked), handing each
+/// line and the bytes it had to `each`, until both streams end. Returns the
+/// last `keep` lines, for a failure's message.
+pub(crate) async fn follow_output<O, E>(
+    stdout: Option<O>,
+    stderr: Option<E>,
+    sensitive: &[String],
+    keep: usize,
+    mut each: impl FnMut(&str, u64),
+) -> Vec<String>
+where
+    O: AsyncRead + Unpin,
+    E: AsyncRead + Unpin,
+{
+    let mut out = stdout.map(|s| BoundedLines::new(BufReader::new(s)));
+    let mut err = stderr.map(|s| BoundedLines::new(BufReader::new(s)));
+    let mut tail = VecDeque::with_capacity(keep);
+    loop {
+        let (line, bytes) = tokio::select! {
+            line = next(&mut out), if out.is_some() => match line {
+                Some(l) => l,
+                None => { out = None; continue }
+            },
+            line = next(&mut err), if err.is_some() => match line {
+                Some(l) => l,
+                None => { err = None; continue }
+            },
+            else => break,
+        };
+        let line = if sensitive.is_empty() {
+            line
+        } else {
+            crate::recipe::mask::text(&line, sensitive)
+        };
+        each(&line, bytes);
+        if tail.len() == keep {
+            tail.pop_front();
+        }
+        tail.push_back(line);
+    }
+    tail.into()
+}
+
+/// The next line of a stream (`None` at its end).
+async fn next<R: AsyncBufRead + Unpin>(
+    lines: &mut Option<BoundedLines<R>>,
+) -> Option<(String, u64)> {
+    lines.as_mut()?.next_line().await
+}
 
 /// Longest line kept, in bytes.
 pub const MAX_LINE_BYTES: usize = 16 * 1024;
@@ -85,6 +138,23 @@ mod tests {
             out.push(line);
         }
         out
+    }
+
+    #[tokio::test]
+    async fn both_streams_are_followed_masked_and_the_tail_kept() {
+        let mut seen = Vec::new();
+        let tail = follow_output(
+            Some(&b"one\ntwo s3cret\nthree\n"[..]),
+            Some(&b"err\n"[..]),
+            &["s3cret".to_string()],
+            2,
+            |line, _| seen.push(line.to_string()),
+        )
+        .await;
+        assert_eq!(seen.len(), 4);
+        assert!(seen.contains(&"two <sensitive>".to_string()), "{seen:?}");
+        assert!(!seen.iter().any(|l| l.contains("s3cret")));
+        assert_eq!(tail, seen[2..]);
     }
 
     #[tokio::test]

@@ -45,7 +45,7 @@ use crate::pipeline::{BuildContext, StepError};
 use super::cgroup::{self, BuildCgroup};
 use super::fsutil::{ensure_real_dir, io_error, is_real_dir, remove_path, resolve_in_root};
 use super::idmap::{self, give_to_sandbox, ID_OFFSET};
-use super::lines::{BoundedLines, MAX_LOGGED_BYTES};
+use super::lines::{follow_output, MAX_LOGGED_BYTES};
 use super::seccomp;
 
 /// Host name inside the sandbox.
@@ -477,33 +477,15 @@ pub(crate) async fn run_sandboxed(
         }
         return Err(setup(format!("{e}; {}", text.trim())));
     }
-    let mut tail: Vec<String> = Vec::new();
     let build = build_id.to_string();
     let mut log = layout
         .log
         .as_deref()
         .and_then(|path| BuildLog::open(path, label));
+    let mut logged = 0u64;
+    let mut tail = Vec::new();
     let stream = async {
-        let mut out = stdout.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
-        let mut err = stderr.map(|s| BoundedLines::new(tokio::io::BufReader::new(s)));
-        let mut logged = 0u64;
-        loop {
-            let (line, bytes) = tokio::select! {
-                line = next(&mut out), if out.is_some() => match line {
-                    Some(l) => l,
-                    None => { out = None; continue }
-                },
-                line = next(&mut err), if err.is_some() => match line {
-                    Some(l) => l,
-                    None => { err = None; continue }
-                },
-                else => break,
-            };
-            let line = if layout.masked.is_empty() {
-                line
-            } else {
-                crate::recipe::mask::text(&line, &layout.masked)
-            };
+        tail = follow_output(stdout, stderr, &layout.masked, TAIL_LINES, |line, bytes| {
             if logged < MAX_LOGGED_BYTES {
                 logged += bytes;
                 tracing::info!(build = %build, provisioner = %label, "{line}");
@@ -512,13 +494,10 @@ pub(crate) async fn run_sandboxed(
                 }
             }
             if let Some(log) = log.as_mut() {
-                log.line(&line);
+                log.line(line);
             }
-            if tail.len() == TAIL_LINES {
-                tail.remove(0);
-            }
-            tail.push(line);
-        }
+        })
+        .await;
         child.wait().await
     };
     let status = match deadline {
@@ -780,14 +759,6 @@ fn map_user_namespace(info: OwnedFd, block: OwnedFd) -> Result<(), String> {
     fs::File::from(block)
         .write_all(b"1")
         .map_err(|e| format!("releasing {BWRAP}: {e}"))
-}
-
-/// The next line of a stream (`None` at its end).
-async fn next<R>(lines: &mut Option<BoundedLines<R>>) -> Option<(String, u64)>
-where
-    R: tokio::io::AsyncBufRead + Unpin,
-{
-    lines.as_mut()?.next_line().await
 }
 
 /// The host's `/etc/resolv.conf`, copied into the tree for one run and the

@@ -18,12 +18,11 @@ use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::BufReader;
 use tokio::process::Command;
 
-use super::lines::BoundedLines;
-use crate::recipe::mask;
-use crate::recipe::shell_local::{LocalRun, LocalStep};
+use super::lines::follow_output;
+use crate::recipe::shell_local::LocalStep;
+use crate::recipe::ShellSource;
 
 /// The most one shell-local step may take.
 pub const SHELL_LOCAL_TIME_LIMIT: Duration = Duration::from_secs(30 * 60);
@@ -164,8 +163,8 @@ async fn run_step(
     let mut command = Command::new("bwrap");
     command.args(sandbox_args(dir, hidden, &env));
     match &step.run {
-        LocalRun::Inline(lines) => command.args(["/bin/sh", "-ec", &lines.join("\n")]),
-        LocalRun::Script(script) => command.args(["/bin/sh", "-e", "--"]).arg(dir.join(script)),
+        ShellSource::Inline(lines) => command.args(["/bin/sh", "-ec", &lines.join("\n")]),
+        ShellSource::Script(script) => command.args(["/bin/sh", "-e", "--"]).arg(dir.join(script)),
     };
     command
         .stdin(Stdio::null())
@@ -177,31 +176,14 @@ async fn run_step(
         label: label.clone(),
         reason: e.to_string(),
     })?;
-    let mut tail: Vec<String> = Vec::new();
     let stdout = child.stdout.take();
     let stderr = child.stderr.take();
+    let mut tail = Vec::new();
     let run = async {
-        let mut out = stdout.map(|s| BoundedLines::new(BufReader::new(s)));
-        let mut err = stderr.map(|s| BoundedLines::new(BufReader::new(s)));
-        loop {
-            let line = tokio::select! {
-                line = async { out.as_mut()?.next_line().await }, if out.is_some() => match line {
-                    Some((l, _)) => l,
-                    None => { out = None; continue }
-                },
-                line = async { err.as_mut()?.next_line().await }, if err.is_some() => match line {
-                    Some((l, _)) => l,
-                    None => { err = None; continue }
-                },
-                else => break,
-            };
-            let line = mask::text(&line, sensitive);
+        tail = follow_output(stdout, stderr, sensitive, TAIL_LINES, |line, _| {
             tracing::info!(step = %label, "{line}");
-            if tail.len() == TAIL_LINES {
-                tail.remove(0);
-            }
-            tail.push(line);
-        }
+        })
+        .await;
         child.wait().await
     };
     let status = match tokio::time::timeout(SHELL_LOCAL_TIME_LIMIT, run).await {
