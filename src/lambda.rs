@@ -86,10 +86,7 @@ pub async fn aws_pipeline(config: &StepConfig) -> Pipeline {
         Registry::new(Arc::new(registry_store)),
         Arc::new(builds),
         Arc::new(Ec2Backend::new(&sdk, settings)),
-        PipelineSettings {
-            scratch_dir: config.scratch_dir.clone(),
-            ..PipelineSettings::default()
-        },
+        PipelineSettings::new(config.scratch_dir.clone()),
     )
 }
 

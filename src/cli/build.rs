@@ -220,10 +220,7 @@ pub(crate) fn local_pipeline(
         on_error,
     });
     let (registry, builds) = store.local_stores()?;
-    let settings = PipelineSettings {
-        scratch_dir: home.join("scratch"),
-        ..crate::pipeline::PipelineSettings::default()
-    };
+    let settings = PipelineSettings::new(home.join("scratch"));
     let pipeline = Pipeline::new(registry, builds, Arc::new(backend.clone()), settings);
     Ok((pipeline, backend))
 }

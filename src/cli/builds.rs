@@ -168,10 +168,7 @@ async fn remote_pipeline(
         store.registry().await?,
         builds,
         std::sync::Arc::new(backend),
-        crate::pipeline::PipelineSettings {
-            scratch_dir: home.join("scratch"),
-            ..crate::pipeline::PipelineSettings::default()
-        },
+        crate::pipeline::PipelineSettings::new(home.join("scratch")),
     ))
 }
 

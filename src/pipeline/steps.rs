@@ -31,13 +31,21 @@ pub struct PipelineSettings {
     pub fail_at: Option<Step>,
 }
 
-impl Default for PipelineSettings {
-    fn default() -> Self {
+impl PipelineSettings {
+    /// Settings with recipes unpacked under `scratch_dir` (and no fault
+    /// injection).
+    pub fn new(scratch_dir: PathBuf) -> Self {
         PipelineSettings {
-            scratch_dir: std::env::temp_dir().join("bakehouse"),
+            scratch_dir,
             #[cfg(feature = "testing")]
             fail_at: None,
         }
+    }
+}
+
+impl Default for PipelineSettings {
+    fn default() -> Self {
+        PipelineSettings::new(std::env::temp_dir().join("bakehouse"))
     }
 }
 
