@@ -18,7 +18,7 @@ use crate::build::{BuildRecord, BuildStatus};
 use crate::pipeline::io::{ExecutionInput, OnFailure, RecipeSpec, TriggerSpec};
 use crate::pipeline::{self, Pipeline, PipelineSettings};
 use crate::recipe::packer_manifest::ManifestRequest;
-use crate::registry::{Trigger, TriggerKind};
+use crate::registry::{PackageVersion, Trigger, TriggerKind};
 use tokio::signal::unix::{signal, Signal, SignalKind};
 
 /// Arguments of `bakehouse build`.
@@ -120,9 +120,10 @@ async fn prepare(
         )
         .await?;
         (loaded, bundle) = pipeline::load_for_build_with(recipe, &options)?;
-    }
-    if let Some(problem) = crate::recipe::check_local_base(&loaded) {
-        return Err(CliError::LocalBase(problem));
+        // Read again: shell-local may have changed the base's files.
+        if let Some(problem) = crate::recipe::check_local_base(&loaded) {
+            return Err(CliError::LocalBase(problem));
+        }
     }
     let mut trigger = Trigger::of(TriggerKind::Cli);
     trigger.actor = std::env::var("USER").ok();
@@ -153,28 +154,31 @@ async fn prepare_build(args: &BuildArgs) -> Result<(String, Prepared), CliError>
     Ok((build_id, prepared))
 }
 
-/// Writes the Packer manifest a template asked for, after a successful
-/// build that registered `record.version`.
-async fn write_manifest(
-    manifest: Option<&ManifestRequest>,
+/// Concludes a finished build: reads the version it registered (once),
+/// writes the Packer manifest the template asked for, then prints the
+/// outcome and fails if the build failed.
+async fn conclude(
     record: &BuildRecord,
+    manifest: Option<&ManifestRequest>,
     store: &StoreArgs,
+    format: Format,
+    out: &mut dyn Write,
 ) -> Result<(), CliError> {
-    let (Some(manifest), BuildStatus::Succeeded, Some(version)) =
-        (manifest, &record.status, &record.version)
-    else {
-        return Ok(());
+    let registered = record.version.as_deref().and_then(|v| v.split_once('@'));
+    let package = match (&record.status, registered) {
+        (BuildStatus::Succeeded, Some((name, v))) => {
+            Some(store.registry().await?.show(name, &v.parse()?).await?)
+        }
+        _ => None,
     };
-    let Some((name, v)) = version.split_once('@') else {
-        return Ok(());
-    };
-    let package = store.registry().await?.show(name, &v.parse()?).await?;
-    let run_uuid = uuid::Uuid::new_v4().to_string();
-    let path = manifest
-        .append(Path::new("."), &package, &run_uuid)
-        .map_err(CliError::PackerManifest)?;
-    tracing::info!(manifest = %path.display(), "wrote the Packer manifest");
-    Ok(())
+    if let (Some(manifest), Some(package)) = (manifest, &package) {
+        let run_uuid = uuid::Uuid::new_v4().to_string();
+        let path = manifest
+            .append(Path::new("."), package, &run_uuid)
+            .map_err(CliError::PackerManifest)?;
+        tracing::info!(manifest = %path.display(), "wrote the Packer manifest");
+    }
+    report(record, package.as_ref(), format, out)
 }
 
 const PIPELINE_STATES: [(&str, &str); 7] = [
@@ -336,14 +340,14 @@ pub async fn run_local(
         r.state_transitions = transitions;
     })
     .await?;
-    write_manifest(prepared.manifest.as_ref(), &record, store).await?;
-    report(&record, store, format, out).await
+    conclude(&record, prepared.manifest.as_ref(), store, format, out).await
 }
 
-/// Prints the outcome of a build and fails if it failed.
-async fn report(
+/// Prints the outcome of a build (with the version it registered) and
+/// fails if it failed.
+fn report(
     record: &BuildRecord,
-    store: &StoreArgs,
+    package: Option<&PackageVersion>,
     format: Format,
     out: &mut dyn Write,
 ) -> Result<(), CliError> {
@@ -360,10 +364,8 @@ async fn report(
         } else {
             writeln!(out, "built {version} (build {})", record.id)?;
         }
-        if let Some((name, v)) = version.split_once('@') {
-            let registry = store.registry().await?;
-            let package = registry.show(name, &v.parse()?).await?;
-            output::version_detail(out, &package)?;
+        if let Some(package) = package {
+            output::version_detail(out, package)?;
         }
     }
     match (&record.status, &record.failure) {
@@ -457,8 +459,7 @@ pub async fn run_remote(
     progress.finish(status.0 == "SUCCEEDED");
     if store.table.is_some() {
         if let Ok(Some(record)) = store.builds().await?.get(&build_id).await {
-            write_manifest(prepared.manifest.as_ref(), &record, store).await?;
-            return report(&record, store, format, out).await;
+            return conclude(&record, prepared.manifest.as_ref(), store, format, out).await;
         }
     }
     if format == Format::Json {
