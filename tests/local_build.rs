@@ -706,7 +706,7 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     assert_eq!((step, kind.as_str()), (Step::Provision, "BuildFailed"));
     assert_eq!(
         message,
-        "provisioners[2] (ansible playbook ansible/site.yml): ansible-playbook is not in the image; install Ansible in the base or in an earlier provisioner"
+        "provisioners[2] (ansible playbook ansible/site.yml) failed with exit code 127: bakehouse: ansible-playbook is not installed: install Ansible in the base or an earlier provisioner"
     );
     assert_eq!(out.status(), "FAILED");
 }

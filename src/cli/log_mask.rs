@@ -59,11 +59,11 @@ impl<W: Write> Write for MaskingWriter<W> {
 impl<W: Write> Drop for MaskingWriter<W> {
     fn drop(&mut self) {
         let buf = std::mem::take(&mut self.buf);
-        let values = MASKED.read().map(|v| v.clone()).unwrap_or_default();
-        let out = if values.is_empty() {
-            buf
-        } else {
-            mask::text(&String::from_utf8_lossy(&buf), &values).into_bytes()
+        let out = match MASKED.read() {
+            Ok(values) if !values.is_empty() => {
+                mask::text(&String::from_utf8_lossy(&buf), &values).into_bytes()
+            }
+            _ => buf,
         };
         // A closed stderr must not fail or panic anything.
         let _ = self.inner.write_all(&out);

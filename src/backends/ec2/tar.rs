@@ -22,9 +22,10 @@ pub(super) fn tar_dirs(
     for (dir, prefix) in dirs {
         walk(dir, prefix, file_mode, &mut builder)?;
     }
-    builder
-        .into_inner()
-        .map_err(|_| "cannot finish the archive".to_string())
+    builder.into_inner().map_err(|e| {
+        let names: Vec<String> = dirs.iter().map(|(d, _)| d.display().to_string()).collect();
+        format!("finishing the archive of {}: {e}", names.join(", "))
+    })
 }
 
 fn header(kind: tar::EntryType, mode: u32, size: u64) -> tar::Header {

@@ -96,80 +96,73 @@ async fn run_one(
             Ok(None)
         }
         Provisioner::Salt(salt) => {
-            if !salt.bootstrap {
-                require_tool(sandbox, "salt-call", "Salt", label)?;
+            let mut trees = vec![(loaded.resolve(&salt.state_tree), "tree")];
+            if let Some(pillar) = &salt.pillar_root {
+                trees.push((loaded.resolve(pillar), "pillar"));
             }
-            let stage = Stage::create(&root, &format!("p{index}"))?;
-            let mut trees = vec![(loaded.resolve(&salt.state_tree), stage.image_path("tree"))];
-            if let Some(written) = &salt.pillar_root {
-                trees.push((loaded.resolve(written), stage.image_path("pillar")));
-            }
-            let r = root.clone();
-            let copied = blocking(move || {
-                trees
-                    .into_iter()
-                    .try_for_each(|(from, to)| copy_into(&r, &from, &to, None).map(|_| ()))
+            run_with_trees(sandbox, index, label, trees, |stage| {
+                // pip in the image trusts what this machine trusts (a proxy
+                // that inspects TLS included) for the bootstrap.
+                let ca = match fs::read(HOST_CA_BUNDLE) {
+                    Ok(bytes) if salt.bootstrap => {
+                        Some(stage.write("host-ca.crt", &bytes, 0o644)?)
+                    }
+                    _ => None,
+                };
+                salt_script(salt, &sh_quote(stage.image_dir()), ca.as_deref())
+                    .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))
             })
-            .await;
-            // pip in the image trusts what this machine trusts (a proxy
-            // that inspects TLS included) for the bootstrap.
-            let ca = match fs::read(HOST_CA_BUNDLE) {
-                Ok(bytes) if salt.bootstrap => Some(stage.write("host-ca.crt", &bytes, 0o644)?),
-                _ => None,
-            };
-            let result = match copied {
-                Ok(()) => {
-                    let script = salt_script(salt, &sh_quote(stage.image_dir()), ca.as_deref())
-                        .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))?;
-                    let argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script];
-                    sandbox.run(label, &argv).await
-                }
-                Err(e) => Err(e),
-            };
-            stage.remove()?;
-            result.map(Some)
+            .await
         }
         Provisioner::Ansible(ansible) => {
-            require_tool(sandbox, "ansible-playbook", "Ansible", label)?;
-            let stage = Stage::create(&root, &format!("p{index}"))?;
-            let dir = loaded.resolve(&ansible.playbook_dir());
-            let target = stage.image_path("playbook");
-            let (r, t) = (root.clone(), target.clone());
-            let copied = blocking(move || copy_into(&r, &dir, &t, None)).await;
-            let result = match copied {
-                Ok(_) => {
-                    let script =
-                        crate::backends::ansible::ansible_script(ansible, &sh_quote(&target))
-                            .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))?;
-                    let argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script];
-                    sandbox.run(label, &argv).await
-                }
-                Err(e) => Err(e),
-            };
-            stage.remove()?;
-            result.map(Some)
+            let trees = vec![(loaded.resolve(&ansible.playbook_dir()), "playbook")];
+            run_with_trees(sandbox, index, label, trees, |stage| {
+                crate::backends::ansible::ansible_script(
+                    ansible,
+                    &sh_quote(&stage.image_path("playbook")),
+                )
+                .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))
+            })
+            .await
         }
     }
+}
+
+/// Runs a config-management provisioner (Salt, Ansible): `trees` (a host
+/// directory and its name in the stage) copied into a new stage, then the
+/// shell script `script` makes from the stage (which may write more files
+/// into it). The script checks for its tool itself, on both backends. The
+/// stage is removed on every path.
+async fn run_with_trees(
+    sandbox: &Sandbox,
+    index: usize,
+    label: &str,
+    trees: Vec<(PathBuf, &str)>,
+    script: impl FnOnce(&Stage) -> Result<String, StepError>,
+) -> Result<Option<RunResult>, StepError> {
+    let root = sandbox.root.clone();
+    let stage = Stage::create(&root, &format!("p{index}"))?;
+    let copies: Vec<_> = trees
+        .into_iter()
+        .map(|(from, name)| (from, stage.image_path(name)))
+        .collect();
+    let result = async {
+        blocking(move || {
+            copies
+                .into_iter()
+                .try_for_each(|(from, to)| copy_into(&root, &from, &to, None).map(|_| ()))
+        })
+        .await?;
+        let argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script(&stage)?];
+        sandbox.run(label, &argv).await
+    }
+    .await;
+    stage.remove()?;
+    result.map(Some)
 }
 
 /// The build machine's CA certificates (Debian's bundle).
 const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// A build failure unless `tool` is in the image.
-fn require_tool(
-    sandbox: &Sandbox,
-    tool: &str,
-    product: &str,
-    label: &str,
-) -> Result<(), StepError> {
-    if sandbox.has_tool(tool) {
-        Ok(())
-    } else {
-        Err(StepError::BuildFailed(format!(
-            "{label}: {tool} is not in the image; install {product} in the base or in an earlier provisioner"
-        )))
-    }
-}
 
 /// An octal mode from the recipe.
 fn parse_mode(mode: Option<&str>, label: &str) -> Result<Option<u32>, StepError> {

@@ -158,14 +158,6 @@ impl Sandbox {
             .is_ok_and(|p| fs::metadata(p).is_ok_and(|m| m.is_file()))
     }
 
-    /// Whether an executable named `tool` is in the tree's standard `PATH`.
-    pub fn has_tool(&self, tool: &str) -> bool {
-        ENV[0].1.split(':').any(|dir| {
-            resolve_in_root(&self.root, &Path::new(dir).join(tool), true)
-                .is_ok_and(|p| fs::metadata(p).is_ok_and(|m| m.is_file()))
-        })
-    }
-
     /// Runs `argv` (resolved inside the tree) and streams its output to the
     /// log, line by line, under `label`. A non-zero status is returned, not
     /// an error; failing to set up the sandbox is, and so is running out of
