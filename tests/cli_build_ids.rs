@@ -10,18 +10,12 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use local_support::{busybox_rootfs, pack};
 
 fn bakehouse(home: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bakehouse"))
-        .arg("--db")
-        .arg(home.join("registry.db"))
-        .env("BAKEHOUSE_HOME", home)
-        .args(args)
-        .output()
-        .unwrap()
+    local_support::cli(home).args(args).output().unwrap()
 }
 
 /// Every path of the home with its size and modification time.

@@ -51,12 +51,7 @@ impl World {
     }
 
     fn command(&self) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakehouse"));
-        cmd.arg("--db")
-            .arg(self.path("home/registry.db"))
-            .env("BAKEHOUSE_HOME", self.path("home"))
-            .stdin(Stdio::null());
-        cmd
+        local_support::cli(&self.path("home"))
     }
 
     fn start(&self, id: &str) -> Child {

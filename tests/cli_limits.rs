@@ -6,7 +6,7 @@ mod local_support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use local_support::{busybox_rootfs, pack};
@@ -23,10 +23,7 @@ fn world(recipe: &str) -> tempfile::TempDir {
 }
 
 fn bakehouse(dir: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_bakehouse"))
-        .arg("--db")
-        .arg(dir.join("home/registry.db"))
-        .env("BAKEHOUSE_HOME", dir.join("home"))
+    local_support::cli(&dir.join("home"))
         .args(args)
         .output()
         .unwrap()

@@ -28,14 +28,8 @@ fn world() -> tempfile::TempDir {
 }
 
 fn bakehouse(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakehouse"));
-    cmd.current_dir(dir)
-        .arg("--db")
-        .arg(dir.join("home/registry.db"))
-        .env_remove("BAKEHOUSE_TABLE")
-        .env_remove("BAKEHOUSE_LOG")
-        .env("BAKEHOUSE_HOME", dir.join("home"))
-        .stdin(Stdio::null());
+    let mut cmd = local_support::cli(&dir.join("home"));
+    cmd.current_dir(dir);
     cmd
 }
 

@@ -8,9 +8,9 @@ mod local_support;
 
 use std::fs;
 use std::path::Path;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 
-use local_support::{busybox_rootfs, pack, untar};
+use local_support::{busybox_rootfs, file_ending, pack, untar};
 
 const SECRET: &str = "hunter2-bakehouse-secret";
 
@@ -38,15 +38,8 @@ const TEMPLATE: &str = r#"{
 }"#;
 
 fn bakehouse(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakehouse"));
-    cmd.current_dir(dir)
-        .arg("--db")
-        .arg(dir.join("home/registry.db"))
-        .env_remove("BAKEHOUSE_TABLE")
-        .env_remove("BAKEHOUSE_LOG")
-        .env_remove("PKR_VAR_from_pkr")
-        .env("BAKEHOUSE_HOME", dir.join("home"))
-        .stdin(Stdio::null());
+    let mut cmd = local_support::cli(&dir.join("home"));
+    cmd.current_dir(dir).env_remove("PKR_VAR_from_pkr");
     cmd
 }
 
@@ -97,11 +90,7 @@ fn template_variables_reach_the_build_and_sensitive_values_never_show() {
     let out = build("vars-1", &[]);
     assert!(out.status.success(), "{}", text(&out));
     assert!(!text(&out).contains(SECRET), "{}", text(&out));
-    let artifact = fs::read_dir(dir.path().join("home/images/vars/vars-1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
-        .expect("the image");
+    let artifact = file_ending(&dir.path().join("home/images/vars/vars-1"), ".tar.zst");
     let root = dir.path().join("out");
     untar(&artifact, &root);
     assert_eq!(
@@ -193,11 +182,7 @@ fn shell_local_runs_sandboxed_before_the_build_and_its_output_reaches_the_image(
         "shadow-hidden\nroot-hidden\nhome-hidden\ninterfaces=1\naws=unset\n"
     );
     assert!(!escape.exists(), "wrote outside its directory");
-    let artifact = fs::read_dir(dir.path().join("home/images/local/local-1"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .find(|p| p.to_string_lossy().ends_with(".tar.zst"))
-        .expect("the image");
+    let artifact = file_ending(&dir.path().join("home/images/local/local-1"), ".tar.zst");
     let root = dir.path().join("out");
     untar(&artifact, &root);
     assert_eq!(

@@ -25,6 +25,30 @@ use bakehouse::registry::{
 };
 use serde_json::{json, Value};
 
+/// The `bakehouse` CLI with its local state in `home` (`registry.db` and
+/// the work and image directories), no AWS table, the default log, and no
+/// stdin.
+pub fn cli(home: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_bakehouse"));
+    cmd.arg("--db")
+        .arg(home.join("registry.db"))
+        .env("BAKEHOUSE_HOME", home)
+        .env_remove("BAKEHOUSE_TABLE")
+        .env_remove("BAKEHOUSE_LOG")
+        .stdin(std::process::Stdio::null());
+    cmd
+}
+
+/// The file in `dir` whose name ends with `suffix` (an image a CLI build
+/// wrote under `images/NAME/BUILD`).
+pub fn file_ending(dir: &Path, suffix: &str) -> PathBuf {
+    fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .find(|p| p.to_string_lossy().ends_with(suffix))
+        .unwrap_or_else(|| panic!("no {suffix} in {}", dir.display()))
+}
+
 /// A real SHA-512 crypt hash (`openssl passwd -6 -salt bakehous bakehouse`).
 pub const ROOT_HASH: &str =
     "$6$bakehous$Y0NABC1W5ab1HZbUuqIXC/WWVwMO4bTnb9SOfFl2NbOwGQandBEsJa0Y2ShKqtLRTLYYKcvzqih4qKMORGya6.";
