@@ -274,3 +274,136 @@ async fn unsupported_layouts_fail_at_launch_naming_the_problem_and_leave_nothing
         );
     }
 }
+
+/// `Block count` × `Block size` of the ext filesystem at `offset`.
+fn filesystem_bytes(raw: &Path, offset: u64) -> u64 {
+    let stats = disks::debugfs_at(raw, offset, "stats");
+    let field = |name: &str| -> u64 {
+        stats
+            .lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("{name} in {stats}"))
+    };
+    field("Block count:") * field("Block size:")
+}
+
+#[tokio::test]
+async fn builder_disk_size_grows_the_disk_and_its_last_partition_keeping_ids() {
+    let h = Harness::new(None);
+    for (label, fstab_root) in [
+        ("gpt", format!("UUID={ROOT_UUID}")),
+        ("dos", "PARTUUID=1a2b3c4d-01".to_string()),
+    ] {
+        let _ = fs::remove_dir_all(h.path("tree"));
+        let (root, _) = trees(&h, &fstab_root, false);
+        let base = h.path(&format!("grow-{label}.raw"));
+        let disk_id = if label == "gpt" {
+            "5e1f0000-0000-4000-8000-0000000000cc"
+        } else {
+            "0x1a2b3c4d"
+        };
+        let offsets = disks::make_disk(
+            &base,
+            label,
+            disk_id,
+            &[Fs {
+                tree: &root,
+                mib: 48,
+                uuid: ROOT_UUID,
+                label: "root",
+            }],
+        );
+        let at = offsets[0];
+        // qcow2 for one, raw for the other.
+        let base = if label == "dos" {
+            disks::to_qcow2(&base)
+        } else {
+            base
+        };
+        let base_raw = h.path(&format!("grow-{label}.raw"));
+        let name = base.file_name().unwrap().to_string_lossy().into_owned();
+        let recipe = h.write(
+            "recipe/grow.yaml",
+            &format!("name: grow\nbase: {{path: ../{name}}}\nbuilder: {{disk_size: 256}}\nprovisioners:\n  - type: shell\n    inline: [\"echo provisioned > /etc/provisioned\"]\n"),
+        );
+        let out = h.build(&recipe, &format!("grow-{label}")).await;
+        assert_eq!(out.status(), "SUCCEEDED", "{label}: {:?}", out.error);
+        let raw = output_raw(&h, &out);
+        assert_eq!(fs::metadata(&raw).unwrap().len(), 256 * MIB, "{label}");
+        let (before, after) = (disks::table(&base_raw), disks::table(&raw));
+        let (tb, ta) = (&before["partitiontable"], &after["partitiontable"]);
+        assert_eq!(ta["label"], tb["label"]);
+        assert_eq!(ta["id"], tb["id"]);
+        let (pb, pa) = (
+            tb["partitions"].as_array().unwrap(),
+            ta["partitions"].as_array().unwrap(),
+        );
+        assert_eq!(pa.len(), pb.len());
+        for (b, a) in pb.iter().zip(pa) {
+            for key in ["start", "type", "uuid"] {
+                assert_eq!(a[key], b[key], "{label} {key}");
+            }
+        }
+        let last = pa.last().unwrap();
+        let grown = last["size"].as_u64().unwrap() * 512;
+        assert!(
+            grown > 200 * MIB,
+            "{label}: the root partition is {grown} bytes"
+        );
+        assert!(last["start"].as_u64().unwrap() * 512 + grown <= 256 * MIB);
+        let fs_bytes = filesystem_bytes(&raw, at);
+        assert!(
+            fs_bytes <= grown && grown - fs_bytes < 4096,
+            "{label}: a {fs_bytes}-byte filesystem in a {grown}-byte partition"
+        );
+        assert_eq!(
+            disks::blkid(&raw, at),
+            disks::blkid(&base_raw, at),
+            "{label}"
+        );
+        assert_eq!(
+            disks::debugfs_at(&raw, at, "cat /etc/provisioned"),
+            "provisioned\n"
+        );
+        let verify = run(Command::new("sfdisk").arg("--verify").arg(&raw));
+        assert!(verify.contains("No errors detected"), "{label}: {verify}");
+        assert!(h.work_dirs().is_empty(), "{:?}", h.work_dirs());
+    }
+
+    // A disk never shrinks, and only a whole disk grows.
+    let _ = fs::remove_dir_all(h.path("tree"));
+    let (root, _) = trees(&h, &format!("UUID={ROOT_UUID}"), false);
+    let big = h.path("big.raw");
+    disks::make_disk(
+        &big,
+        "gpt",
+        "5e1f0000-0000-4000-8000-0000000000dd",
+        &[Fs {
+            tree: &root,
+            mib: 300,
+            uuid: ROOT_UUID,
+            label: "root",
+        }],
+    );
+    local_support::pack(&root, &h.path("tree.tar.gz"));
+    for (base, expected) in [
+        (
+            "big.raw",
+            "256 MiB is smaller than the base disk (303 MiB): a disk only grows",
+        ),
+        ("tree.tar.gz", "builder.disk_size grows a whole-disk base"),
+    ] {
+        let recipe = h.write(
+            "recipe/shrink.yaml",
+            &format!("name: shrink\nbase: {{path: ../{base}}}\nbuilder: {{disk_size: 256}}\n"),
+        );
+        let out = h
+            .build(&recipe, &format!("shrink-{}", base.replace('.', "-")))
+            .await;
+        let (step, _, cause) = out.error.clone().expect("the build fails");
+        assert_eq!(step.to_string(), "launch");
+        assert!(cause.contains(expected) && cause.contains(base), "{cause}");
+        assert!(h.work_dirs().is_empty(), "{:?}", h.work_dirs());
+    }
+}

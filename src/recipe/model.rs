@@ -241,6 +241,13 @@ pub struct BuilderSettings {
     /// always give whole disks of their own layout.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub disk: Option<DiskSettings>,
+    /// Local builds on a whole-disk base: grow the disk to this many MiB
+    /// (as Packer's qemu `disk_size`). The last partition takes the new
+    /// space; it must hold an ext filesystem the image mounts (the root of
+    /// cloud images), which capture makes at the new size. Partition and
+    /// filesystem UUIDs and labels stay. A disk never shrinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<u32>,
     /// Extra tags on the builder instance and its volumes.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,

@@ -296,11 +296,6 @@ pub(crate) const QEMU: &[(&str, &str)] = &[
     ("skip_compaction", LOCAL_OUTPUT),
     ("use_backing_file", LOCAL_OUTPUT),
     ("disk_additional_size", LOCAL_OUTPUT),
-    (
-        "disk_size",
-        "the output disk keeps the base's size and partitions",
-    ),
-    ("skip_resize_disk", "the output disk keeps the base's size"),
     ("iso_target_path", "the base disk is read where it is"),
     ("iso_target_extension", "the base disk is read where it is"),
     ("iso_skip_cache", "the base disk is read where it is"),

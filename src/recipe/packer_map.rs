@@ -468,6 +468,7 @@ impl Converter<'_> {
             pids_max: None,
             cpus: None,
             disk: None,
+            disk_size: None,
             tags: self.render_map(&format!("{B}.run_tags"), &b.run_tags),
         }
     }

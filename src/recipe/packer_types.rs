@@ -104,6 +104,10 @@ pub(crate) struct Qemu {
     pub(crate) memory: Option<NumberOrString>,
     #[serde(default)]
     pub(crate) cpus: Option<NumberOrString>,
+    #[serde(default)]
+    pub(crate) disk_size: Option<NumberOrString>,
+    #[serde(default)]
+    pub(crate) skip_resize_disk: bool,
     #[serde(flatten)]
     pub(crate) other: BTreeMap<String, Value>,
 }

@@ -38,6 +38,37 @@ fn a_qemu_disk_image_template_is_a_local_build_on_its_disk() {
 }
 
 #[test]
+fn disk_size_grows_the_disk_in_packers_units_unless_resizing_is_skipped() {
+    let tree = tree_with_base();
+    let size = |extra: &str| {
+        load(&tree.write("t.json", &qemu(extra)))
+            .map(|l| l.recipe.builder.disk_size)
+            .map_err(|e| messages(&tree, Err(e)))
+    };
+    assert_eq!(size(""), Ok(None));
+    assert_eq!(size(r#", "disk_size": 4096"#), Ok(Some(4096)));
+    assert_eq!(size(r#", "disk_size": "3G""#), Ok(Some(3072)));
+    assert_eq!(size(r#", "disk_size": "2048M""#), Ok(Some(2048)));
+    assert_eq!(size(r#", "disk_size": "1048577K""#), Ok(Some(1025)));
+    assert_eq!(
+        size(r#", "disk_size": "3G", "skip_resize_disk": true"#),
+        Ok(None)
+    );
+    let got = size(r#", "disk_size": "big""#).unwrap_err();
+    assert!(
+        got.iter()
+            .any(|m| m.contains("builders[0].disk_size: \"big\" is not a size")),
+        "{got:#?}"
+    );
+    let got = size(r#", "disk_size": 100"#).unwrap_err();
+    assert!(
+        got.iter()
+            .any(|m| m.contains("builders[0].disk_size: 100 must be between 256 and 2097152")),
+        "{got:#?}"
+    );
+}
+
+#[test]
 fn without_vm_name_the_name_is_packers_disk_name_and_file_urls_are_paths() {
     let tree = tree_with_base();
     let abs = tree.path("base.qcow2");

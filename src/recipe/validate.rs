@@ -189,13 +189,25 @@ fn check_builder(c: &mut Checker, recipe: &Recipe) {
             );
         }
     }
-    if let Some(size) = b.disk.as_ref().and_then(|d| d.size_mb) {
-        if !(256..=2_097_152).contains(&size) {
+    for (field, size) in [
+        (
+            "builder.disk.size_mb",
+            b.disk.as_ref().and_then(|d| d.size_mb),
+        ),
+        ("builder.disk_size", b.disk_size),
+    ] {
+        if let Some(size) = size.filter(|s| !(256..=2_097_152).contains(s)) {
             c.report(
-                "builder.disk.size_mb",
+                field,
                 format!("{size} must be between 256 and 2097152 (2 TiB)"),
             );
         }
+    }
+    if b.disk.is_some() && b.disk_size.is_some() {
+        c.report(
+            "builder.disk_size",
+            "grows a whole-disk base; with builder.disk (a disk made from a tree) set builder.disk.size_mb instead",
+        );
     }
     if b.kms_key_id.as_deref().is_some_and(|k| k.trim().is_empty()) {
         c.report("builder.kms_key_id", "KMS key id must not be empty");

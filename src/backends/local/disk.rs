@@ -234,6 +234,107 @@ pub(crate) async fn unpack_disk(
     })
 }
 
+/// Grows the build's raw copy of a whole-disk base to `size` bytes
+/// (`builder.disk_size`): the end of the table moves (GPT's backup header
+/// relocated to the new end) and the last partition takes the new space,
+/// with its number, type and UUID kept. That partition must hold an ext
+/// filesystem the image mounts, which capture makes again at the new size;
+/// anything else after it, or a smaller size, is refused. The table tools
+/// read the untrusted image in the tool sandbox, like everything at launch.
+pub(crate) async fn grow(
+    layout: &mut DiskLayout,
+    size: u64,
+    tools: &Tools<'_>,
+) -> Result<(), StepError> {
+    let raw = tools.scratch.join(BASE_RAW);
+    let current = fs::metadata(&raw).map_err(io_error(raw.display()))?.len();
+    let refuse = |why: String| {
+        StepError::NonRetryable(format!(
+            "builder.disk_size: {why} (base {})",
+            tools.base.display()
+        ))
+    };
+    if size < current {
+        return Err(refuse(format!(
+            "{} MiB is smaller than the base disk ({} MiB): a disk only grows",
+            size >> 20,
+            current >> 20
+        )));
+    }
+    if size == current {
+        return Ok(());
+    }
+    let last = layout
+        .table
+        .partitions
+        .iter()
+        .max_by_key(|p| p.offset + p.size)
+        .ok_or_else(|| refuse("the base disk has no partitions".to_string()))?
+        .clone();
+    let Some(index) = layout
+        .mounted
+        .iter()
+        .position(|m| m.partition.number == last.number)
+    else {
+        return Err(refuse(format!(
+            "the last partition, {}, is not an ext filesystem the image mounts, so it cannot take the new space",
+            last.describe()
+        )));
+    };
+    if layout.table.label == "dos" && last.number > 4 {
+        return Err(refuse(format!(
+            "the last partition, {}, is a logical partition: only primary ones grow",
+            last.describe()
+        )));
+    }
+    let file = fs::OpenOptions::new()
+        .write(true)
+        .open(&raw)
+        .map_err(io_error(raw.display()))?;
+    file.set_len(size).map_err(io_error(raw.display()))?;
+    drop(file);
+    // The copy of a raw base was made by the host; sfdisk runs as the
+    // sandbox's root.
+    give_to_sandbox(&raw).map_err(io_error(raw.display()))?;
+    let image = format!("{IN_WORK}/{BASE_RAW}");
+    let relocate = if layout.table.label == "gpt" {
+        format!("sfdisk --quiet --relocate gpt-bak-std {image} && ")
+    } else {
+        String::new()
+    };
+    let (json, _) = tools
+        .sh(
+            "growing the disk",
+            &format!(
+                "{relocate}echo ', +' | sfdisk --quiet --no-reread --no-tell-kernel -N {} {image} >/dev/null && sfdisk --json {image}",
+                last.number
+            ),
+        )
+        .await?;
+    let grown = layout::parse_sfdisk(&json)
+        .ok()
+        .and_then(|t| t.partitions.into_iter().find(|p| p.number == last.number))
+        .filter(|p| p.offset == last.offset && p.size > last.size)
+        .ok_or_else(|| refuse(format!("{} did not grow", last.describe())))?;
+    tracing::info!(
+        partition = last.number,
+        from_mib = last.size >> 20,
+        to_mib = grown.size >> 20,
+        disk_mib = size >> 20,
+        "disk grown"
+    );
+    layout.mounted[index].partition.size = grown.size;
+    for p in layout
+        .table
+        .partitions
+        .iter_mut()
+        .filter(|p| p.number == last.number)
+    {
+        p.size = grown.size;
+    }
+    Ok(())
+}
+
 /// The whole-disk layout of `image`, or `None` when it has no partition
 /// table (a bare filesystem).
 async fn probe_layout(image: &str, tools: &Tools<'_>) -> Result<Option<DiskLayout>, StepError> {

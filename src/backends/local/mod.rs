@@ -426,7 +426,7 @@ impl LocalBackend {
             Ok(())
         })
         .await?;
-        match source.kind {
+        let whole_disk = match source.kind {
             LocalBaseKind::Raw | LocalBaseKind::Qcow2 => {
                 let cgroup = self.cgroup(ctx)?;
                 let tools = disk::Tools {
@@ -437,23 +437,36 @@ impl LocalBackend {
                     scratch: &scratch,
                     root: &root,
                 };
-                if let Some(layout) = disk::unpack_disk(&source, &tools).await? {
+                if let Some(mut layout) = disk::unpack_disk(&source, &tools).await? {
                     if recipe.recipe.builder.disk.is_some() {
                         return Err(StepError::NonRetryable(format!(
                             "builder.disk makes a bootable disk from a tarball, directory or filesystem base; base {} is already a whole disk, whose own layout the output keeps: remove builder.disk",
                             source.path.display()
                         )));
                     }
+                    if let Some(mib) = recipe.recipe.builder.disk_size {
+                        disk::grow(&mut layout, u64::from(mib) << 20, &tools).await?;
+                    }
                     let file = state.join(LAYOUT_FILE);
                     let json = serde_json::to_vec_pretty(&layout)
                         .map_err(|e| StepError::NonRetryable(e.to_string()))?;
                     fs::write(&file, json).map_err(io_error(file.display()))?;
+                    true
+                } else {
+                    false
                 }
             }
             _ => {
                 let (src, r) = (source.clone(), root.clone());
                 blocking(move || base::unpack(&src, &r)).await?;
+                false
             }
+        };
+        if !whole_disk && recipe.recipe.builder.disk_size.is_some() {
+            return Err(StepError::NonRetryable(format!(
+                "builder.disk_size grows a whole-disk base; base {} has no partition table (for a disk made from a tree, set builder.disk.size_mb)",
+                source.path.display()
+            )));
         }
         let src = source.clone();
         blocking(move || {

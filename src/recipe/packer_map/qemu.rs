@@ -12,6 +12,10 @@
 //!   Packer's VM has user-mode networking.
 //! - the name is `bakehouse_name`, else `vm_name` less its extension, else
 //!   `packer-BUILD_NAME`, as Packer names the disk.
+//! - `disk_size` (MiB, or a number with `K`, `M`, `G` or `T`) becomes
+//!   `builder.disk_size`: the disk grows and its last partition with it,
+//!   unless `skip_resize_disk` is set. Unlike Packer, an unset `disk_size`
+//!   keeps the base's size rather than growing it to 40960M.
 //! - `format` must be `qcow2` (a local build writes a compressed qcow2);
 //!   options about booting the VM are accepted and ignored
 //!   ([`super::super::packer_ignored::QEMU`]).
@@ -21,7 +25,7 @@ use std::path::Path;
 use super::{package_name, Converter, B};
 use crate::recipe::locate::field_key;
 use crate::recipe::model::{Base, BuilderSettings};
-use crate::recipe::packer_types::Qemu;
+use crate::recipe::packer_types::{NumberOrString, Qemu};
 
 impl Converter<'_> {
     pub(super) fn qemu_name(&mut self, q: &Qemu) -> String {
@@ -134,7 +138,13 @@ impl Converter<'_> {
         }
         self.map("builder.memory_mb", &field_key(B, "memory"));
         self.map("builder.cpus", &field_key(B, "cpus"));
+        self.map("builder.disk_size", &field_key(B, "disk_size"));
+        let disk_size = match &q.disk_size {
+            Some(size) if !q.skip_resize_disk => self.disk_mib(&field_key(B, "disk_size"), size),
+            _ => None,
+        };
         BuilderSettings {
+            disk_size,
             // Packer's qemu VM has user-mode networking.
             network: true,
             memory_mb: q
@@ -146,6 +156,37 @@ impl Converter<'_> {
                 .as_ref()
                 .and_then(|c| self.whole_number(&field_key(B, "cpus"), c)),
             ..BuilderSettings::default()
+        }
+    }
+
+    /// Packer's `disk_size` in MiB: a number of MiB, or digits with a `K`,
+    /// `M`, `G` or `T` suffix (binary units, as Packer reads them).
+    fn disk_mib(&mut self, field: &str, size: &NumberOrString) -> Option<u32> {
+        let text = match size {
+            NumberOrString::Number(n) => n.to_string(),
+            NumberOrString::String(s) => self.render(field, s),
+        };
+        let text = text.trim();
+        let (digits, unit) = match text.char_indices().last() {
+            Some((i, c)) if c.is_ascii_alphabetic() => (&text[..i], c.to_ascii_uppercase()),
+            _ => (text, 'M'),
+        };
+        let kib: Option<u64> = digits.parse::<u64>().ok().and_then(|n| match unit {
+            'K' => Some(n),
+            'M' => n.checked_mul(1 << 10),
+            'G' => n.checked_mul(1 << 20),
+            'T' => n.checked_mul(1 << 30),
+            _ => None,
+        });
+        match kib.and_then(|k| u32::try_from(k.div_ceil(1 << 10)).ok()) {
+            Some(mib) => Some(mib),
+            None => {
+                self.problems.push((
+                    field.to_string(),
+                    format!("{text:?} is not a size (MiB, or a number with K, M, G or T)"),
+                ));
+                None
+            }
         }
     }
 }
