@@ -78,13 +78,8 @@ $(DEMO_BASE): | $(STAMP_DEB)
 ## The bootable tree: minbase plus Debian's cloud kernel, initramfs-tools,
 ## udev, systemd and GRUB for BIOS (grub-pc-bin). builder.disk turns it into
 ## a bootable disk (the boot tests and the demo's base).
-$(BOOT_TREE): | $(STAMP_DEB)
-	mkdir -p $(dir $@)
-	mmdebstrap --quiet --variant=minbase \
-	  --include=linux-image-cloud-amd64,initramfs-tools,udev,systemd-sysv,grub-pc-bin,zstd \
-	  --format=tar bookworm - /etc/apt/sources.list.d/debian.sources </dev/null \
-	  | zstd -q -T0 -o $@.tmp
-	mv $@.tmp $@
+$(BOOT_TREE): scripts/make-boot-tree.sh | $(STAMP_DEB)
+	scripts/make-boot-tree.sh $@
 
 ## The demo's base: the bootable tree as a GPT disk, made by bakehouse
 ## (recipes/debian-bootable.yaml, builder.disk) once and cached.
@@ -97,15 +92,26 @@ demo: setup $(DEMO_DISK)
 	$(BAKEHOUSE) build recipes/demo.yaml
 	$(BAKEHOUSE) image resolve demo --provider local
 
-## bench: figures and ratios measured in one run: registry (10,000 versions
-## in moto), local bake vs virt-customize and the cache hit, Lambda zip sizes
-## and init times.
+## bench: figures and ratios measured in one run: a bootable image from
+## packages vs diskimage-builder, registry (10,000 versions in moto), local
+## bake vs virt-customize and the cache hit, Lambda zip sizes and init times.
 STAMP_VC := .bakehouse/.virt-customize
 $(STAMP_VC): | $(STAMP_DEB)
 	scripts/install-virt-customize.sh
 	touch $@
 
-bench: setup $(STAMP_VC) $(DEMO_BASE) $(DEMO_DISK) package
+## diskimage-builder (PyPI, in .venv) and what it calls, for the bootable
+## image benchmark (scripts/bench-bootable-base.sh).
+STAMP_DIB := $(VENV)/.diskimage-builder
+$(STAMP_DIB): requirements-bench.txt | $(STAMP_PY) $(STAMP_DEB)
+	command -v sudo >/dev/null && command -v debootstrap >/dev/null || { \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq sudo debootstrap >/dev/null; }
+	$(PY) -m pip install --quiet --disable-pip-version-check -r requirements-bench.txt
+	touch $@
+
+bench: setup $(STAMP_VC) $(STAMP_DIB) $(DEMO_BASE) $(DEMO_DISK) package
+	$(CARGO) build --quiet --bin bakehouse
+	scripts/bench-bootable-base.sh $(BAKEHOUSE)
 	$(CARGO) bench --bench registry
 	$(CARGO) bench --bench local_bake
 	$(CARGO) bench --bench lambda_init

@@ -203,9 +203,14 @@ async fn installing_another_kernel_boots_that_kernel() {
 #[tokio::test]
 async fn a_packer_qemu_disk_image_template_builds_locally_and_boots() {
     let h = Harness::new(None);
+    // The root filesystem's size as the guest sees it, printed before the
+    // marker (so it is on the console once the marker is).
     h.write(
         "recipe/files/tripleo.service",
-        &marker_unit("BAKEHOUSE-TRIPLEO", ""),
+        &marker_unit(
+            "root-kib=$(df -k --output=size / | tail -n 1) BAKEHOUSE-TRIPLEO",
+            "",
+        ),
     );
     fs::copy(demo_disk(), h.path("recipe/guest-image.qcow2")).unwrap();
     let template = h.write(
@@ -219,6 +224,7 @@ async fn a_packer_qemu_disk_image_template_builds_locally_and_boots() {
     "iso_checksum": "none",
     "format": "qcow2",
     "vm_name": "overcloud-full.qcow2",
+    "disk_size": "3328M",
     "memory": 2048,
     "headless": true,
     "ssh_username": "root",
@@ -237,9 +243,35 @@ async fn a_packer_qemu_disk_image_template_builds_locally_and_boots() {
         Some(Some("overcloud-full"))
     );
     let disk = out.artifact(".qcow2");
-    assert_eq!(
-        disks::table(&qcow2_to_raw(&disk, h.dir.path())),
-        disks::table(&qcow2_to_raw(&demo_disk(), h.dir.path()))
+    // The base's table, but for the last (root) partition, which grew to
+    // the end of the larger disk (`disk_size`).
+    let grown = disks::table(&qcow2_to_raw(&disk, h.dir.path()));
+    let mut expected = disks::table(&qcow2_to_raw(&demo_disk(), h.dir.path()));
+    let sectors = |t: &serde_json::Value| -> u64 {
+        let parts = t["partitiontable"]["partitions"].as_array().unwrap();
+        parts[parts.len() - 1]["size"].as_u64().unwrap()
+    };
+    let (base_root, grown_root) = (sectors(&expected), sectors(&grown));
+    assert!(
+        grown_root >= base_root + 255 * 2048,
+        "{base_root} -> {grown_root} sectors"
     );
-    boot_until(&disk, "BAKEHOUSE-TRIPLEO 6.1", BOOT_TIMEOUT);
+    let t = &mut expected["partitiontable"];
+    t["lastlba"] = grown["partitiontable"]["lastlba"].clone();
+    let last = t["partitions"].as_array().unwrap().len() - 1;
+    t["partitions"][last]["size"] = grown_root.into();
+    assert_eq!(grown, expected);
+    let console = boot_until(&disk, "BAKEHOUSE-TRIPLEO 6.1", BOOT_TIMEOUT);
+    let root_kib: u64 = console
+        .split("root-kib=")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no root size in {console}"));
+    // Only a filesystem made at the grown size can be larger than the
+    // base's whole partition.
+    assert!(
+        root_kib * 2 > base_root && root_kib * 2 <= grown_root,
+        "the guest's / is {root_kib} KiB; partitions {base_root} -> {grown_root} sectors"
+    );
 }
