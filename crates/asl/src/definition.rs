@@ -182,9 +182,11 @@ pub(crate) enum StateKind {
     Task {
         resource: Resource,
         timeout_seconds: Option<u64>,
-        /// Accepted and validated; heartbeats are not tracked locally.
-        #[allow(dead_code)]
+        /// Tracked for callback Tasks (a `SendTaskHeartbeat` restarts it);
+        /// a Task that just runs its resource has no heartbeats to send.
         heartbeat_seconds: Option<u64>,
+        /// `.waitForTaskToken`: wait for the token's callback after the call.
+        callback: bool,
     },
     Pass {
         result: Option<Value>,

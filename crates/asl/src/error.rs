@@ -18,6 +18,8 @@ pub const STATES_TASK_FAILED: &str = "States.TaskFailed";
 /// A Task ran longer than its `TimeoutSeconds`, or the execution ran longer
 /// than the machine's `TimeoutSeconds`.
 pub const STATES_TIMEOUT: &str = "States.Timeout";
+/// A callback Task got no heartbeat within its `HeartbeatSeconds`.
+pub const STATES_HEARTBEAT_TIMEOUT: &str = "States.HeartbeatTimeout";
 /// Unrecoverable run-time problem (a path that matches nothing, a wrong type).
 /// Never retried and never caught by `States.ALL`.
 pub const STATES_RUNTIME: &str = "States.Runtime";

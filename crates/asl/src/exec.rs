@@ -11,9 +11,12 @@ use futures::future::{try_join_all, BoxFuture};
 use futures::{StreamExt as _, TryStreamExt as _};
 use serde_json::{json, Map, Value};
 
+use super::callback::{Registered, TaskTokens};
 use super::clock::Clock;
 use super::definition::{Graph, Resource, State, StateKind, TextSource, WaitFor};
-use super::error::{TaskFailure, PAYLOAD_LIMIT_BYTES, STATES_NO_CHOICE_MATCHED};
+use super::error::{
+    TaskFailure, PAYLOAD_LIMIT_BYTES, STATES_HEARTBEAT_TIMEOUT, STATES_NO_CHOICE_MATCHED,
+};
 use super::history::{EventKind, Recorder};
 use super::path::type_name;
 use super::retry::error_output;
@@ -50,8 +53,43 @@ pub(crate) fn add_seconds(t: DateTime<Utc>, seconds: u64) -> DateTime<Utc> {
 }
 
 /// One running execution.
+/// A Task's time limits.
+#[derive(Clone, Copy)]
+struct TaskLimits {
+    timeout_seconds: Option<u64>,
+    heartbeat_seconds: Option<u64>,
+}
+
+/// Forgets a task token when dropped.
+struct Forget<'a>(&'a TaskTokens, &'a str);
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.0.forget(self.1);
+    }
+}
+
+/// The context object with `Task.Token` set, for a callback Task.
+fn with_task_token(ctx: &Value, token: &str) -> Value {
+    let mut ctx = ctx.clone();
+    if let Value::Object(map) = &mut ctx {
+        map.insert("Task".to_string(), json!({ "Token": token }));
+    }
+    ctx
+}
+
+/// Sleeps until `deadline`, or forever when there is none.
+async fn sleep_until_some(clock: &dyn Clock, deadline: Option<DateTime<Utc>>) {
+    match deadline {
+        Some(deadline) => clock.sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}
+
 pub(crate) struct Exec<'r> {
     pub(crate) invoker: &'r dyn TaskInvoker,
+    /// Tokens of callback Tasks waiting for completion.
+    pub(crate) tokens: &'r TaskTokens,
     pub(crate) clock: &'r dyn Clock,
     pub(crate) rng: &'r Mutex<fastrand::Rng>,
     pub(crate) recorder: Recorder,
@@ -200,13 +238,23 @@ impl Exec<'_> {
             StateKind::Task {
                 resource,
                 timeout_seconds,
-                ..
+                heartbeat_seconds,
+                callback,
             } => {
-                let effective = self.effective_input(state, raw, ctx)?;
+                let token = callback.then(|| self.new_token());
+                let task_ctx = match &token {
+                    Some(token) => with_task_token(ctx, token),
+                    None => ctx.clone(),
+                };
+                let effective = self.effective_input(state, raw, &task_ctx)?;
+                let limits = TaskLimits {
+                    timeout_seconds: *timeout_seconds,
+                    heartbeat_seconds: *heartbeat_seconds,
+                };
                 let result = self
-                    .invoke(state, resource, effective, *timeout_seconds)
+                    .invoke(state, resource, effective, limits, token.as_deref())
                     .await?;
-                self.finish(state, raw, result, ctx)
+                self.finish(state, raw, result, &task_ctx)
             }
             StateKind::Choice { choices, default } => {
                 let effective = state.input_path.apply(raw.clone(), ctx, "InputPath")?;
@@ -338,13 +386,22 @@ impl Exec<'_> {
         Ok(transition(state, output))
     }
 
+    /// A new task token for a callback Task (random, like Step Functions'
+    /// opaque tokens).
+    fn new_token(&self) -> String {
+        let mut rng = self.rng.lock().unwrap_or_else(|e| e.into_inner());
+        (0..4).map(|_| format!("{:016x}", rng.u64(..))).collect()
+    }
+
     async fn invoke(
         &self,
         state: &State,
         resource: &Resource,
         effective: Value,
-        timeout_seconds: Option<u64>,
+        limits: TaskLimits,
+        token: Option<&str>,
     ) -> Result<Value, Halt> {
+        let timeout_seconds = limits.timeout_seconds;
         let (target, payload) = match resource {
             Resource::LambdaInvoke => {
                 let Value::Object(mut params) = effective else {
@@ -374,7 +431,48 @@ impl Exec<'_> {
             input: payload.clone(),
         });
         let call = self.invoker.invoke(&target, payload);
-        let outcome = match timeout_seconds {
+        let outcome = match token {
+            Some(token) => self.wait_for_callback(token, call, limits).await,
+            None => self.within_timeout(call, timeout_seconds).await,
+        };
+        let outcome = outcome.and_then(|result| {
+            check_size(&result, || format!("the result of task '{}'", state.name))?;
+            Ok(result)
+        });
+        match outcome {
+            Ok(result) => {
+                self.recorder.record(EventKind::TaskSucceeded {
+                    state: state.name.clone(),
+                    resource: target,
+                    output: result.clone(),
+                });
+                // A callback's result is what SendTaskSuccess gave, as is.
+                Ok(match resource {
+                    Resource::LambdaInvoke if token.is_none() => {
+                        json!({ "Payload": result, "StatusCode": 200 })
+                    }
+                    _ => result,
+                })
+            }
+            Err(failure) => {
+                self.recorder.record(EventKind::TaskFailed {
+                    state: state.name.clone(),
+                    resource: target,
+                    error: failure.error.clone(),
+                    cause: failure.cause.clone(),
+                });
+                Err(Halt::Failed(failure))
+            }
+        }
+    }
+
+    /// A task call bounded by its `TimeoutSeconds`.
+    async fn within_timeout(
+        &self,
+        call: impl std::future::Future<Output = Result<Value, TaskFailure>>,
+        timeout_seconds: Option<u64>,
+    ) -> Result<Value, TaskFailure> {
+        match timeout_seconds {
             None => call.await,
             Some(seconds) => {
                 let deadline = add_seconds(self.clock.now(), seconds);
@@ -388,33 +486,58 @@ impl Exec<'_> {
                     _ = self.clock.sleep_until(deadline) => Err(timed_out()),
                 }
             }
-        };
-        let outcome = outcome.and_then(|result| {
-            check_size(&result, || format!("the result of task '{}'", state.name))?;
-            Ok(result)
-        });
-        match outcome {
-            Ok(result) => {
-                self.recorder.record(EventKind::TaskSucceeded {
-                    state: state.name.clone(),
-                    resource: target,
-                    output: result.clone(),
-                });
-                Ok(match resource {
-                    Resource::LambdaInvoke => json!({ "Payload": result, "StatusCode": 200 }),
-                    Resource::Other(_) => result,
-                })
-            }
-            Err(failure) => {
-                self.recorder.record(EventKind::TaskFailed {
-                    state: state.name.clone(),
-                    resource: target,
-                    error: failure.error.clone(),
-                    cause: failure.cause.clone(),
-                });
-                Err(Halt::Failed(failure))
-            }
         }
+    }
+
+    /// A callback Task: registers `token`, makes the call (an error fails
+    /// the Task, a result is ignored), then waits for the token's
+    /// completion within `TimeoutSeconds` (from the start) and
+    /// `HeartbeatSeconds` (from the start or the last heartbeat). The token
+    /// is forgotten on every path.
+    async fn wait_for_callback(
+        &self,
+        token: &str,
+        call: impl std::future::Future<Output = Result<Value, TaskFailure>>,
+        limits: TaskLimits,
+    ) -> Result<Value, TaskFailure> {
+        let Registered {
+            mut done,
+            mut heartbeats,
+        } = self.tokens.register(token);
+        let started = self.clock.now();
+        let deadline = limits.timeout_seconds.map(|s| add_seconds(started, s));
+        let waited = async {
+            let mut call = std::pin::pin!(call);
+            let mut called = false;
+            let mut last_beat = started;
+            loop {
+                let beat_deadline = limits.heartbeat_seconds.map(|s| add_seconds(last_beat, s));
+                tokio::select! {
+                    biased;
+                    completion = &mut done => {
+                        return completion.unwrap_or_else(|_| Err(TaskFailure::runtime("the task token was dropped")));
+                    }
+                    result = &mut call, if !called => {
+                        called = true;
+                        result?;
+                    }
+                    changed = heartbeats.changed() => {
+                        if changed.is_ok() {
+                            last_beat = self.clock.now();
+                        }
+                    }
+                    _ = sleep_until_some(self.clock, beat_deadline) => {
+                        return Err(TaskFailure::without_cause(STATES_HEARTBEAT_TIMEOUT));
+                    }
+                    _ = sleep_until_some(self.clock, deadline) => {
+                        return Err(TaskFailure::timeout());
+                    }
+                }
+            }
+        };
+        // Forgotten also when the wait is dropped (an execution timeout).
+        let _forget = Forget(self.tokens, token);
+        waited.await
     }
 
     async fn wait(

@@ -17,7 +17,9 @@
 //! Supported: Task, Pass, Choice, Wait, Parallel, inline Map, Succeed and
 //! Fail states; InputPath, Parameters, ResultSelector, ResultPath and
 //! OutputPath; the context object; intrinsic functions; Retry (with backoff,
-//! MaxDelaySeconds and jitter) and Catch; Task and execution timeouts.
+//! MaxDelaySeconds and jitter) and Catch; Task and execution timeouts; the
+//! callback pattern (`.waitForTaskToken`: `$$.Task.Token`, completed through
+//! [`TaskTokens`], with `TimeoutSeconds` and `HeartbeatSeconds`).
 //!
 //! ```ignore
 //! use std::{collections::BTreeMap, sync::Arc};
@@ -38,11 +40,12 @@
 //! Not supported (load errors): JSONata (`QueryLanguage`, `Arguments`,
 //! `Output`), variables (`Assign`), distributed Map (`ItemReader`,
 //! `ResultWriter`, `ItemBatcher`, `Mode: DISTRIBUTED`), tolerated failures,
-//! the callback pattern (`.waitForTaskToken`), task `Credentials`, and the
-//! `...Path` forms of `TimeoutSeconds`, `HeartbeatSeconds` and
-//! `MaxConcurrency`. Heartbeats are accepted but not tracked.
+//! task `Credentials`, and the `...Path` forms of `TimeoutSeconds`,
+//! `HeartbeatSeconds` and `MaxConcurrency`. Heartbeats are tracked only for
+//! callback Tasks (others have no way to send one).
 #![warn(missing_docs)]
 
+mod callback;
 mod choice;
 mod clock;
 mod definition;
@@ -60,13 +63,14 @@ mod template;
 #[cfg(test)]
 mod tests;
 
+pub use callback::{CallbackError, TaskTokens};
 pub use clock::{Clock, SystemClock, VirtualClock};
 pub use definition::{State, StateMachine};
 pub use error::{
     AslError, TaskFailure, PAYLOAD_LIMIT_BYTES, STATES_ALL, STATES_BRANCH_FAILED,
-    STATES_DATA_LIMIT_EXCEEDED, STATES_INTRINSIC_FAILURE, STATES_NO_CHOICE_MATCHED,
-    STATES_PARAMETER_PATH_FAILURE, STATES_RESULT_PATH_MATCH_FAILURE, STATES_RUNTIME,
-    STATES_TASK_FAILED, STATES_TIMEOUT,
+    STATES_DATA_LIMIT_EXCEEDED, STATES_HEARTBEAT_TIMEOUT, STATES_INTRINSIC_FAILURE,
+    STATES_NO_CHOICE_MATCHED, STATES_PARAMETER_PATH_FAILURE, STATES_RESULT_PATH_MATCH_FAILURE,
+    STATES_RUNTIME, STATES_TASK_FAILED, STATES_TIMEOUT,
 };
 pub use history::{EventKind, HistoryEvent, Observer};
 pub use runner::{Execution, ExecutionStatus, Runner, TaskInvoker};

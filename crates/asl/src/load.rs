@@ -16,6 +16,9 @@ use super::path::{IoPath, Path, ReferencePath, ResultPath};
 use super::retry::{parse_catch, parse_retry};
 use super::template::Template;
 
+/// The suffix of a callback Task's resource.
+const WAIT_FOR_TASK_TOKEN: &str = ".waitForTaskToken";
+
 /// Fields that are valid Step Functions but that this interpreter does not run.
 const UNSUPPORTED: &[(&str, &str)] = &[
     ("Arguments", "JSONata is not supported; use Parameters"),
@@ -281,13 +284,12 @@ fn parse_state(full_name: &str, name: &str, value: &Value) -> Result<State, AslE
 }
 
 fn parse_task(obj: &mut Obj<'_>) -> Result<StateKind, AslError> {
-    let resource_text = obj.req_string("Resource")?;
-    let resource = if resource_text.ends_with(".waitForTaskToken") {
-        return Err(obj.unsupported(
-            "Resource",
-            "the callback pattern (.waitForTaskToken) is not supported",
-        ));
-    } else if resource_text == LAMBDA_INVOKE {
+    let full_text = obj.req_string("Resource")?;
+    let callback = full_text.ends_with(WAIT_FOR_TASK_TOKEN);
+    let resource_text = full_text
+        .strip_suffix(WAIT_FOR_TASK_TOKEN)
+        .unwrap_or(full_text);
+    let resource = if resource_text == LAMBDA_INVOKE {
         let has_function = obj
             .get_unmarked("Parameters")
             .and_then(Value::as_object)
@@ -321,6 +323,7 @@ fn parse_task(obj: &mut Obj<'_>) -> Result<StateKind, AslError> {
         resource,
         timeout_seconds,
         heartbeat_seconds,
+        callback,
     })
 }
 

@@ -9,6 +9,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Map, Value};
 
+use super::callback::TaskTokens;
 use super::clock::Clock;
 use super::definition::StateMachine;
 use super::error::{TaskFailure, STATES_TIMEOUT};
@@ -82,6 +83,7 @@ pub struct Runner {
     clock: Arc<dyn Clock>,
     observer: Option<Observer>,
     rng: Arc<Mutex<fastrand::Rng>>,
+    tokens: TaskTokens,
 }
 
 impl Runner {
@@ -98,7 +100,14 @@ impl Runner {
             clock,
             observer: None,
             rng: Arc::new(Mutex::new(fastrand::Rng::new())),
+            tokens: TaskTokens::default(),
         }
+    }
+
+    /// The task tokens its callback Tasks (`.waitForTaskToken`) wait on: a
+    /// handle to complete them with, from anywhere.
+    pub fn task_tokens(&self) -> TaskTokens {
+        self.tokens.clone()
     }
 
     /// Calls `observer` with each history event as it is recorded.
@@ -143,6 +152,7 @@ impl Runner {
         let deadline = machine.timeout_seconds.map(|s| add_seconds(started_at, s));
         let exec = Exec {
             invoker: &*self.invoker,
+            tokens: &self.tokens,
             clock: &*self.clock,
             rng: &self.rng,
             recorder,

@@ -131,15 +131,6 @@ fn distributed_map_features_are_unsupported() {
 }
 
 #[test]
-fn callback_pattern_is_unsupported() {
-    let err = load_err(single(json!({
-        "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke.waitForTaskToken",
-        "Parameters": {"FunctionName": "f"}, "End": true
-    })));
-    assert_eq!(unsupported(err), ("S".into(), "Resource".into()));
-}
-
-#[test]
 fn lambda_invoke_needs_a_function_name() {
     let err = load_err(single(json!({
         "Type": "Task", "Resource": "arn:aws:states:::lambda:invoke", "Parameters": {"Payload": {}}, "End": true

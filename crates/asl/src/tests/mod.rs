@@ -11,6 +11,7 @@ use serde_json::{json, Value};
 
 use super::*;
 
+mod callback;
 mod choice;
 mod concurrency;
 mod history;
