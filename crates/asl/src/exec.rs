@@ -52,7 +52,6 @@ pub(crate) fn add_seconds(t: DateTime<Utc>, seconds: u64) -> DateTime<Utc> {
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
 }
 
-/// One running execution.
 /// A Task's time limits.
 #[derive(Clone, Copy)]
 struct TaskLimits {
@@ -86,6 +85,7 @@ async fn sleep_until_some(clock: &dyn Clock, deadline: Option<DateTime<Utc>>) {
     }
 }
 
+/// One running execution.
 pub(crate) struct Exec<'r> {
     pub(crate) invoker: &'r dyn TaskInvoker,
     /// Tokens of callback Tasks waiting for completion.
@@ -401,7 +401,6 @@ impl Exec<'_> {
         limits: TaskLimits,
         token: Option<&str>,
     ) -> Result<Value, Halt> {
-        let timeout_seconds = limits.timeout_seconds;
         let (target, payload) = match resource {
             Resource::LambdaInvoke => {
                 let Value::Object(mut params) = effective else {
@@ -433,7 +432,7 @@ impl Exec<'_> {
         let call = self.invoker.invoke(&target, payload);
         let outcome = match token {
             Some(token) => self.wait_for_callback(token, call, limits).await,
-            None => self.within_timeout(call, timeout_seconds).await,
+            None => self.within_timeout(call, limits.timeout_seconds).await,
         };
         let outcome = outcome.and_then(|result| {
             check_size(&result, || format!("the result of task '{}'", state.name))?;

@@ -75,6 +75,14 @@ pub(crate) fn tree_usage(root: &Path) -> io::Result<(u64, u64)> {
     Ok((bytes, inodes))
 }
 
+/// Refuses to write a filesystem of `bytes` of files into the sparse file
+/// `raw` when the host file system lacks the room: the files plus a tenth
+/// and [`EXT4_HEADROOM`] for metadata (the compressed qcow2 made from it
+/// afterwards takes less again).
+pub(crate) fn ensure_room_for_tree(raw: &Path, bytes: u64, what: &str) -> Result<(), StepError> {
+    fsutil::ensure_free_space(raw, bytes + bytes / 10 + EXT4_HEADROOM, what)
+}
+
 /// Makes `qcow2` from the tree: `mke2fs -d` into the sparse `raw` scratch
 /// file, then `qemu-img convert -c -O qcow2`. The raw file is removed.
 pub(crate) fn make_qcow2(
@@ -87,7 +95,7 @@ pub(crate) fn make_qcow2(
     let size = (bytes + bytes / 5 + inodes * 256 + EXT4_HEADROOM).div_ceil(1 << 20) << 20;
     let inode_count = inodes + inodes / 4 + 1024;
     let _ = fs::remove_file(raw);
-    fsutil::ensure_free_space(raw, bytes + bytes / 10 + EXT4_HEADROOM, "the ext4 image")?;
+    ensure_room_for_tree(raw, bytes, "the ext4 image")?;
     let file = fs::File::create(raw).map_err(io_error(raw.display()))?;
     file.set_len(size).map_err(io_error(raw.display()))?;
     drop(file);

@@ -19,8 +19,8 @@ use std::process::Command;
 use crate::pipeline::StepError;
 
 use super::bootable;
-use super::capture::{compress, finish, tree_usage};
-use super::fsutil::{self, io_error};
+use super::capture::{compress, ensure_room_for_tree, finish, tree_usage};
+use super::fsutil::io_error;
 use super::layout::{DiskLayout, Mounted};
 use super::tools;
 
@@ -365,13 +365,7 @@ fn write_filesystem(
             p.size >> 20
         )));
     }
-    // The sparse raw file takes the tree's bytes plus metadata; the
-    // compressed qcow2 made from it afterwards takes less again.
-    fsutil::ensure_free_space(
-        raw,
-        bytes + bytes / 10 + (64 << 20),
-        &format!("writing {}", m.mountpoint),
-    )?;
+    ensure_room_for_tree(raw, bytes, &format!("writing {}", m.mountpoint))?;
     let ext = &m.ext;
     let inode_count = ext.inode_count.max(inodes + inodes / 4 + 1024);
     punch_hole(raw, p.offset, p.size)?;
