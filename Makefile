@@ -117,6 +117,7 @@ bench: setup $(STAMP_VC) $(STAMP_DIB) $(DEMO_BASE) $(DEMO_DISK) package
 	$(CARGO) bench --bench lambda_init
 	$(CARGO) bench --bench validate
 	$(CARGO) bench --bench test_phase
+	$(CARGO) bench --bench transitions
 
 ## package: every function with cargo lambda (x86_64, provided.al2023) into
 ## target/lambda/NAME/bootstrap.zip, then a glibc check (<= 2.34).

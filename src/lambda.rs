@@ -88,6 +88,9 @@ pub async fn aws_pipeline(config: &StepConfig) -> Pipeline {
         Arc::new(Ec2Backend::new(&sdk, settings)),
         PipelineSettings::new(config.scratch_dir.clone()),
     )
+    .with_callback(Arc::new(crate::pipeline::SfnCallback::new(
+        aws_sdk_sfn::Client::new(&sdk),
+    )))
 }
 
 /// Cold start of a step function: tracing, configuration, clients.

@@ -190,6 +190,7 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
     for (logical, package) in [
         ("WebhookFunction", "webhook"),
         ("ReaperFunction", "reaper"),
+        ("EventsFunction", "events"),
         ("LifecycleFunction", "lifecycle"),
     ] {
         let f = &res[logical];
@@ -209,6 +210,49 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
     assert_eq!(sweep["Type"], Value::from("Schedule"));
     let retention = &res["LifecycleFunction"]["Properties"]["Events"]["Apply"];
     assert_eq!(retention["Type"], Value::from("Schedule"));
+    // The events function gets the three kinds of event it reads, and may
+    // invoke (wake) exactly the steps a WaitFor state parks.
+    let rules = &res["EventsFunction"]["Properties"]["Events"];
+    let mut kinds = BTreeSet::new();
+    for (_, rule) in rules.as_mapping().expect("rules") {
+        assert_eq!(rule["Type"], Value::from("EventBridgeRule"));
+        let pattern = &rule["Properties"]["Pattern"];
+        for kind in pattern["detail-type"].as_sequence().expect("detail-type") {
+            let kind = kind.as_str().expect("detail-type").to_string();
+            let event = serde_json::json!({"detail-type": kind,
+                "detail": {"instance-id": "i-1", "ImageId": "ami-1"}});
+            assert!(
+                bakehouse::triggers::events::subject(&event)
+                    .unwrap()
+                    .is_some(),
+                "{kind} is not read by the events function"
+            );
+            kinds.insert(kind);
+        }
+    }
+    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    let events_role =
+        &res["EventsRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"];
+    let wake = events_role
+        .as_sequence()
+        .expect("statements")
+        .iter()
+        .find(|s| s["Action"] == "lambda:InvokeFunction")
+        .expect("the events role wakes steps");
+    let woken: BTreeSet<String> = wake["Resource"]
+        .as_sequence()
+        .expect("resources")
+        .iter()
+        .filter_map(|r| untag(r).as_str().map(str::to_string))
+        .collect();
+    let parked: BTreeSet<String> = bakehouse::triggers::events::PARKED_STEPS
+        .iter()
+        .map(|s| {
+            let name = s.name();
+            format!("{}{}Function.Arn", name[..1].to_uppercase(), &name[1..])
+        })
+        .collect();
+    assert_eq!(woken, parked);
     // One role per function, none shared.
     let roles: Vec<String> = res
         .values()
@@ -221,7 +265,7 @@ fn trigger_functions_exist_and_use_the_lambda_conventions() {
         })
         .collect();
     let distinct: BTreeSet<&String> = roles.iter().collect();
-    assert_eq!(roles.len(), 10);
+    assert_eq!(roles.len(), 11);
     assert_eq!(distinct.len(), roles.len(), "{roles:?}");
     // The scheduler's role may only start the pipeline.
     let scheduler =

@@ -1413,3 +1413,167 @@ async fn remote_command_output_is_read_back_from_the_log_group() {
         "in the order sent"
     );
 }
+
+/// Step Functions' side of a parked step: what `SendTaskSuccess` and
+/// `SendTaskFailure` were called with.
+#[derive(Default)]
+struct Completions(std::sync::Mutex<Vec<(String, Result<Value, String>)>>);
+
+#[async_trait::async_trait]
+impl bakehouse::pipeline::TaskCallback for Completions {
+    async fn succeed(&self, token: &str, output: Value) -> Result<(), StepError> {
+        self.0.lock().unwrap().push((token.into(), Ok(output)));
+        Ok(())
+    }
+    async fn fail(&self, token: &str, error: &str, cause: &str) -> Result<(), StepError> {
+        self.0
+            .lock()
+            .unwrap()
+            .push((token.into(), Err(format!("{error}: {cause}"))));
+        Ok(())
+    }
+}
+
+impl Completions {
+    fn of(&self, token: &str) -> Vec<Result<Value, String>> {
+        let all = self.0.lock().unwrap();
+        all.iter()
+            .filter(|(t, _)| t == token)
+            .map(|(_, r)| r.clone())
+            .collect()
+    }
+}
+
+/// What invoking a step's function with `{"build_id", "wake": true}`
+/// reaches: the step handler, in this process.
+struct InProcess(Pipeline);
+
+#[async_trait::async_trait]
+impl bakehouse::triggers::events::StepWaker for InProcess {
+    async fn wake(
+        &self,
+        step: Step,
+        build_id: &str,
+    ) -> Result<(), bakehouse::triggers::events::EventError> {
+        self.0
+            .invoke(step, json!({"build_id": build_id, "wake": true}))
+            .await
+            .map(drop)
+            .map_err(|e| bakehouse::triggers::events::EventError::Wake {
+                step,
+                build_id: build_id.into(),
+                message: e.to_string(),
+            })
+    }
+}
+
+fn command_event(instance: &str) -> Value {
+    json!({
+        "source": "aws.ssm", "region": HOME,
+        "detail-type": "EC2 Command Invocation Status-change Notification",
+        "detail": {"command-id": "c-1", "document-name": "AWS-RunShellScript",
+                   "instance-id": instance, "status": "Success"}
+    })
+}
+
+#[tokio::test]
+async fn a_parked_step_is_completed_by_itself_or_by_the_event_that_wakes_it() {
+    use bakehouse::triggers::events::{Events, Outcome};
+    let env = env().await;
+    let completions = Arc::new(Completions::default());
+    let p = env.pipeline(None).with_callback(completions.clone());
+    let events = Events::new(
+        env.config.clone(),
+        env.builds.clone(),
+        Arc::new(InProcess(p.clone())),
+    );
+    let req = request("parked", web_recipe());
+    let out = p
+        .invoke(Step::Launch, json!({"request": req, "execution": "parked"}))
+        .await
+        .unwrap();
+    assert_eq!(out["done"], json!(false), "moto's instance starts pending");
+    let builder = env.live_instances(HOME, Some("parked")).await[0].clone();
+
+    // An event while nothing is parked marks the build.
+    let outcome = events.handle(&command_event(&builder)).await.unwrap();
+    assert_eq!(
+        outcome,
+        Outcome::Marked {
+            build_id: "parked".into()
+        }
+    );
+    assert!(env.record("parked").await.woken);
+
+    // WaitForBuilder parked launch while the instance was pending; the
+    // instance-running event wakes it, and the woken poll completes the
+    // token with launch's result.
+    bakehouse::build::update(env.builds.as_ref(), "parked", |r| {
+        r.awaiting = Some(bakehouse::build::Awaiting {
+            step: Step::Launch,
+            token: "t-launch".into(),
+            polls: 1,
+        })
+    })
+    .await
+    .unwrap();
+    let running = json!({"source": "aws.ec2", "region": HOME,
+        "detail-type": "EC2 Instance State-change Notification",
+        "detail": {"instance-id": builder, "state": "running"}});
+    for _ in 0..5 {
+        if !completions.of("t-launch").is_empty() {
+            break;
+        }
+        let outcome = events.handle(&running).await.unwrap();
+        assert_eq!(
+            outcome,
+            Outcome::Woken {
+                build_id: "parked".into(),
+                step: Step::Launch
+            }
+        );
+    }
+    let done = completions.of("t-launch");
+    assert_eq!(done.len(), 1, "completed once");
+    assert_eq!(done[0].as_ref().unwrap()["done"], json!(true));
+    let record = env.record("parked").await;
+    assert!(record.awaiting.is_none() && !record.woken, "{record:?}");
+
+    // WaitForProvision parks provision: moto runs commands at once, so
+    // parking polls once and completes the token itself.
+    let parked = p
+        .invoke(
+            Step::Provision,
+            json!({"build_id": "parked", "polls": 0, "task_token": "t-provision"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(parked["woke"], "done", "{parked}");
+    let done = completions.of("t-provision");
+    assert_eq!(done.len(), 1);
+    assert_eq!(done[0].as_ref().unwrap()["done"], json!(true));
+    assert!(env.record("parked").await.awaiting.is_none());
+
+    // A failing step fails its token with the Lambda-shaped error.
+    let failed = p
+        .invoke(
+            Step::Launch,
+            json!({"build_id": "no-such-build", "polls": 0, "task_token": "t-x"}),
+        )
+        .await;
+    assert!(failed.is_err(), "no record to park on: the function fails");
+
+    // Events about resources no build owns are ignored.
+    let base = json!({"source": "aws.ec2", "region": HOME,
+        "detail-type": "EC2 AMI State Change",
+        "detail": {"ImageId": env.base_ami, "State": "available"}});
+    assert!(matches!(
+        events.handle(&base).await.unwrap(),
+        Outcome::Ignored { .. }
+    ));
+    let e = events
+        .handle(&json!({"detail-type": "EC2 AMI State Change", "detail": {}}))
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("detail.ImageId"), "{e}");
+}

@@ -14,8 +14,8 @@ pub use dynamo::DynamoBuildStore;
 pub use id::{check_build_id, InvalidBuildId, MAX_BUILD_ID_LEN};
 pub use owner::Owner;
 pub use record::{
-    BuildRecord, BuildStatus, BundledFile, Failure, RecipeBundle, Resource, ResourceKind, Step,
-    StepRecord,
+    Awaiting, BuildRecord, BuildStatus, BundledFile, Failure, RecipeBundle, Resource, ResourceKind,
+    Step, StepRecord,
 };
 pub use sqlite::SqliteBuildStore;
 

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use crate::registry::{Artifact, Trigger};
 
 /// A pipeline step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Step {
     /// Resolve the base, compute the bake key, start the builder.
@@ -259,6 +259,26 @@ pub struct BuildRecord {
     /// `builds logs` prints it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The step parked on a Step Functions task token, waiting for an
+    /// event to wake it (see `Pipeline::park`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub awaiting: Option<Awaiting>,
+    /// An event came while no token was parked (the step was being polled,
+    /// or not parked yet): whoever holds the token polls once more.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub woken: bool,
+}
+
+/// A step parked on a task token (`.waitForTaskToken`): the token to
+/// complete and the step to poll when an event for the build comes.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Awaiting {
+    /// The step waiting.
+    pub step: Step,
+    /// The task token its state waits on.
+    pub token: String,
+    /// Polls of the step so far.
+    pub polls: u32,
 }
 
 impl BuildRecord {
@@ -295,6 +315,8 @@ impl BuildRecord {
             owner: None,
             kept: None,
             log: None,
+            awaiting: None,
+            woken: false,
         }
     }
 

@@ -117,6 +117,31 @@ pub struct StepInput {
     pub polls: u32,
 }
 
+/// Input of a `WaitFor<Step>` state: park the step on `task_token` until
+/// its work ends (see [`crate::pipeline::TaskCallback`]).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AwaitInput {
+    /// The build.
+    pub build_id: String,
+    /// Polls so far.
+    #[serde(default)]
+    pub polls: u32,
+    /// The state's task token (`$$.Task.Token`).
+    pub task_token: String,
+}
+
+/// Input from the events function: an event concerning this build came;
+/// poll the parked step.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WakeInput {
+    /// The build.
+    pub build_id: String,
+    /// Always true.
+    pub wake: bool,
+}
+
 /// What a step returns; the state machine keeps it at `$.build`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct StepOutput {

@@ -2,6 +2,11 @@
 //! executes `statemachines/pipeline.asl.json` (the very definition deployed
 //! to AWS), with each Lambda `Resource` mapped to the same step handler the
 //! Lambda function calls.
+//!
+//! The `WaitFor<Step>` states park a step on a task token. In AWS an
+//! EventBridge event wakes the step; here no events exist, so the invoker
+//! itself polls the step (sleeping its `wait_seconds` on the runner's clock)
+//! and completes the token when the step's work ends.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,10 +14,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use serde_json::Value;
 
-use crate::asl::{Clock, Execution, Observer, Runner, StateMachine, TaskFailure, TaskInvoker};
+use crate::asl::{
+    Clock, Execution, Observer, Runner, StateMachine, TaskFailure, TaskInvoker, TaskTokens,
+};
 use crate::build::Step;
 
-use super::io::ExecutionInput;
+use super::io::{AwaitInput, ExecutionInput, StepInput};
+use super::TaskCallback;
 use super::{lambda_error_cause, Pipeline, StepError};
 
 /// The pipeline definition, as deployed.
@@ -52,12 +60,52 @@ pub fn load_definition() -> Result<StateMachine, StepError> {
 /// Calls step handlers for `bakehouse:<step>` resources.
 pub struct StepInvoker {
     pipeline: Pipeline,
+    clock: Arc<dyn Clock>,
+    tokens: TaskTokens,
 }
 
 impl StepInvoker {
-    /// An invoker over `pipeline`.
-    pub fn new(pipeline: Pipeline) -> StepInvoker {
-        StepInvoker { pipeline }
+    /// An invoker over `pipeline`, completing the task tokens in `tokens`
+    /// (give the runner the same, [`Runner::with_task_tokens`]) and
+    /// sleeping between polls on `clock`.
+    pub fn new(pipeline: Pipeline, clock: Arc<dyn Clock>, tokens: TaskTokens) -> StepInvoker {
+        StepInvoker {
+            pipeline,
+            clock,
+            tokens,
+        }
+    }
+
+    /// A parked step: polls it until it is done or fails, then completes
+    /// its token (the local stand-in for the event that wakes it in AWS).
+    async fn park(&self, step: Step, input: AwaitInput) -> Result<Value, StepError> {
+        let mut poll = StepInput {
+            build_id: input.build_id,
+            polls: input.polls,
+        };
+        loop {
+            match self.pipeline.poll(step, poll.clone()).await {
+                Ok(out) if out.done => {
+                    let out = serde_json::to_value(&out)
+                        .map_err(|e| StepError::NonRetryable(e.to_string()))?;
+                    self.tokens.succeed(&input.task_token, out).await?;
+                    return Ok(Value::Null);
+                }
+                Ok(out) => {
+                    self.clock
+                        .sleep(std::time::Duration::from_secs(out.wait_seconds))
+                        .await;
+                    poll.polls = out.polls;
+                }
+                Err(e) => {
+                    let cause = lambda_error_cause(&e);
+                    self.tokens
+                        .fail(&input.task_token, e.name(), &cause)
+                        .await?;
+                    return Ok(Value::Null);
+                }
+            }
+        }
     }
 }
 
@@ -73,10 +121,15 @@ impl TaskInvoker for StepInvoker {
             })?;
         // As in AWS: the error is the function's errorType and the cause its
         // error payload as a JSON string (see `lambda_error_cause`).
-        self.pipeline
-            .invoke(step, input)
-            .await
-            .map_err(|e| TaskFailure::new(e.name(), lambda_error_cause(&e)))
+        let result = if input.get("task_token").is_some() {
+            match serde_json::from_value::<AwaitInput>(input) {
+                Ok(parked) => self.park(step, parked).await,
+                Err(e) => Err(StepError::NonRetryable(format!("{step} input: {e}"))),
+            }
+        } else {
+            self.pipeline.invoke(step, input).await
+        };
+        result.map_err(|e| TaskFailure::new(e.name(), lambda_error_cause(&e)))
     }
 }
 
@@ -91,7 +144,9 @@ pub async fn execute(
 ) -> Result<Execution, StepError> {
     let machine = load_definition()?;
     let input = serde_json::to_value(input).map_err(|e| StepError::NonRetryable(e.to_string()))?;
-    let mut runner = Runner::new(machine, Arc::new(StepInvoker::new(pipeline)), clock);
+    let tokens = TaskTokens::default();
+    let invoker = StepInvoker::new(pipeline, clock.clone(), tokens.clone());
+    let mut runner = Runner::new(machine, Arc::new(invoker), clock).with_task_tokens(tokens);
     if let Some(o) = observer {
         runner = runner.with_observer(o);
     }
@@ -216,9 +271,55 @@ mod tests {
     }
 
     #[test]
+    fn a_parked_steps_result_feeds_only_paths_its_typed_output_always_has() {
+        // WaitFor<Step> states (but the builder's) go to the next step
+        // without a Choice: the token is completed only by `Pipeline::wake`
+        // and the local invoker, with a finished StepOutput. Every path the
+        // next state reads must be a field StepOutput always serializes.
+        let definition: Value = serde_json::from_str(DEFINITION).unwrap();
+        let states = definition["States"].as_object().unwrap();
+        let output = serde_json::to_value(crate::pipeline::io::StepOutput {
+            build_id: "b".into(),
+            done: true,
+            wait_seconds: 0,
+            polls: 0,
+            cache_hit: false,
+            version: None,
+        })
+        .unwrap();
+        let mut checked = 0;
+        for (name, state) in states {
+            let Some(next) = state["Next"].as_str() else {
+                continue;
+            };
+            if !name.starts_with("WaitFor") || next.ends_with("Ready") || next.ends_with("Done") {
+                continue;
+            }
+            let params = states[next]["Parameters"].as_object().unwrap();
+            for (key, path) in params {
+                if let (true, Some(path)) = (key.ends_with(".$"), path.as_str()) {
+                    let field = path
+                        .strip_prefix("$.build.")
+                        .unwrap_or_else(|| panic!("{next} reads {path}, not the step result"));
+                    assert!(output.get(field).is_some(), "{next} reads {path}");
+                }
+            }
+            assert_eq!(state["ResultPath"], "$.build", "{name}");
+            checked += 1;
+        }
+        assert_eq!(checked, 4);
+    }
+
+    #[test]
     fn the_deployed_definition_loads_with_every_step_mapped() {
         let machine = load_definition().unwrap();
-        let mut resources: Vec<&str> = machine.states().filter_map(|s| s.resource()).collect();
+        // (the WaitFor states call the step functions through lambda:invoke,
+        // their FunctionName checked with the placeholders below)
+        let mut resources: Vec<&str> = machine
+            .states()
+            .filter_map(|s| s.resource())
+            .filter(|r| !r.starts_with("arn:aws:states:::lambda:invoke"))
+            .collect();
         resources.sort();
         resources.dedup();
         assert_eq!(

@@ -5,13 +5,17 @@
 
 mod backend;
 pub mod bundle;
+mod callback;
 mod cancel;
 mod error;
 pub mod io;
 pub mod local;
+#[cfg(feature = "testing")]
+pub mod simulate;
 mod steps;
 
 pub use backend::{BuildContext, BuilderBackend, Progress, ResolvedBase};
+pub use callback::{SfnCallback, TaskCallback};
 pub use cancel::{owned_by_another_live_process, Collected, CANCELLED};
 pub use error::{failure_message, lambda_error_cause, StepError};
 pub use steps::{

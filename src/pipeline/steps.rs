@@ -13,9 +13,10 @@ use crate::build::{BuildRecord, BuildStatus, BuildStore, Failure, RecipeBundle, 
 use crate::recipe::{self, LoadedRecipe, OsKind, VersionPolicy};
 use crate::registry::{self, AddRequest, Registry, VersionChoice};
 
+use super::callback::{self, AfterWait, TaskCallback};
 use super::io::{
-    wait_seconds, ExecutionInput, LaunchInput, RecipeSpec, StepInput, StepOutput, TeardownInput,
-    TeardownOutput,
+    wait_seconds, AwaitInput, ExecutionInput, LaunchInput, RecipeSpec, StepInput, StepOutput,
+    TeardownInput, TeardownOutput, WakeInput,
 };
 use super::{bundle, BuildContext, BuilderBackend, Progress, StepError};
 
@@ -57,6 +58,7 @@ pub struct Pipeline {
     builds: Arc<dyn BuildStore>,
     backend: Arc<dyn BuilderBackend>,
     settings: PipelineSettings,
+    callback: Option<Arc<dyn TaskCallback>>,
 }
 
 fn parse<T: DeserializeOwned>(step: Step, input: Value) -> Result<T, StepError> {
@@ -80,7 +82,15 @@ impl Pipeline {
             builds,
             backend,
             settings,
+            callback: None,
         }
+    }
+
+    /// Completes parked steps' task tokens through `callback` (Step
+    /// Functions in AWS); without one, a parked step is refused.
+    pub fn with_callback(mut self, callback: Arc<dyn TaskCallback>) -> Pipeline {
+        self.callback = Some(callback);
+        self
     }
 
     /// The registry.
@@ -96,6 +106,14 @@ impl Pipeline {
     /// Runs a step on JSON input (what a Lambda receives) and returns its
     /// JSON output.
     pub async fn invoke(&self, step: Step, input: Value) -> Result<Value, StepError> {
+        if input.get("task_token").is_some() {
+            let input: AwaitInput = parse(step, input)?;
+            return self.park(step, input).await;
+        }
+        if input.get("wake").is_some() {
+            let input: WakeInput = parse(step, input)?;
+            return self.wake(&input.build_id).await;
+        }
         match step {
             Step::Launch => {
                 if input.get("request").is_some() {
@@ -106,6 +124,80 @@ impl Pipeline {
             }
             Step::Teardown => to_value(&self.teardown(parse(step, input)?).await?),
             other => to_value(&self.run_step(other, parse(step, input)?).await?),
+        }
+    }
+
+    /// One poll of a waiting step (what the `WaitFor<Step>` states wait on).
+    pub async fn poll(&self, step: Step, input: StepInput) -> Result<StepOutput, StepError> {
+        match step {
+            Step::Launch => self.launch_poll(input).await,
+            other => self.run_step(other, input).await,
+        }
+    }
+
+    /// Parks `step` on the state's task token and polls it once (the work
+    /// may have ended before the token was stored).
+    async fn park(&self, step: Step, input: AwaitInput) -> Result<Value, StepError> {
+        build_path_component(&input.build_id)?;
+        if self.callback.is_none() {
+            return Err(StepError::NonRetryable(format!(
+                "{step}: a task token was given but this function cannot complete tokens"
+            )));
+        }
+        crate::build::update(self.builds.as_ref(), &input.build_id, |r| {
+            callback::park(r, step, &input.task_token, input.polls)
+        })
+        .await?;
+        self.wake(&input.build_id).await
+    }
+
+    /// Polls the build's parked step and completes its token when the step
+    /// is done or failed; see [`crate::pipeline::TaskCallback`] for the
+    /// protocol. Returns what happened, for the log.
+    pub async fn wake(&self, build_id: &str) -> Result<Value, StepError> {
+        build_path_component(build_id)?;
+        let callback = self.callback.clone().ok_or_else(|| {
+            StepError::NonRetryable("wake: this function cannot complete tokens".into())
+        })?;
+        let mut taken = None;
+        crate::build::update(self.builds.as_ref(), build_id, |r| {
+            taken = callback::take(r);
+        })
+        .await?;
+        let Some(mut awaiting) = taken else {
+            return Ok(serde_json::json!({"build_id": build_id, "woke": "nothing parked"}));
+        };
+        loop {
+            let input = StepInput {
+                build_id: build_id.to_string(),
+                polls: awaiting.polls,
+            };
+            match self.poll(awaiting.step, input).await {
+                Ok(out) if out.done => {
+                    callback.succeed(&awaiting.token, to_value(&out)?).await?;
+                    return Ok(serde_json::json!({"build_id": build_id, "woke": "done"}));
+                }
+                Ok(out) => {
+                    awaiting.polls = out.polls;
+                    let mut after = AfterWait::Parked;
+                    crate::build::update(self.builds.as_ref(), build_id, |r| {
+                        after = callback::put_back(r, &awaiting);
+                    })
+                    .await?;
+                    match after {
+                        AfterWait::PollAgain => continue,
+                        AfterWait::Parked | AfterWait::Superseded => {
+                            return Ok(serde_json::json!({"build_id": build_id, "woke": "waiting"}))
+                        }
+                    }
+                }
+                Err(e) => {
+                    callback
+                        .fail(&awaiting.token, e.name(), &super::lambda_error_cause(&e))
+                        .await?;
+                    return Ok(serde_json::json!({"build_id": build_id, "woke": "failed"}));
+                }
+            }
         }
     }
 

@@ -8,9 +8,12 @@
 //!   `schedule`, starting `{"recipe": NAME, "trigger": "schedule"}`.
 //! - [`execution`]: deterministic execution names and StartExecution that
 //!   treats a repeat as already started.
+//! - [`events`]: EventBridge events about instances and images wake the
+//!   build step parked on a task token.
 //! - [`reaper`]: the scheduled sweep that terminates builder instances of
 //!   finished or expired builds and removes what failed builds left.
 
+pub mod events;
 pub mod execution;
 pub mod reaper;
 pub mod schedules;

@@ -110,6 +110,13 @@ impl Runner {
         self.tokens.clone()
     }
 
+    /// Uses `tokens` for its callback Tasks, so that whatever completes
+    /// them can be given the handle before the runner exists (the invoker).
+    pub fn with_task_tokens(mut self, tokens: TaskTokens) -> Self {
+        self.tokens = tokens;
+        self
+    }
+
     /// Calls `observer` with each history event as it is recorded.
     pub fn with_observer(mut self, observer: Observer) -> Self {
         self.observer = Some(observer);
