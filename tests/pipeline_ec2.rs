@@ -693,11 +693,18 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
 /// no live builder, no image of the build in any region and no snapshot
 /// left; a second teardown changes nothing.
 async fn failure_cleans_up(step: Step) {
+    failure_of_recipe_cleans_up(step, web_recipe()).await;
+}
+
+/// A failure injected after `step`'s work, in a build of `recipe`: teardown
+/// removes everything the build made.
+async fn failure_of_recipe_cleans_up(step: Step, recipe: Value) {
     let env = env().await;
     let snapshots_before = (env.snapshots(HOME).await, env.snapshots(OTHER).await);
     let p = env.pipeline(Some(step));
-    let id = format!("fail-{step}");
-    let run = run(&p, request(&id, web_recipe())).await;
+    let name = recipe["name"].as_str().unwrap().to_string();
+    let id = format!("fail-{name}-{step}");
+    let run = run(&p, request(&id, recipe)).await;
     let error = run.error.expect("the injected failure");
     assert_eq!(error.name(), "BuildFailed");
     assert_eq!(
@@ -744,7 +751,7 @@ async fn failure_cleans_up(step: Step) {
             "{region}"
         );
         assert_eq!(
-            env.build_images(region, &id, "web").await.len(),
+            env.build_images(region, &id, &name).await.len(),
             0,
             "images left in {region}"
         );
@@ -763,7 +770,7 @@ async fn failure_cleans_up(step: Step) {
     if step == Step::Register {
         let v = env
             .registry
-            .show("web", &"1.0".parse::<Version>().unwrap())
+            .show(&name, &"1.0".parse::<Version>().unwrap())
             .await
             .unwrap();
         assert_eq!(v.status, bakehouse::registry::Status::Revoked);
@@ -1576,4 +1583,133 @@ async fn a_parked_step_is_completed_by_itself_or_by_the_event_that_wakes_it() {
         .await
         .unwrap_err();
     assert!(e.to_string().contains("detail.ImageId"), "{e}");
+}
+
+/// A Windows recipe: PowerShell and a file upload, a PowerShell test, two
+/// publish regions (moto's base is not Windows, but EC2 and SSM see the
+/// same calls as for a Windows AMI).
+fn windows_recipe() -> Value {
+    json!({
+        "name": "win",
+        "os": "windows",
+        "version": {"bump": "minor"},
+        "base": {"filter": {"name": "test-base-*", "owners": ["self"], "most_recent": true}},
+        "builder": {"instance_type": "t3.large"},
+        "provisioners": [
+            {"type": "powershell", "inline": ["Install-WindowsFeature Web-Server"], "env": {"SITE": "default"}},
+            {"type": "file", "source": "files/motd", "destination": "C:\\ProgramData\\motd.txt"}
+        ],
+        "publish": {"regions": [HOME, OTHER]},
+        "test": ["if (-not (Test-Path C:\\ProgramData\\motd.txt)) { exit 1 }"]
+    })
+}
+
+/// The PowerShell a command runs: the base64 here-string of the script
+/// sent, decoded.
+fn powershell_body(script: &str) -> String {
+    let encoded: String = script
+        .split("@'\n")
+        .nth(1)
+        .and_then(|rest| rest.split("\n'@").next())
+        .expect("a payload here-string")
+        .replace('\n', "");
+    String::from_utf8(BASE64.decode(encoded).unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_windows_recipe_is_provisioned_with_powershell_syspreped_captured_and_tested() {
+    let env = env().await;
+    let p = env.pipeline(None);
+    let run = run(&p, request("win-1", windows_recipe())).await;
+    assert!(run.error.is_none(), "{:?}", run.error);
+    assert_eq!(run.teardown["status"], json!("SUCCEEDED"));
+
+    // Every command went through AWS-RunPowerShellScript, in order: the two
+    // provisioners, clean + sysprep on the builder, the test on the test
+    // instance (no Linux clean check).
+    let ssm = aws_sdk_ssm::Client::new(&env.config);
+    let listed = ssm.list_commands().send().await.unwrap();
+    let mut commands: Vec<_> = listed.commands().to_vec();
+    commands.sort_by_key(|c| c.requested_date_time().map(|t| t.as_nanos()));
+    let documents: Vec<&str> = commands.iter().filter_map(|c| c.document_name()).collect();
+    assert_eq!(documents, ["AWS-RunPowerShellScript"; 4]);
+    let bodies: Vec<String> = commands
+        .iter()
+        .map(|c| {
+            let script = &c.parameters().unwrap()["commands"][0];
+            powershell_body(script)
+        })
+        .collect();
+    assert!(
+        bodies[0].contains("Install-WindowsFeature Web-Server"),
+        "{}",
+        bodies[0]
+    );
+    assert_eq!(bodies[1], MOTD, "the file's content");
+    assert!(bodies[2].contains("bakehouse-clean: done"), "{}", bodies[2]);
+    assert!(
+        bodies[2].contains("sysprep --clean=true --shutdown=false"),
+        "{}",
+        bodies[2]
+    );
+    assert!(bodies[3].contains("Test-Path C:\\ProgramData\\motd.txt"));
+    // (moto's ListCommands ignores its instance filter; the ledger says
+    // which command ran where)
+    let record = env.record("win-1").await;
+    let ledger: Vec<&str> = record
+        .resources_of(ResourceKind::Command)
+        .map(|r| r.name.as_str())
+        .collect();
+    assert_eq!(
+        ledger,
+        [
+            "provision/1-powershell",
+            "provision/2-file",
+            "clean",
+            "test/1"
+        ]
+    );
+
+    // Captured, copied and registered as a Windows image; nothing left running.
+    let package = env
+        .registry
+        .show("win", &"1.0".parse::<Version>().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(package.os, bakehouse::registry::Os::Windows);
+    assert_eq!(package.artifacts.len(), 2);
+    for region in [HOME, OTHER] {
+        assert_eq!(env.build_images(region, "win-1", "win").await.len(), 1);
+        assert!(env.live_instances(region, Some("win-1")).await.is_empty());
+    }
+}
+
+#[tokio::test]
+async fn windows_failure_at_launch_cleans_up() {
+    failure_of_recipe_cleans_up(Step::Launch, windows_recipe()).await;
+}
+
+#[tokio::test]
+async fn windows_failure_at_provision_cleans_up() {
+    failure_of_recipe_cleans_up(Step::Provision, windows_recipe()).await;
+}
+
+#[tokio::test]
+async fn windows_failure_at_clean_cleans_up() {
+    failure_of_recipe_cleans_up(Step::Clean, windows_recipe()).await;
+}
+
+#[tokio::test]
+async fn windows_failure_at_capture_cleans_up() {
+    failure_of_recipe_cleans_up(Step::Capture, windows_recipe()).await;
+}
+
+#[tokio::test]
+async fn windows_failure_at_test_cleans_up() {
+    failure_of_recipe_cleans_up(Step::Test, windows_recipe()).await;
+}
+
+#[tokio::test]
+async fn windows_failure_at_register_cleans_up() {
+    failure_of_recipe_cleans_up(Step::Register, windows_recipe()).await;
 }

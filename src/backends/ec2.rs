@@ -1,6 +1,7 @@
 //! The EC2 + SSM builder backend: a builder instance launched from the base
 //! AMI, provisioned and cleaned through SSM Run Command
-//! (`AWS-RunShellScript`), stopped, captured with CreateImage, copied to the
+//! (`AWS-RunShellScript`; `AWS-RunPowerShellScript` and Sysprep for
+//! `os: windows`, see `scripts_windows`), stopped, captured with CreateImage, copied to the
 //! publish regions and shared with the publish accounts; the test step boots
 //! the new AMI as a test instance and runs the recipe's tests on it.
 //!
@@ -30,6 +31,7 @@ pub mod logs;
 mod publish;
 mod retention;
 mod scripts;
+mod scripts_windows;
 mod ssm;
 mod tar;
 mod teardown;

@@ -283,6 +283,9 @@ pub enum DiskTable {
 pub enum Provisioner {
     /// Run shell commands or a script.
     Shell(ShellProvisioner),
+    /// Run PowerShell commands or a script (Windows images; on EC2 through
+    /// `AWS-RunPowerShellScript`). Same fields as `shell`.
+    Powershell(ShellProvisioner),
     /// Upload a file or directory.
     File(FileProvisioner),
     /// Apply a Salt state tree masterless (`salt-call --local`).
@@ -292,10 +295,11 @@ pub enum Provisioner {
 }
 
 impl Provisioner {
-    /// `shell`, `file`, `salt` or `ansible`.
+    /// `shell`, `powershell`, `file`, `salt` or `ansible`.
     pub fn kind(&self) -> &'static str {
         match self {
             Provisioner::Shell(_) => "shell",
+            Provisioner::Powershell(_) => "powershell",
             Provisioner::File(_) => "file",
             Provisioner::Salt(_) => "salt",
             Provisioner::Ansible(_) => "ansible",
@@ -307,7 +311,7 @@ impl Provisioner {
     /// state tree and pillar tree, a playbook's directory.
     pub fn inputs(&self) -> Vec<String> {
         match self {
-            Provisioner::Shell(s) => match &s.source {
+            Provisioner::Shell(s) | Provisioner::Powershell(s) => match &s.source {
                 ShellSource::Script(path) => vec![path.clone()],
                 ShellSource::Inline(_) => Vec::new(),
             },

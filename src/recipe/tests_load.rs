@@ -181,7 +181,7 @@ fn unknown_provisioner_type() {
     );
     assert_eq!(
         got,
-        vec!["recipe.yaml:5:5: provisioners[0].type: unknown variant `chef`, expected one of `shell`, `file`, `salt`, `ansible`"]
+        vec!["recipe.yaml:5:5: provisioners[0].type: unknown variant `chef`, expected one of `shell`, `powershell`, `file`, `salt`, `ansible`"]
     );
 }
 

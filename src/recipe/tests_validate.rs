@@ -425,3 +425,25 @@ fn linux_provisioners_in_a_windows_recipe_are_flagged() {
         "{problems:?}"
     );
 }
+
+#[test]
+fn powershell_provisioners_belong_to_windows_recipes() {
+    let problems = problems_with("provisioners:\n  - {type: powershell, inline: [Get-Date]}\n");
+    assert!(
+        problems.iter().any(|p| p.contains(
+            "provisioners[0].type: a powershell provisioner runs on Windows images only; this recipe has `os: linux` (use `type: shell`)"
+        )),
+        "{problems:?}"
+    );
+    let windows = problems_with(
+        "os: windows\nprovisioners:\n  - {type: powershell, inline: [Get-Date], env: {'1X': y}}\n",
+    );
+    assert!(
+        windows.iter().all(|p| !p.contains("runs on")),
+        "{windows:?}"
+    );
+    assert!(
+        windows.iter().any(|p| p.contains("provisioners[0].env.1X")),
+        "the shell checks apply: {windows:?}"
+    );
+}

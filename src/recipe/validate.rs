@@ -229,18 +229,24 @@ fn check_provisioner(c: &mut Checker, field: &str, p: &Provisioner, os: OsKind) 
         Provisioner::Shell(_) => Some("shell"),
         Provisioner::Salt(_) => Some("salt"),
         Provisioner::Ansible(_) => Some("ansible"),
-        Provisioner::File(_) => None,
+        Provisioner::File(_) | Provisioner::Powershell(_) => None,
     };
     if let Some(kind) = linux_only.filter(|_| os == OsKind::Windows) {
         c.report(
             field_key(field, "type"),
             format!(
-                "a {kind} provisioner runs on Linux images only; this recipe has `os: windows`"
+                "a {kind} provisioner runs on Linux images only; this recipe has `os: windows` (use `type: powershell`)"
             ),
         );
     }
+    if matches!(p, Provisioner::Powershell(_)) && os == OsKind::Linux {
+        c.report(
+            field_key(field, "type"),
+            "a powershell provisioner runs on Windows images only; this recipe has `os: linux` (use `type: shell`)",
+        );
+    }
     match p {
-        Provisioner::Shell(s) => {
+        Provisioner::Shell(s) | Provisioner::Powershell(s) => {
             match &s.source {
                 ShellSource::Script(path) => {
                     c.exists(field_key(field, "script"), path, Some(false))

@@ -10,7 +10,6 @@ use aws_sdk_ssm::types::{InstanceInformationStringFilter, PingStatus};
 
 use crate::build::{BuildRecord, ResourceKind};
 use crate::pipeline::{BuildContext, Progress, StepError};
-use crate::recipe::OsKind;
 
 use super::error::aws;
 use super::{build_tags, client_token, filter, tag, Ec2Backend, TAG_BUILD};
@@ -28,12 +27,6 @@ pub(super) struct Builder {
 
 impl Ec2Backend {
     pub(super) async fn launch_builder(&self, ctx: &BuildContext) -> Result<Progress, StepError> {
-        let recipe = ctx.recipe()?;
-        if recipe.recipe.os == OsKind::Windows {
-            return Err(StepError::NonRetryable(
-                "os: windows: the EC2 builder runs provisioners with AWS-RunShellScript and supports Linux images only".into(),
-            ));
-        }
         let record = ctx.current().await?;
         let builder = match self.existing_builder(ctx, &record).await? {
             Some(b) => b,

@@ -11,7 +11,9 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
 use crate::pipeline::StepError;
-use crate::recipe::{clean_script, LoadedRecipe, Provisioner, ShellSource};
+use crate::recipe::{clean_script, LoadedRecipe, OsKind, Provisioner, ShellSource};
+
+use super::scripts_windows;
 
 use super::tar::{tar_dir, tar_dirs};
 
@@ -24,6 +26,31 @@ pub(super) struct CommandSpec {
     pub(super) label: String,
     /// The script.
     pub(super) script: String,
+    /// The SSM document that runs it.
+    pub(super) document: Document,
+}
+
+/// The SSM document a command is sent with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Document {
+    /// `AWS-RunShellScript` (Linux).
+    Shell,
+    /// `AWS-RunPowerShellScript` (Windows).
+    PowerShell,
+}
+
+impl Document {
+    /// The document's name.
+    pub(super) fn name(self) -> &'static str {
+        match self {
+            Document::Shell => "AWS-RunShellScript",
+            Document::PowerShell => "AWS-RunPowerShellScript",
+        }
+    }
+}
+
+fn windows(recipe: &LoadedRecipe) -> bool {
+    recipe.recipe.os == OsKind::Windows
 }
 
 pub(super) use crate::recipe::sh_quote as quote;
@@ -130,6 +157,12 @@ pub(super) fn provisioner_command(
     let label = format!("provisioner {} ({})", index + 1, p.kind());
     let none = BTreeMap::new();
     let script = match p {
+        Provisioner::Powershell(_) => {
+            return Err(nonretryable(
+                &label,
+                "runs on Windows images only; this recipe has `os: linux` (use `type: shell`)",
+            ))
+        }
         Provisioner::Shell(s) => match &s.source {
             ShellSource::Inline(commands) => {
                 let body = format!("set -e\n{}\n", commands.join("\n"));
@@ -260,24 +293,31 @@ pub(super) fn provisioner_command(
         name: format!("provision/{}-{}", index + 1, p.kind()),
         label,
         script,
+        document: Document::Shell,
     })
 }
 
-/// Every provisioner's command, in order.
+/// Every provisioner's command, in order (PowerShell for Windows).
 pub(super) fn provisioner_commands(
     recipe: &LoadedRecipe,
     max: usize,
 ) -> Result<Vec<CommandSpec>, StepError> {
+    if windows(recipe) {
+        return scripts_windows::provisioner_commands(recipe, max);
+    }
     (0..recipe.recipe.provisioners.len())
         .map(|i| provisioner_command(recipe, i, max))
         .collect()
 }
 
-/// The recipe's test commands, in order.
+/// The recipe's test commands, in order (PowerShell for Windows).
 pub(super) fn test_commands(
     recipe: &LoadedRecipe,
     max: usize,
 ) -> Result<Vec<CommandSpec>, StepError> {
+    if windows(recipe) {
+        return scripts_windows::test_commands(recipe, max);
+    }
     recipe
         .recipe
         .test
@@ -299,6 +339,7 @@ pub(super) fn test_commands(
                 name: format!("test/{}", i + 1),
                 label,
                 script,
+                document: Document::Shell,
             })
         })
         .collect()
@@ -307,13 +348,20 @@ pub(super) fn test_commands(
 /// The clean policy as one command (`authorized_keys` removal comes last
 /// inside the generated script).
 pub(super) fn clean_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
+    if windows(recipe) {
+        return scripts_windows::clean_command(recipe);
+    }
     let body = clean_script(&recipe.recipe.clean, recipe.recipe.os);
     script_command("clean", "clean script", "the clean script", &body)
 }
 
 /// The clean check of the booted image (see
-/// [`crate::recipe::clean::check_script`]), run first on the test instance.
-pub(super) fn clean_check_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
+/// [`crate::recipe::clean::check_script`]), run first on the test instance;
+/// none for Windows, whose generalized image Sysprep has reset.
+pub(super) fn clean_check_command(recipe: &LoadedRecipe) -> Result<Option<CommandSpec>, StepError> {
+    if windows(recipe) {
+        return Ok(None);
+    }
     let body = crate::recipe::clean::check_script(&recipe.recipe.clean);
     script_command(
         "test/clean-check",
@@ -321,6 +369,7 @@ pub(super) fn clean_check_command(recipe: &LoadedRecipe) -> Result<CommandSpec, 
         "the clean check",
         &body,
     )
+    .map(Some)
 }
 
 /// A generated script (`what`, for messages) as one `sh` command.
@@ -342,6 +391,7 @@ fn script_command(
         name: name.into(),
         label: label.to_string(),
         script,
+        document: Document::Shell,
     })
 }
 

@@ -223,8 +223,8 @@ impl Ec2Backend {
         Ok(id)
     }
 
-    /// The SendCommand request for one command: `AWS-RunShellScript` with
-    /// the script and an execution timeout of `timeout_secs`, its output
+    /// The SendCommand request for one command: its document
+    /// (`AWS-RunShellScript` or `AWS-RunPowerShellScript`) with the script and an execution timeout of `timeout_secs`, its output
     /// sent to the command log group when one is configured.
     pub(super) fn send_command_request(
         &self,
@@ -241,7 +241,7 @@ impl Ec2Backend {
         });
         self.ssm
             .send_command()
-            .document_name("AWS-RunShellScript")
+            .document_name(command.document.name())
             .instance_ids(instance)
             .comment(comment)
             .timeout_seconds(600)
@@ -369,6 +369,7 @@ mod tests {
             name: "provision/1-shell".into(),
             label: "provisioner 1 (shell)".into(),
             script: "echo hi".into(),
+            document: super::super::scripts::Document::Shell,
         };
         let plain = Ec2Backend::new(&sdk, super::super::Ec2Settings::default());
         let req = plain.send_command_request("i-1", &command, "c", 120);

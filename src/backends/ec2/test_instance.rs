@@ -27,7 +27,7 @@ impl Ec2Backend {
         let recipe = ctx.recipe()?;
         // The clean check first: it sees the AMI as booted, before the
         // tests change anything.
-        let mut commands = vec![clean_check_command(recipe)?];
+        let mut commands: Vec<_> = clean_check_command(recipe)?.into_iter().collect();
         commands.extend(test_commands(recipe, self.settings.max_inline_file_bytes)?);
         let record = ctx.current().await?;
         let token = client_token(&ctx.build_id, TEST_INSTANCE);

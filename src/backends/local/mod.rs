@@ -163,9 +163,9 @@ impl Default for LocalSettings {
 /// Why a local build refuses an `os: windows` recipe (at launch and, should
 /// one get that far, at clean).
 pub(crate) const WINDOWS_REFUSED: &str =
-    "os: windows: local builds bake Linux images only, and no \
-     builder provisions Windows yet; register Windows images made elsewhere with \
-     `bakehouse image add --os windows`";
+    "os: windows: local builds bake Linux images only; build Windows images on EC2 \
+     (`bakehouse build --remote`, PowerShell over SSM), or register Windows images made \
+     elsewhere with `bakehouse image add --os windows`";
 
 /// `build --on-error` (Packer's `-on-error`): what happens to a failed
 /// local build's sandbox (its work tree and ledger entry).

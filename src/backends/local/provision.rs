@@ -54,6 +54,7 @@ pub(crate) fn describe(p: &Provisioner) -> String {
             ShellSource::Inline(_) => "shell inline".to_string(),
             ShellSource::Script(path) => format!("shell script {path}"),
         },
+        Provisioner::Powershell(_) => "powershell".to_string(),
         Provisioner::File(f) => format!("file {} -> {}", f.source, f.destination),
         Provisioner::Salt(s) => format!("salt state tree {}", s.state_tree),
         Provisioner::Ansible(a) => format!("ansible playbook {}", a.playbook),
@@ -72,6 +73,11 @@ async fn run_one(
 ) -> Result<Option<RunResult>, StepError> {
     let root = sandbox.root.clone();
     match provisioner {
+        // `validate` refuses it in a Linux recipe and local builds refuse
+        // Windows recipes at launch; this is the last line.
+        Provisioner::Powershell(_) => Err(StepError::NonRetryable(format!(
+            "{label}: powershell provisioners run on Windows images, which local builds do not bake"
+        ))),
         Provisioner::Shell(shell) => {
             if !sandbox.has_shell() {
                 return Err(StepError::BuildFailed(format!(
