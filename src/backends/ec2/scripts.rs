@@ -55,8 +55,25 @@ fn windows(recipe: &LoadedRecipe) -> bool {
 
 pub(super) use crate::recipe::sh_quote as quote;
 
-fn nonretryable(label: &str, message: impl std::fmt::Display) -> StepError {
+pub(super) fn nonretryable(label: &str, message: impl std::fmt::Display) -> StepError {
     StepError::NonRetryable(format!("{label}: {message}"))
+}
+
+/// An environment variable name both shells accept (`[A-Za-z_][A-Za-z0-9_]*`).
+pub(super) fn check_env_name(label: &str, name: &str) -> Result<(), StepError> {
+    let valid = name
+        .chars()
+        .next()
+        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if valid {
+        Ok(())
+    } else {
+        Err(nonretryable(
+            label,
+            format!("env: {name:?} is not a valid variable name"),
+        ))
+    }
 }
 
 /// A script that unpacks `payload` to `$work/payload` and then runs `action`.
@@ -88,17 +105,7 @@ fn with_payload(
     }
     script.push_str("BAKEHOUSE_PAYLOAD\n");
     for (name, value) in env {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(nonretryable(
-                label,
-                format!("env: {name:?} is not a valid variable name"),
-            ));
-        }
+        check_env_name(label, name)?;
         script.push_str(&format!("export {name}={}\n", quote(value)));
     }
     script.push_str(action);

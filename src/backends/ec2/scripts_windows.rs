@@ -22,16 +22,12 @@ use base64::Engine;
 use crate::pipeline::StepError;
 use crate::recipe::{clean_windows, LoadedRecipe, Provisioner, ShellSource};
 
-use super::scripts::{CommandSpec, Document};
+use super::scripts::{check_env_name, nonretryable, CommandSpec, Document};
 use super::tar::tar_dir;
 
 /// A PowerShell single-quoted string (a `'` is doubled).
 pub(super) fn ps_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', "''"))
-}
-
-fn nonretryable(label: &str, message: impl std::fmt::Display) -> StepError {
-    StepError::NonRetryable(format!("{label}: {message}"))
 }
 
 /// Runs the `.ps1` at `$payload` in a child PowerShell and fails with its
@@ -72,17 +68,7 @@ fn with_payload(
         "'@\n[IO.File]::WriteAllBytes($payload, [Convert]::FromBase64String(($encoded -replace '\\s', '')))\n",
     );
     for (name, value) in env {
-        let valid = name
-            .chars()
-            .next()
-            .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-            && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-        if !valid {
-            return Err(nonretryable(
-                label,
-                format!("env: {name:?} is not a valid variable name"),
-            ));
-        }
+        check_env_name(label, name)?;
         script.push_str(&format!("$env:{name} = {}\n", ps_quote(value)));
     }
     script.push_str(action);
