@@ -59,6 +59,39 @@ pub(super) fn nonretryable(label: &str, message: impl std::fmt::Display) -> Step
     StepError::NonRetryable(format!("{label}: {message}"))
 }
 
+/// Refuses content over `max` bytes (SSM takes at most 97 KiB of
+/// parameters), saying what to do instead.
+pub(super) fn check_inline_size(
+    label: &str,
+    what: &str,
+    payload: &[u8],
+    max: usize,
+    provisioner: &str,
+) -> Result<(), StepError> {
+    if payload.len() <= max {
+        return Ok(());
+    }
+    Err(nonretryable(
+        label,
+        format!(
+            "{what} is {} bytes, over the {max}-byte limit for content sent inline through SSM \
+             (max_inline_file_bytes): keep large files in the base image or fetch them (e.g. from S3) in a {provisioner} provisioner",
+            payload.len()
+        ),
+    ))
+}
+
+/// `payload` in base64, 76 characters a line, each line ended.
+pub(super) fn base64_lines(payload: &[u8]) -> String {
+    let encoded = BASE64.encode(payload);
+    let mut out = String::with_capacity(encoded.len() + encoded.len() / 76 + 1);
+    for chunk in encoded.as_bytes().chunks(76) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out
+}
+
 /// An environment variable name both shells accept (`[A-Za-z_][A-Za-z0-9_]*`).
 pub(super) fn check_env_name(label: &str, name: &str) -> Result<(), StepError> {
     let valid = name
@@ -85,24 +118,11 @@ fn with_payload(
     env: &BTreeMap<String, String>,
     action: &str,
 ) -> Result<String, StepError> {
-    if payload.len() > max {
-        return Err(nonretryable(
-            label,
-            format!(
-                "{what} is {} bytes, over the {max}-byte limit for content sent inline through SSM \
-                 (max_inline_file_bytes): keep large files in the base image or fetch them (e.g. from S3) in a shell provisioner",
-                payload.len()
-            ),
-        ));
-    }
+    check_inline_size(label, what, payload, max, "shell")?;
     let mut script = format!(
         "# bakehouse: {label}\nset -eu\nwork=$(mktemp -d)\ntrap 'rm -rf \"$work\"' EXIT\nbase64 -d > \"$work/payload\" <<'BAKEHOUSE_PAYLOAD'\n"
     );
-    let encoded = BASE64.encode(payload);
-    for chunk in encoded.as_bytes().chunks(76) {
-        script.push_str(&String::from_utf8_lossy(chunk));
-        script.push('\n');
-    }
+    script.push_str(&base64_lines(payload));
     script.push_str("BAKEHOUSE_PAYLOAD\n");
     for (name, value) in env {
         check_env_name(label, name)?;
@@ -150,7 +170,8 @@ fn parse_mode(label: &str, mode: &str) -> Result<u32, StepError> {
         .ok_or_else(|| nonretryable(label, format!("mode {mode:?} is not an octal file mode")))
 }
 
-/// The command of provisioner `index` (0-based) of the recipe.
+/// The command of provisioner `index` (0-based) of the recipe: a shell
+/// script, or PowerShell for Windows.
 pub(super) fn provisioner_command(
     recipe: &LoadedRecipe,
     index: usize,
@@ -162,11 +183,32 @@ pub(super) fn provisioner_command(
         .get(index)
         .ok_or_else(|| StepError::NonRetryable(format!("no provisioner {}", index + 1)))?;
     let label = format!("provisioner {} ({})", index + 1, p.kind());
+    let (script, document) = if windows(recipe) {
+        let script = scripts_windows::provisioner_script(recipe, p, &label, max)?;
+        (script, Document::PowerShell)
+    } else {
+        (shell_script(recipe, p, &label, max)?, Document::Shell)
+    };
+    Ok(CommandSpec {
+        name: format!("provision/{}-{}", index + 1, p.kind()),
+        label,
+        script,
+        document,
+    })
+}
+
+/// A Linux provisioner's shell script.
+fn shell_script(
+    recipe: &LoadedRecipe,
+    p: &Provisioner,
+    label: &str,
+    max: usize,
+) -> Result<String, StepError> {
     let none = BTreeMap::new();
     let script = match p {
         Provisioner::Powershell(_) => {
             return Err(nonretryable(
-                &label,
+                label,
                 "runs on Windows images only; this recipe has `os: linux` (use `type: shell`)",
             ))
         }
@@ -174,7 +216,7 @@ pub(super) fn provisioner_command(
             ShellSource::Inline(commands) => {
                 let body = format!("set -e\n{}\n", commands.join("\n"));
                 with_payload(
-                    &label,
+                    label,
                     "the inline commands",
                     body.as_bytes(),
                     max,
@@ -183,11 +225,11 @@ pub(super) fn provisioner_command(
                 )?
             }
             ShellSource::Script(path) => {
-                let content = read(recipe, &label, path)?;
+                let content = read(recipe, label, path)?;
                 let run = interpreter(&content)
-                    .map_err(|e| nonretryable(&label, format!("{path}: {e}")))?;
+                    .map_err(|e| nonretryable(label, format!("{path}: {e}")))?;
                 with_payload(
-                    &label,
+                    label,
                     path,
                     &content,
                     max,
@@ -201,14 +243,14 @@ pub(super) fn provisioner_command(
             let mode = f
                 .mode
                 .as_deref()
-                .map(|m| parse_mode(&label, m))
+                .map(|m| parse_mode(label, m))
                 .transpose()?;
             if source.is_dir() {
-                let payload = tar(recipe, &label, &f.source, mode)?;
+                let payload = tar(recipe, label, &f.source, mode)?;
                 let dest = quote(&f.destination);
                 let action = format!("mkdir -p -- {dest}\ntar -x -f \"$work/payload\" -C {dest}\n");
                 with_payload(
-                    &label,
+                    label,
                     &format!("directory {} as tar", f.source),
                     &payload,
                     max,
@@ -216,13 +258,13 @@ pub(super) fn provisioner_command(
                     &action,
                 )?
             } else {
-                let content = read(recipe, &label, &f.source)?;
+                let content = read(recipe, label, &f.source)?;
                 let mode = match mode {
                     Some(m) => m,
                     None => {
                         use std::os::unix::fs::PermissionsExt;
                         let meta = std::fs::metadata(&source)
-                            .map_err(|e| nonretryable(&label, format!("{}: {e}", f.source)))?;
+                            .map_err(|e| nonretryable(label, format!("{}: {e}", f.source)))?;
                         if meta.permissions().mode() & 0o111 != 0 {
                             0o755
                         } else {
@@ -251,7 +293,7 @@ pub(super) fn provisioner_command(
                     content.len(),
                     parent = quote(&parent),
                 );
-                with_payload(&label, &f.source, &content, max, &none, &action)?
+                with_payload(label, &f.source, &content, max, &none, &action)?
             }
         }
         Provisioner::Salt(s) => {
@@ -259,16 +301,16 @@ pub(super) fn provisioner_command(
             if let Some(pillar) = &s.pillar_root {
                 trees.push((recipe.resolve(pillar), "pillar/"));
             }
-            let payload = tar_dirs(&trees, None).map_err(|e| nonretryable(&label, e))?;
+            let payload = tar_dirs(&trees, None).map_err(|e| nonretryable(label, e))?;
             let mut action = String::from(
                 "mkdir \"$work/tree\" \"$work/pillar\"\ntar -x -f \"$work/payload\" -C \"$work\"\n",
             );
             action.push_str(
                 &crate::backends::salt::salt_script(s, "\"$work\"", None)
-                    .map_err(|e| nonretryable(&label, e))?,
+                    .map_err(|e| nonretryable(label, e))?,
             );
             with_payload(
-                &label,
+                label,
                 &format!("state tree {} as tar", s.state_tree),
                 &payload,
                 max,
@@ -278,16 +320,16 @@ pub(super) fn provisioner_command(
         }
         Provisioner::Ansible(a) => {
             let dir = a.playbook_dir();
-            let payload = tar(recipe, &label, &dir, None)?;
+            let payload = tar(recipe, label, &dir, None)?;
             let mut action = String::from(
                 "mkdir \"$work/play\"\ntar -x -f \"$work/payload\" -C \"$work/play\"\n",
             );
             action.push_str(
                 &crate::backends::ansible::ansible_script(a, "\"$work/play\"")
-                    .map_err(|e| nonretryable(&label, e))?,
+                    .map_err(|e| nonretryable(label, e))?,
             );
             with_payload(
-                &label,
+                label,
                 &format!("playbook directory {dir} as tar"),
                 &payload,
                 max,
@@ -296,12 +338,7 @@ pub(super) fn provisioner_command(
             )?
         }
     };
-    Ok(CommandSpec {
-        name: format!("provision/{}-{}", index + 1, p.kind()),
-        label,
-        script,
-        document: Document::Shell,
-    })
+    Ok(script)
 }
 
 /// Every provisioner's command, in order (PowerShell for Windows).
@@ -309,9 +346,6 @@ pub(super) fn provisioner_commands(
     recipe: &LoadedRecipe,
     max: usize,
 ) -> Result<Vec<CommandSpec>, StepError> {
-    if windows(recipe) {
-        return scripts_windows::provisioner_commands(recipe, max);
-    }
     (0..recipe.recipe.provisioners.len())
         .map(|i| provisioner_command(recipe, i, max))
         .collect()
@@ -322,9 +356,7 @@ pub(super) fn test_commands(
     recipe: &LoadedRecipe,
     max: usize,
 ) -> Result<Vec<CommandSpec>, StepError> {
-    if windows(recipe) {
-        return scripts_windows::test_commands(recipe, max);
-    }
+    let none = BTreeMap::new();
     recipe
         .recipe
         .test
@@ -333,20 +365,21 @@ pub(super) fn test_commands(
         .map(|(i, command)| {
             let shown: String = command.chars().take(80).collect();
             let label = format!("test {} `{shown}`", i + 1);
-            let body = format!("set -e\n{command}\n");
-            let script = with_payload(
-                &label,
-                "the command",
-                body.as_bytes(),
-                max,
-                &BTreeMap::new(),
-                "sh -e \"$work/payload\"",
-            )?;
+            let (script, document) = if windows(recipe) {
+                let script =
+                    scripts_windows::powershell(&label, "the command", command, max, &none)?;
+                (script, Document::PowerShell)
+            } else {
+                let body = format!("set -e\n{command}\n");
+                let run = "sh -e \"$work/payload\"";
+                let script = with_payload(&label, "the command", body.as_bytes(), max, &none, run)?;
+                (script, Document::Shell)
+            };
             Ok(CommandSpec {
                 name: format!("test/{}", i + 1),
                 label,
                 script,
-                document: Document::Shell,
+                document,
             })
         })
         .collect()

@@ -16,13 +16,12 @@
 
 use std::collections::BTreeMap;
 
-use base64::engine::general_purpose::STANDARD as BASE64;
-use base64::Engine;
-
 use crate::pipeline::StepError;
 use crate::recipe::{clean_windows, LoadedRecipe, Provisioner, ShellSource};
 
-use super::scripts::{check_env_name, nonretryable, CommandSpec, Document};
+use super::scripts::{
+    base64_lines, check_env_name, check_inline_size, nonretryable, CommandSpec, Document,
+};
 use super::tar::tar_dir;
 
 /// A PowerShell single-quoted string (a `'` is doubled).
@@ -45,25 +44,12 @@ fn with_payload(
     file_name: &str,
     action: &str,
 ) -> Result<String, StepError> {
-    if payload.len() > max {
-        return Err(nonretryable(
-            label,
-            format!(
-                "{what} is {} bytes, over the {max}-byte limit for content sent inline through SSM \
-                 (max_inline_file_bytes): keep large files in the base image or fetch them (e.g. from S3) in a powershell provisioner",
-                payload.len()
-            ),
-        ));
-    }
+    check_inline_size(label, what, payload, max, "powershell")?;
     let mut script = format!(
         "# bakehouse: {label}\n$ErrorActionPreference = 'Stop'\n$work = Join-Path $env:TEMP ('bakehouse-' + [guid]::NewGuid())\nNew-Item -ItemType Directory -Path $work | Out-Null\ntry {{\n$payload = Join-Path $work {}\n$encoded = @'\n",
         ps_quote(file_name)
     );
-    let encoded = BASE64.encode(payload);
-    for chunk in encoded.as_bytes().chunks(76) {
-        script.push_str(&String::from_utf8_lossy(chunk));
-        script.push('\n');
-    }
+    script.push_str(&base64_lines(payload));
     script.push_str(
         "'@\n[IO.File]::WriteAllBytes($payload, [Convert]::FromBase64String(($encoded -replace '\\s', '')))\n",
     );
@@ -81,53 +67,39 @@ fn with_payload(
     Ok(script)
 }
 
-/// The command of provisioner `index` (0-based) of a Windows recipe.
-fn provisioner_command(
+/// A Windows provisioner's PowerShell script.
+pub(super) fn provisioner_script(
     recipe: &LoadedRecipe,
-    index: usize,
+    p: &Provisioner,
+    label: &str,
     max: usize,
-) -> Result<CommandSpec, StepError> {
-    let p = recipe
-        .recipe
-        .provisioners
-        .get(index)
-        .ok_or_else(|| StepError::NonRetryable(format!("no provisioner {}", index + 1)))?;
-    let label = format!("provisioner {} ({})", index + 1, p.kind());
+) -> Result<String, StepError> {
     let script = match p {
-        Provisioner::Powershell(s) => {
-            let (what, body) = match &s.source {
-                ShellSource::Inline(commands) => (
-                    "the inline commands".to_string(),
-                    format!("$ErrorActionPreference = 'Stop'\n{}\n", commands.join("\n"))
-                        .into_bytes(),
-                ),
-                ShellSource::Script(path) => {
-                    let body = std::fs::read(recipe.resolve(path))
-                        .map_err(|e| nonretryable(&label, format!("{path}: {e}")))?;
-                    (path.clone(), body)
-                }
-            };
-            with_payload(
-                &label,
-                &what,
-                &body,
+        Provisioner::Powershell(s) => match &s.source {
+            ShellSource::Inline(commands) => powershell(
+                label,
+                "the inline commands",
+                &commands.join("\n"),
                 max,
                 &s.env,
-                "payload.ps1",
-                RUN_PAYLOAD,
-            )?
-        }
+            )?,
+            ShellSource::Script(path) => {
+                let body = std::fs::read(recipe.resolve(path))
+                    .map_err(|e| nonretryable(label, format!("{path}: {e}")))?;
+                with_payload(label, path, &body, max, &s.env, "payload.ps1", RUN_PAYLOAD)?
+            }
+        },
         Provisioner::File(f) => {
             let source = recipe.resolve(&f.source);
             let dest = ps_quote(&f.destination);
             if source.is_dir() {
                 // tar.exe (bsdtar) ships with Windows Server 2019 and later.
-                let payload = tar_dir(&source, None).map_err(|e| nonretryable(&label, e))?;
+                let payload = tar_dir(&source, None).map_err(|e| nonretryable(label, e))?;
                 let action = format!(
                     "New-Item -ItemType Directory -Force -Path {dest} | Out-Null\n& tar.exe -x -f $payload -C {dest}\nif ($LASTEXITCODE -ne 0) {{ exit $LASTEXITCODE }}\n"
                 );
                 with_payload(
-                    &label,
+                    label,
                     &format!("directory {} as tar", f.source),
                     &payload,
                     max,
@@ -137,7 +109,7 @@ fn provisioner_command(
                 )?
             } else {
                 let content = std::fs::read(&source)
-                    .map_err(|e| nonretryable(&label, format!("{}: {e}", f.source)))?;
+                    .map_err(|e| nonretryable(label, format!("{}: {e}", f.source)))?;
                 let file_name = std::path::Path::new(&f.source)
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
@@ -152,7 +124,7 @@ fn provisioner_command(
                     content.len()
                 );
                 with_payload(
-                    &label,
+                    label,
                     &f.source,
                     &content,
                     max,
@@ -164,60 +136,32 @@ fn provisioner_command(
         }
         Provisioner::Shell(_) | Provisioner::Salt(_) | Provisioner::Ansible(_) => {
             return Err(nonretryable(
-                &label,
+                label,
                 "runs on Linux images only; this recipe has `os: windows` (use `type: powershell`)",
             ))
         }
     };
-    Ok(CommandSpec {
-        name: format!("provision/{}-{}", index + 1, p.kind()),
+    Ok(script)
+}
+
+/// PowerShell `commands` (stopping at the first error) as one script.
+pub(super) fn powershell(
+    label: &str,
+    what: &str,
+    commands: &str,
+    max: usize,
+    env: &BTreeMap<String, String>,
+) -> Result<String, StepError> {
+    let body = format!("$ErrorActionPreference = 'Stop'\n{commands}\n");
+    with_payload(
         label,
-        script,
-        document: Document::PowerShell,
-    })
-}
-
-/// Every provisioner's command of a Windows recipe, in order.
-pub(super) fn provisioner_commands(
-    recipe: &LoadedRecipe,
-    max: usize,
-) -> Result<Vec<CommandSpec>, StepError> {
-    (0..recipe.recipe.provisioners.len())
-        .map(|i| provisioner_command(recipe, i, max))
-        .collect()
-}
-
-/// A Windows recipe's test commands, each run as a PowerShell script.
-pub(super) fn test_commands(
-    recipe: &LoadedRecipe,
-    max: usize,
-) -> Result<Vec<CommandSpec>, StepError> {
-    recipe
-        .recipe
-        .test
-        .iter()
-        .enumerate()
-        .map(|(i, command)| {
-            let shown: String = command.chars().take(80).collect();
-            let label = format!("test {} `{shown}`", i + 1);
-            let body = format!("$ErrorActionPreference = 'Stop'\n{command}\n");
-            let script = with_payload(
-                &label,
-                "the command",
-                body.as_bytes(),
-                max,
-                &BTreeMap::new(),
-                "payload.ps1",
-                RUN_PAYLOAD,
-            )?;
-            Ok(CommandSpec {
-                name: format!("test/{}", i + 1),
-                label,
-                script,
-                document: Document::PowerShell,
-            })
-        })
-        .collect()
+        what,
+        body.as_bytes(),
+        max,
+        env,
+        "payload.ps1",
+        RUN_PAYLOAD,
+    )
 }
 
 /// Sysprep without shutdown, by whichever launch agent the image has.
@@ -264,11 +208,24 @@ pub(super) fn clean_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepEr
 mod tests {
     use super::*;
     use crate::recipe::{parse, Format};
+    use base64::engine::general_purpose::STANDARD as BASE64;
+    use base64::Engine;
 
     fn recipe(dir: &std::path::Path, yaml: &str) -> LoadedRecipe {
         let path = dir.join("recipe.yaml");
         std::fs::write(&path, yaml).unwrap();
         parse(yaml, Format::Yaml, &path).unwrap()
+    }
+
+    /// What a script's base64 here-string carries.
+    fn body_of(script: &str) -> String {
+        let encoded: String = script
+            .split("@'\n")
+            .nth(1)
+            .and_then(|rest| rest.split("\n'@").next())
+            .unwrap()
+            .replace('\n', "");
+        String::from_utf8(BASE64.decode(encoded).unwrap()).unwrap()
     }
 
     const WINDOWS: &str = "name: win\nos: windows\nbase: {image: ami-12345678}\n";
@@ -286,7 +243,7 @@ mod tests {
             dir.path(),
             &format!("{WINDOWS}provisioners:\n  - type: powershell\n    inline: ['Install-WindowsFeature Web-Server']\n    env: {{SITE: \"it's $HOME\"}}\n"),
         );
-        let c = &provisioner_commands(&r, 48 * 1024).unwrap()[0];
+        let c = &super::super::scripts::provisioner_command(&r, 0, 48 * 1024).unwrap();
         assert_eq!(c.document, Document::PowerShell);
         assert_eq!(c.name, "provision/1-powershell");
         assert!(
@@ -298,15 +255,7 @@ mod tests {
         assert!(c.script.trim_end().ends_with('}'));
         // the commands are inside the base64 here-string, not in the script
         assert!(!c.script.contains("Install-WindowsFeature"));
-        let encoded: String = c
-            .script
-            .split("@'\n")
-            .nth(1)
-            .and_then(|rest| rest.split("\n'@").next())
-            .unwrap()
-            .replace('\n', "");
-        let body = String::from_utf8(BASE64.decode(encoded).unwrap()).unwrap();
-        assert!(body.contains("Install-WindowsFeature Web-Server"));
+        assert!(body_of(&c.script).contains("Install-WindowsFeature Web-Server"));
     }
 
     #[test]
@@ -315,14 +264,7 @@ mod tests {
         let r = recipe(dir.path(), WINDOWS);
         let c = clean_command(&r).unwrap();
         assert_eq!(c.document, Document::PowerShell);
-        let encoded: String = c
-            .script
-            .split("@'\n")
-            .nth(1)
-            .and_then(|rest| rest.split("\n'@").next())
-            .unwrap()
-            .replace('\n', "");
-        let body = String::from_utf8(BASE64.decode(encoded).unwrap()).unwrap();
+        let body = body_of(&c.script);
         let clean = body.find("bakehouse-clean: done").unwrap();
         let sysprep = body.find("sysprep --clean=true --shutdown=false").unwrap();
         assert!(clean < sysprep);
@@ -339,7 +281,7 @@ mod tests {
                 source: ShellSource::Inline(vec!["ls".into()]),
                 env: BTreeMap::new(),
             }));
-        let e = provisioner_commands(&r, 1024).unwrap_err();
+        let e = super::super::scripts::provisioner_command(&r, 0, 1024).unwrap_err();
         assert!(e.to_string().contains("provisioner 1 (shell)"), "{e}");
     }
 }
