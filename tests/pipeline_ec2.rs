@@ -1713,3 +1713,110 @@ async fn windows_failure_at_test_cleans_up() {
 async fn windows_failure_at_register_cleans_up() {
     failure_of_recipe_cleans_up(Step::Register, windows_recipe()).await;
 }
+
+/// Passes every Task to the step handlers, but changes the first result of
+/// one resource: a step that returns something the definition cannot route
+/// (the States.Runtime and quota hazards of the deployed definition).
+struct Corrupting {
+    inner: bakehouse::pipeline::local::StepInvoker,
+    resource: &'static str,
+    corrupt: fn(Value) -> Value,
+    done: std::sync::atomic::AtomicBool,
+}
+
+#[async_trait::async_trait]
+impl bakehouse::asl::TaskInvoker for Corrupting {
+    async fn invoke(
+        &self,
+        resource: &str,
+        input: Value,
+    ) -> Result<Value, bakehouse::asl::TaskFailure> {
+        let out = self.inner.invoke(resource, input).await?;
+        if resource == self.resource && !self.done.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Ok((self.corrupt)(out));
+        }
+        Ok(out)
+    }
+}
+
+/// Runs a build whose `resource` returns `corrupt(result)` once; returns the
+/// execution.
+async fn run_corrupted(
+    env: &Env,
+    id: &str,
+    resource: &'static str,
+    corrupt: fn(Value) -> Value,
+) -> bakehouse::asl::Execution {
+    let p = env.pipeline(None);
+    let clock = Arc::new(VirtualClock::new(chrono::Utc::now()));
+    let tokens = bakehouse::asl::TaskTokens::default();
+    let inner = bakehouse::pipeline::local::StepInvoker::new(p, clock.clone(), tokens.clone());
+    let invoker = Corrupting {
+        inner,
+        resource,
+        corrupt,
+        done: Default::default(),
+    };
+    let machine = bakehouse::pipeline::local::load_definition().unwrap();
+    bakehouse::asl::Runner::new(machine, Arc::new(invoker), clock)
+        .with_task_tokens(tokens)
+        .execute(id, json!({"recipe": web_recipe(), "files": {"files/motd": {"content": BASE64.encode(MOTD)}}, "build_id": id}))
+        .await
+}
+
+#[tokio::test]
+async fn results_the_definition_cannot_route_still_tear_the_builder_down() {
+    let env = env().await;
+    let hazards: [(&str, &'static str, fn(Value) -> Value, &str, &str); 3] = [
+        (
+            "no-cache-hit",
+            "bakehouse:launch",
+            |mut v| {
+                v.as_object_mut().unwrap().remove("cache_hit");
+                v
+            },
+            "MalformedStepResult",
+            "without build_id, done",
+        ),
+        (
+            "no-done",
+            "bakehouse:provision",
+            |mut v| {
+                v.as_object_mut().unwrap().remove("done");
+                v
+            },
+            "MalformedStepResult",
+            "without build_id, done",
+        ),
+        (
+            "over-quota",
+            "bakehouse:provision",
+            |mut v| {
+                v["log"] = Value::String("x".repeat(bakehouse::asl::PAYLOAD_LIMIT_BYTES));
+                v
+            },
+            "States.DataLimitExceeded",
+            "'Provision'",
+        ),
+    ];
+    for (id, resource, corrupt, error, cause) in hazards {
+        let execution = run_corrupted(&env, id, resource, corrupt).await;
+        assert!(!execution.succeeded(), "{id}");
+        // The state machine itself tore down: no builder left, the record
+        // FAILED and naming the cause (the reaper is not needed).
+        assert_eq!(
+            env.live_instances(HOME, Some(id)).await,
+            Vec::<String>::new(),
+            "{id}"
+        );
+        let record = env.record(id).await;
+        assert_eq!(record.status, BuildStatus::Failed, "{id}");
+        assert!(
+            record.resources_of(ResourceKind::Instance).count() >= 1,
+            "{id}: the builder was launched"
+        );
+        let failure = record.failure.expect("failure recorded");
+        assert_eq!(failure.error, error, "{id}");
+        assert!(failure.cause.contains(cause), "{id}: {}", failure.cause);
+    }
+}
