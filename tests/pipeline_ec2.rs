@@ -1767,7 +1767,15 @@ async fn run_corrupted(
 #[tokio::test]
 async fn results_the_definition_cannot_route_still_tear_the_builder_down() {
     let env = env().await;
-    let hazards: [(&str, &'static str, fn(Value) -> Value, &str, &str); 3] = [
+    // (build id, resource, corruption, error, part of the cause)
+    type Hazard = (
+        &'static str,
+        &'static str,
+        fn(Value) -> Value,
+        &'static str,
+        &'static str,
+    );
+    let hazards: [Hazard; 3] = [
         (
             "no-cache-hit",
             "bakehouse:launch",
