@@ -193,6 +193,12 @@ fn main() {
                 "BAKEHOUSE_SCHEDULER_ROLE_ARN",
                 "arn:aws:iam::123456789012:role/bakehouse-scheduler",
             ),
+            // the events function wakes these
+            ("BAKEHOUSE_LAUNCH_FUNCTION", "bakehouse-launch"),
+            ("BAKEHOUSE_PROVISION_FUNCTION", "bakehouse-provision"),
+            ("BAKEHOUSE_CLEAN_FUNCTION", "bakehouse-clean"),
+            ("BAKEHOUSE_CAPTURE_FUNCTION", "bakehouse-capture"),
+            ("BAKEHOUSE_TEST_FUNCTION", "bakehouse-test"),
             ("RUST_LOG", "warn"),
         ]
         .iter()
