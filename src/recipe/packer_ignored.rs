@@ -182,6 +182,58 @@ pub(crate) const AMAZON_EBS: &[(&str, &str)] = &[
 ];
 
 /// shell provisioner options that are accepted and ignored.
+/// Options of Packer's `powershell` provisioner that do not apply.
+pub(crate) const POWERSHELL: &[(&str, &str)] = &[
+    ("elevated_user", "SSM runs commands as LocalSystem"),
+    ("elevated_password", "SSM runs commands as LocalSystem"),
+    (
+        "elevated_execute_command",
+        "commands run with powershell.exe -ExecutionPolicy Bypass",
+    ),
+    (
+        "execute_command",
+        "commands run with powershell.exe -ExecutionPolicy Bypass",
+    ),
+    (
+        "execution_policy",
+        "commands run with powershell.exe -ExecutionPolicy Bypass",
+    ),
+    (
+        "use_pwsh",
+        "Windows PowerShell (powershell.exe) runs the commands",
+    ),
+    ("binary", "scripts are sent inline as text"),
+    (
+        "debug_mode",
+        "commands run with $ErrorActionPreference = 'Stop'",
+    ),
+    ("valid_exit_codes", "a non-zero exit code fails the build"),
+    ("env_var_format", "variables are set with $env:NAME"),
+    ("remote_path", "scripts are sent inline"),
+    ("remote_env_var_path", "scripts are sent inline"),
+    (
+        "skip_clean",
+        "the command's temporary directory is always removed",
+    ),
+    (
+        "start_retry_timeout",
+        "commands run through SSM; there is no connection to retry",
+    ),
+    (
+        "pause_before",
+        "provisioners run one after the other without pauses",
+    ),
+    (
+        "pause_after",
+        "provisioners run one after the other without pauses",
+    ),
+    ("max_retries", "a failed provisioner fails the build"),
+    (
+        "timeout",
+        "the build's time limit (builder.time_limit_minutes) applies",
+    ),
+];
+
 pub(crate) const SHELL: &[(&str, &str)] = &[
     (
         "expect_disconnect",

@@ -524,7 +524,10 @@ impl Converter<'_> {
             let field = field_index("provisioners", i);
             match p {
                 PackerProvisioner::Shell(s) if self.selected(&s.only, &s.except) => {
-                    self.shell(&field, s, &mut out)
+                    self.shell(&field, "shell", s, &mut out)
+                }
+                PackerProvisioner::Powershell(s) if self.selected(&s.only, &s.except) => {
+                    self.shell(&field, "powershell", s, &mut out)
                 }
                 PackerProvisioner::File(f) if self.selected(&f.only, &f.except) => {
                     self.extra(
@@ -666,15 +669,20 @@ impl Converter<'_> {
         sources
     }
 
-    fn shell(&mut self, field: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
-        self.extra(
-            field,
-            "a shell provisioner",
-            &s.other,
-            super::packer_ignored::SHELL,
-        );
+    /// A `shell` or `powershell` provisioner (`kind`): one recipe
+    /// provisioner of the same kind per inline list or script.
+    fn shell(&mut self, field: &str, kind: &str, s: &PackerShell, out: &mut Vec<Provisioner>) {
+        let (what, ignored) = if kind == "powershell" {
+            (
+                "a powershell provisioner",
+                super::packer_ignored::POWERSHELL,
+            )
+        } else {
+            ("a shell provisioner", super::packer_ignored::SHELL)
+        };
+        self.extra(field, what, &s.other, ignored);
         let env = self.environment(field, &s.env, &s.environment_vars);
-        let sources = self.shell_sources(field, "shell", s, None);
+        let sources = self.shell_sources(field, kind, s, None);
         for (source_field, source) in sources {
             let index = field_index("provisioners", out.len());
             self.map(&index, field);
@@ -688,10 +696,15 @@ impl Converter<'_> {
                 "inline"
             };
             self.map(&field_key(&index, key), &source_field);
-            out.push(Provisioner::Shell(ShellProvisioner {
+            let shell = ShellProvisioner {
                 source,
                 env: env.clone(),
-            }));
+            };
+            out.push(if kind == "powershell" {
+                Provisioner::Powershell(shell)
+            } else {
+                Provisioner::Shell(shell)
+            });
         }
     }
 }

@@ -163,6 +163,8 @@ pub(crate) enum NumberOrString {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub(crate) enum PackerProvisioner {
     Shell(PackerShell),
+    /// Windows: maps to the `powershell` provisioner.
+    Powershell(PackerShell),
     File(PackerFile),
     #[serde(rename = "shell-local")]
     ShellLocal(PackerShellLocal),

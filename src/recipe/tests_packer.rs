@@ -317,7 +317,7 @@ fn unsupported_builder_type_and_provisioner_type() {
     );
     assert_eq!(
         got,
-        vec!["packer.json:6:25: provisioners[0].type: unknown variant `puppet-masterless`, expected one of `shell`, `file`, `shell-local`, `salt-masterless`, `ansible-local`, `breakpoint`"]
+        vec!["packer.json:6:25: provisioners[0].type: unknown variant `puppet-masterless`, expected one of `shell`, `powershell`, `file`, `shell-local`, `salt-masterless`, `ansible-local`, `breakpoint`"]
     );
 }
 
@@ -427,6 +427,51 @@ fn scripts_environment_and_only() {
                 env: BTreeMap::new()
             }),
         ]
+    );
+}
+
+#[test]
+fn a_winrm_template_with_powershell_is_a_windows_recipe() {
+    let tree = Tree::new();
+    tree.write("setup.ps1", "Get-Date\n");
+    let text = r#"{"builders": [{"type": "amazon-ebs", "region": "us-east-1",
+        "source_ami": "ami-0abcdef1234567890", "instance_type": "t3.large",
+        "communicator": "winrm", "winrm_username": "Administrator", "ami_name": "win"}],
+      "provisioners": [
+        {"type": "powershell", "inline": ["Install-WindowsFeature Web-Server"],
+         "environment_vars": ["SITE=a"], "elevated_user": "Administrator"},
+        {"type": "powershell", "script": "setup.ps1"}
+      ]}"#;
+    let r = load_template(&tree, text, &options(&[], &[]))
+        .expect("valid")
+        .recipe;
+    assert_eq!(r.os, crate::recipe::OsKind::Windows);
+    let env: BTreeMap<String, String> = [("SITE".to_string(), "a".to_string())].into();
+    assert_eq!(
+        r.provisioners,
+        vec![
+            Provisioner::Powershell(ShellProvisioner {
+                source: ShellSource::Inline(vec!["Install-WindowsFeature Web-Server".into()]),
+                env
+            }),
+            Provisioner::Powershell(ShellProvisioner {
+                source: ShellSource::Script("setup.ps1".into()),
+                env: BTreeMap::new()
+            }),
+        ]
+    );
+    // A Linux shell provisioner in a WinRM template is named at its
+    // template path.
+    let text = text.replace(
+        r#""type": "powershell", "script""#,
+        r#""type": "shell", "script""#,
+    );
+    let got = messages(&tree, load_template(&tree, &text, &options(&[], &[])));
+    assert!(
+        got.iter()
+            .any(|m| m
+                .contains("provisioners[1].type: a shell provisioner runs on Linux images only")),
+        "{got:?}"
     );
 }
 
