@@ -1516,10 +1516,12 @@ async fn a_parked_step_is_completed_by_itself_or_by_the_event_that_wakes_it() {
     // instance-running event wakes it, and the woken poll completes the
     // token with launch's result.
     bakehouse::build::update(env.builds.as_ref(), "parked", |r| {
+        r.park_generation += 1;
         r.awaiting = Some(bakehouse::build::Awaiting {
             step: Step::Launch,
             token: "t-launch".into(),
             polls: 1,
+            generation: r.park_generation,
         })
     })
     .await
@@ -1561,7 +1563,8 @@ async fn a_parked_step_is_completed_by_itself_or_by_the_event_that_wakes_it() {
     assert_eq!(done[0].as_ref().unwrap()["done"], json!(true));
     assert!(env.record("parked").await.awaiting.is_none());
 
-    // A failing step fails its token with the Lambda-shaped error.
+    // A token for a build that has no record: the function itself fails
+    // (the state's Retry and Catch take it from there).
     let failed = p
         .invoke(
             Step::Launch,

@@ -267,6 +267,18 @@ pub struct BuildRecord {
     /// or not parked yet): whoever holds the token polls once more.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub woken: bool,
+    /// How many tokens were parked so far (each `Awaiting` carries its own
+    /// number, so a poller can tell a newer token from its own).
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub park_generation: u64,
+    /// Until when a poller holds the parked step: no second poll starts
+    /// before, so a step is never polled twice at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub poll_lease: Option<DateTime<Utc>>,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// A step parked on a task token (`.waitForTaskToken`): the token to
@@ -279,6 +291,9 @@ pub struct Awaiting {
     pub token: String,
     /// Polls of the step so far.
     pub polls: u32,
+    /// Its number among the build's parked tokens (`park_generation`).
+    #[serde(default)]
+    pub generation: u64,
 }
 
 impl BuildRecord {
@@ -317,6 +332,8 @@ impl BuildRecord {
             log: None,
             awaiting: None,
             woken: false,
+            park_generation: 0,
+            poll_lease: None,
         }
     }
 

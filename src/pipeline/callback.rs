@@ -6,22 +6,29 @@
 //! The protocol, with the build record as the meeting point:
 //!
 //! - **park** (the step's function, called by the `WaitFor<Step>` state with
-//!   `task_token`): stores the token in the record, then wakes.
+//!   `task_token`): stores the token, numbered (`park_generation`), and
+//!   polls the step once, unless another poller holds the step's lease.
 //! - **wake** (the step's function, called with `wake: true` by the events
-//!   function on an EventBridge event, or by park): takes the token out of
-//!   the record, polls the step, and completes the token with the step's
-//!   result or error. If the step is still waiting, the token goes back —
-//!   unless an event came meanwhile (`woken`), then it polls again.
+//!   function on an EventBridge event): takes the token of *its* step out of
+//!   the record and polls.
+//! - A poller holds a lease (`poll_lease`, [`POLL_LEASE`]) while it polls:
+//!   nobody else starts a poll then, so a step is never polled twice at
+//!   once. An event or a new token that comes meanwhile sets `woken`, and
+//!   the poller polls again (with the newest token) before it lets go.
+//! - A finished step completes the token it holds and any newer one parked
+//!   meanwhile; a still-waiting step puts its token back. If completing
+//!   fails, the token goes back too, for the next wake or timeout.
 //!
-//! Taking the token out means at most one caller polls a build's step at a
-//! time, and an event that finds no token is never lost: it sets `woken`,
-//! which the token's holder sees before parking it again.
+//! An event that finds no token is never lost: it sets `woken`, which the
+//! token's holder sees before parking it again.
 
 use async_trait::async_trait;
 use serde_json::Value;
 
 use crate::asl::TaskTokens;
-use crate::build::{Awaiting, Step};
+use chrono::{DateTime, Utc};
+
+use crate::build::{Awaiting, BuildRecord, Step};
 
 use super::StepError;
 
@@ -132,58 +139,109 @@ fn gone_locally(error: &crate::asl::CallbackError) -> Result<(), StepError> {
     Ok(())
 }
 
+/// How long a poller holds a parked step: the longest a step function may
+/// run (the capture function's 900 s). A poller that dies holds it that
+/// long at most.
+pub(crate) const POLL_LEASE: chrono::Duration = chrono::Duration::seconds(900);
+
+fn lease_active(record: &BuildRecord, now: DateTime<Utc>) -> bool {
+    record.poll_lease.is_some_and(|until| until > now)
+}
+
+fn hold(record: &mut BuildRecord, now: DateTime<Utc>) {
+    record.woken = false;
+    record.poll_lease = Some(now + POLL_LEASE);
+}
+
 /// What to do after a poll that found the step still waiting.
+#[derive(Debug)]
 pub(crate) enum AfterWait {
     /// The token is parked again: the next event wakes the step.
     Parked,
-    /// An event came while polling: poll again now.
-    PollAgain,
-    /// A newer token replaced this one (its state timed out and re-parked).
-    Superseded,
+    /// An event or a newer token came while polling: poll again with this
+    /// token.
+    PollAgain(Awaiting),
 }
 
-/// Takes the parked token out of the record (at most one poller), or notes
-/// that an event came while none was parked.
-pub(crate) fn take(record: &mut crate::build::BuildRecord) -> Option<Awaiting> {
-    match record.awaiting.take() {
-        Some(a) => {
-            record.woken = false;
-            Some(a)
-        }
-        None => {
-            record.woken = true;
-            None
-        }
-    }
-}
-
-/// Parks `awaiting` again after a poll, unless an event came meanwhile or
-/// a newer token took its place.
-pub(crate) fn put_back(record: &mut crate::build::BuildRecord, awaiting: &Awaiting) -> AfterWait {
-    if record.awaiting.is_some() {
-        AfterWait::Superseded
-    } else if record.woken {
-        record.woken = false;
-        AfterWait::PollAgain
-    } else {
-        record.awaiting = Some(awaiting.clone());
-        AfterWait::Parked
-    }
-}
-
-/// Stores a new token for `step` (replacing one whose state timed out).
-pub(crate) fn park(record: &mut crate::build::BuildRecord, step: Step, token: &str, polls: u32) {
-    record.awaiting = Some(Awaiting {
+/// Stores a new token for `step` (replacing one whose state timed out);
+/// returns it when the caller should poll now (no poller holds the lease).
+pub(crate) fn park(
+    record: &mut BuildRecord,
+    step: Step,
+    token: &str,
+    polls: u32,
+    now: DateTime<Utc>,
+) -> Option<Awaiting> {
+    record.park_generation += 1;
+    let awaiting = Awaiting {
         step,
         token: token.to_string(),
         polls,
-    });
+        generation: record.park_generation,
+    };
+    if lease_active(record, now) {
+        record.awaiting = Some(awaiting);
+        record.woken = true;
+        None
+    } else {
+        record.awaiting = None;
+        hold(record, now);
+        Some(awaiting)
+    }
+}
+
+/// Takes `step`'s parked token out of the record (one poller at a time),
+/// or notes that an event came while it could not be taken.
+pub(crate) fn take(record: &mut BuildRecord, step: Step, now: DateTime<Utc>) -> Option<Awaiting> {
+    let parked = record.awaiting.as_ref().is_some_and(|a| a.step == step);
+    if lease_active(record, now) || !parked {
+        record.woken = true;
+        return None;
+    }
+    let taken = record.awaiting.take();
+    hold(record, now);
+    taken
+}
+
+/// After a poll that found the step still waiting: parks `held` again,
+/// unless a newer token or an event came meanwhile.
+pub(crate) fn put_back(record: &mut BuildRecord, held: &Awaiting, now: DateTime<Utc>) -> AfterWait {
+    if let Some(newer) = record.awaiting.take() {
+        hold(record, now);
+        return AfterWait::PollAgain(Awaiting {
+            polls: newer.polls.max(held.polls),
+            ..newer
+        });
+    }
+    if record.woken {
+        hold(record, now);
+        return AfterWait::PollAgain(held.clone());
+    }
+    record.awaiting = Some(held.clone());
+    record.poll_lease = None;
+    AfterWait::Parked
+}
+
+/// After the step finished (or failed): lets go of the lease and returns a
+/// newer token parked meanwhile, which gets the same result.
+pub(crate) fn finish(record: &mut BuildRecord) -> Option<Awaiting> {
+    record.poll_lease = None;
+    record.woken = false;
+    record.awaiting.take()
+}
+
+/// Completing `held` failed: it goes back for the next wake or timeout.
+pub(crate) fn release(record: &mut BuildRecord, held: &Awaiting) {
+    record.poll_lease = None;
+    if record.awaiting.is_none() {
+        record.awaiting = Some(held.clone());
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::build::{BuildRecord, RecipeBundle};
+    use crate::build::RecipeBundle;
     use crate::registry::{Trigger, TriggerKind};
 
     fn record() -> BuildRecord {
@@ -194,28 +252,69 @@ mod tests {
         BuildRecord::new("b", "r", bundle, Trigger::of(TriggerKind::Console), false)
     }
 
-    #[test]
-    fn an_event_while_polling_makes_the_holder_poll_again() {
-        let mut r = record();
-        park(&mut r, Step::Provision, "t1", 0);
-        let held = take(&mut r).unwrap();
-        // the event's wake finds no token: it leaves a mark instead
-        assert!(take(&mut r).is_none());
-        assert!(r.woken);
-        assert!(matches!(put_back(&mut r, &held), AfterWait::PollAgain));
-        assert!(!r.woken && r.awaiting.is_none());
-        assert!(matches!(put_back(&mut r, &held), AfterWait::Parked));
-        assert_eq!(r.awaiting.as_ref().unwrap().token, "t1");
+    fn now() -> DateTime<Utc> {
+        Utc::now()
     }
 
     #[test]
-    fn a_newer_token_is_not_overwritten() {
+    fn an_event_while_polling_makes_the_holder_poll_again() {
         let mut r = record();
-        park(&mut r, Step::Capture, "old", 1);
-        let held = take(&mut r).unwrap();
-        park(&mut r, Step::Capture, "new", 2);
-        assert!(matches!(put_back(&mut r, &held), AfterWait::Superseded));
-        assert_eq!(r.awaiting.as_ref().unwrap().token, "new");
+        let held = park(&mut r, Step::Provision, "t1", 0, now()).expect("poll now");
+        // the event's wake cannot take it: it leaves a mark instead
+        assert!(take(&mut r, Step::Provision, now()).is_none());
+        assert!(r.woken);
+        let AfterWait::PollAgain(again) = put_back(&mut r, &held, now()) else {
+            panic!("poll again")
+        };
+        assert_eq!(again, held);
+        assert!(!r.woken && r.awaiting.is_none());
+        assert!(matches!(put_back(&mut r, &held, now()), AfterWait::Parked));
+        assert_eq!(r.awaiting.as_ref().unwrap().token, "t1");
+        assert!(r.poll_lease.is_none());
+        // now an event's wake takes it
+        assert_eq!(take(&mut r, Step::Provision, now()), Some(held));
+    }
+
+    #[test]
+    fn a_token_parked_while_polling_is_polled_next_and_never_overwritten() {
+        let mut r = record();
+        let old = park(&mut r, Step::Capture, "old", 1, now()).unwrap();
+        // the state timed out and parked a new token while `old` is polled:
+        // no second poll starts
+        assert!(park(&mut r, Step::Capture, "new", 2, now()).is_none());
+        let AfterWait::PollAgain(next) = put_back(&mut r, &old, now()) else {
+            panic!("poll again with the new token")
+        };
+        assert_eq!((next.token.as_str(), next.generation), ("new", 2));
+        assert!(r.awaiting.is_none());
+        // and if the step finishes while yet another was parked, that one
+        // gets the result too
+        assert!(park(&mut r, Step::Capture, "newest", 3, now()).is_none());
+        assert_eq!(finish(&mut r).unwrap().token, "newest");
+        assert!(r.poll_lease.is_none() && r.awaiting.is_none());
+    }
+
+    #[test]
+    fn a_wake_for_another_step_takes_nothing() {
+        let mut r = record();
+        let held = park(&mut r, Step::Clean, "t", 0, now()).unwrap();
+        assert!(matches!(put_back(&mut r, &held, now()), AfterWait::Parked));
+        // a late wake of provision (Lambda retries async invokes)
+        assert!(take(&mut r, Step::Provision, now()).is_none());
+        assert_eq!(r.awaiting.as_ref().unwrap().token, "t");
+    }
+
+    #[test]
+    fn an_expired_lease_lets_the_next_poller_in_and_a_failed_completion_puts_back() {
+        let mut r = record();
+        let held = park(&mut r, Step::Test, "t", 0, now()).unwrap();
+        // the poller died; its token is lost with it, the state times out
+        let later = now() + POLL_LEASE + chrono::Duration::seconds(1);
+        let again = park(&mut r, Step::Test, "t2", 0, later).expect("lease expired");
+        release(&mut r, &again);
+        assert_eq!(r.awaiting.as_ref().unwrap().token, "t2");
+        assert!(r.poll_lease.is_none());
+        let _ = held;
     }
 
     #[test]

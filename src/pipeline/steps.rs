@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use chrono::Utc;
 use serde::de::DeserializeOwned;
 use serde_json::Value;
 
@@ -112,7 +113,7 @@ impl Pipeline {
         }
         if input.get("wake").is_some() {
             let input: WakeInput = parse(step, input)?;
-            return self.wake(&input.build_id).await;
+            return self.wake(step, &input.build_id).await;
         }
         match step {
             Step::Launch => {
@@ -136,69 +137,128 @@ impl Pipeline {
     }
 
     /// Parks `step` on the state's task token and polls it once (the work
-    /// may have ended before the token was stored).
+    /// may have ended before the token was stored), unless another poller
+    /// holds the step; see [`crate::pipeline::TaskCallback`].
     async fn park(&self, step: Step, input: AwaitInput) -> Result<Value, StepError> {
         build_path_component(&input.build_id)?;
-        if self.callback.is_none() {
-            return Err(StepError::NonRetryable(format!(
-                "{step}: a task token was given but this function cannot complete tokens"
-            )));
-        }
+        let callback = self.task_callback(step)?;
+        let mut held = None;
         crate::build::update(self.builds.as_ref(), &input.build_id, |r| {
-            callback::park(r, step, &input.task_token, input.polls)
+            held = callback::park(r, step, &input.task_token, input.polls, Utc::now());
         })
         .await?;
-        self.wake(&input.build_id).await
+        match held {
+            Some(held) => self.poll_parked(&input.build_id, held, callback).await,
+            None => Ok(
+                serde_json::json!({"build_id": input.build_id, "parked": "another poller holds the step"}),
+            ),
+        }
     }
 
-    /// Polls the build's parked step and completes its token when the step
-    /// is done or failed; see [`crate::pipeline::TaskCallback`] for the
-    /// protocol. Returns what happened, for the log.
-    pub async fn wake(&self, build_id: &str) -> Result<Value, StepError> {
+    /// An event concerning the build came: polls `step` if it is parked
+    /// (and no one else polls it) and completes its token when it is done
+    /// or failed. Returns what happened, for the log.
+    pub async fn wake(&self, step: Step, build_id: &str) -> Result<Value, StepError> {
         build_path_component(build_id)?;
-        let callback = self.callback.clone().ok_or_else(|| {
-            StepError::NonRetryable("wake: this function cannot complete tokens".into())
-        })?;
+        let callback = self.task_callback(step)?;
         let mut taken = None;
         crate::build::update(self.builds.as_ref(), build_id, |r| {
-            taken = callback::take(r);
+            taken = callback::take(r, step, Utc::now());
         })
         .await?;
-        let Some(mut awaiting) = taken else {
-            return Ok(serde_json::json!({"build_id": build_id, "woke": "nothing parked"}));
-        };
+        match taken {
+            Some(held) => self.poll_parked(build_id, held, callback).await,
+            None => {
+                Ok(serde_json::json!({"build_id": build_id, "woke": "nothing to poll: marked"}))
+            }
+        }
+    }
+
+    fn task_callback(&self, step: Step) -> Result<Arc<dyn TaskCallback>, StepError> {
+        self.callback.clone().ok_or_else(|| {
+            StepError::NonRetryable(format!(
+                "{step}: a task token was given but this function cannot complete tokens"
+            ))
+        })
+    }
+
+    /// Polls the held step until it is done, failed, or parked again.
+    async fn poll_parked(
+        &self,
+        build_id: &str,
+        mut held: crate::build::Awaiting,
+        callback: Arc<dyn TaskCallback>,
+    ) -> Result<Value, StepError> {
         loop {
             let input = StepInput {
                 build_id: build_id.to_string(),
-                polls: awaiting.polls,
+                polls: held.polls,
             };
-            match self.poll(awaiting.step, input).await {
-                Ok(out) if out.done => {
-                    callback.succeed(&awaiting.token, to_value(&out)?).await?;
-                    return Ok(serde_json::json!({"build_id": build_id, "woke": "done"}));
-                }
-                Ok(out) => {
-                    awaiting.polls = out.polls;
-                    let mut after = AfterWait::Parked;
+            let result = match self.poll(held.step, input).await {
+                Ok(out) if !out.done => {
+                    held.polls = out.polls;
+                    let mut after = None;
                     crate::build::update(self.builds.as_ref(), build_id, |r| {
-                        after = callback::put_back(r, &awaiting);
+                        after = Some(callback::put_back(r, &held, Utc::now()));
                     })
                     .await?;
                     match after {
-                        AfterWait::PollAgain => continue,
-                        AfterWait::Parked | AfterWait::Superseded => {
+                        Some(AfterWait::PollAgain(next)) => {
+                            held = next;
+                            continue;
+                        }
+                        _ => {
                             return Ok(serde_json::json!({"build_id": build_id, "woke": "waiting"}))
                         }
                     }
                 }
-                Err(e) => {
-                    callback
-                        .fail(&awaiting.token, e.name(), &super::lambda_error_cause(&e))
-                        .await?;
-                    return Ok(serde_json::json!({"build_id": build_id, "woke": "failed"}));
-                }
+                Ok(out) => Ok(to_value(&out)?),
+                Err(e) => Err((e.name(), super::lambda_error_cause(&e))),
+            };
+            return self
+                .complete(build_id, &held, &result, callback.as_ref())
+                .await;
+        }
+    }
+
+    /// Completes `held` (and a newer token parked meanwhile) with `result`;
+    /// a token that could not be completed goes back into the record.
+    async fn complete(
+        &self,
+        build_id: &str,
+        held: &crate::build::Awaiting,
+        result: &Result<Value, (&str, String)>,
+        callback: &dyn TaskCallback,
+    ) -> Result<Value, StepError> {
+        let send = |token: String| async move {
+            match result {
+                Ok(out) => callback.succeed(&token, out.clone()).await,
+                Err((error, cause)) => callback.fail(&token, error, cause).await,
+            }
+        };
+        if let Err(e) = send(held.token.clone()).await {
+            crate::build::update(self.builds.as_ref(), build_id, |r| {
+                callback::release(r, held)
+            })
+            .await?;
+            return Err(e);
+        }
+        let mut newer = None;
+        crate::build::update(self.builds.as_ref(), build_id, |r| {
+            newer = callback::finish(r);
+        })
+        .await?;
+        if let Some(newer) = newer {
+            if let Err(e) = send(newer.token.clone()).await {
+                crate::build::update(self.builds.as_ref(), build_id, |r| {
+                    callback::release(r, &newer)
+                })
+                .await?;
+                return Err(e);
             }
         }
+        let outcome = if result.is_ok() { "done" } else { "failed" };
+        Ok(serde_json::json!({"build_id": build_id, "woke": outcome}))
     }
 
     fn scratch(&self, build_id: &str, step: Step) -> Result<PathBuf, StepError> {

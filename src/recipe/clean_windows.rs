@@ -63,7 +63,9 @@ fn windows_item(item: CleanItem, policy: &CleanPolicy) -> String {
         ]),
         CleanItem::SshHostKeys => remove(&[r"C:\ProgramData\ssh\ssh_host_*"]),
         CleanItem::Logs => {
-            "wevtutil el | ForEach-Object { wevtutil cl \"$_\" 2>$null }\n".to_string()
+            // Some channels cannot be cleared; under 'Stop' a native
+            // program's stderr would end the script.
+            "$ErrorActionPreference = 'Continue'\nwevtutil el | ForEach-Object { & wevtutil cl \"$_\" 2>&1 | Out-Null }\n$ErrorActionPreference = 'Stop'\n".to_string()
         }
         CleanItem::TempFiles => remove(&[r"C:\Windows\Temp\*", r"C:\Users\*\AppData\Local\Temp\*"]),
         CleanItem::Installers => {

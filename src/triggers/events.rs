@@ -117,6 +117,13 @@ pub fn subject(event: &Value) -> Result<Option<Subject>, EventError> {
     })
 }
 
+/// What an event does to its build.
+enum Decision {
+    NotRunning(BuildStatus),
+    Wake(Step),
+    Marked,
+}
+
 /// Wakes a build's parked step: invokes its function (AWS), or calls the
 /// step handler in this process (tests and the local runner).
 #[async_trait]
@@ -238,25 +245,31 @@ impl Events {
         if let Err(e) = build::check_build_id(&build_id) {
             return ignored(format!("{subject:?}: {e}"));
         }
-        let Some(record) = self.builds.get(&build_id).await? else {
+        if self.builds.get(&build_id).await?.is_none() {
             return ignored(format!("no build {build_id}"));
-        };
-        if record.status != BuildStatus::Running {
-            return ignored(format!("build {build_id} is {}", record.status));
         }
-        match record.awaiting {
-            Some(parked) => {
-                self.waker.wake(parked.step, &build_id).await?;
-                tracing::info!(build = %build_id, step = %parked.step, "woke the parked step");
-                Ok(Outcome::Woken {
-                    build_id,
-                    step: parked.step,
-                })
+        // Decided inside the update, so a poller putting its token back at
+        // the same moment cannot miss the mark.
+        let mut decision = Decision::NotRunning(BuildStatus::Running);
+        build::update(self.builds.as_ref(), &build_id, |r| {
+            decision = if r.status != BuildStatus::Running {
+                Decision::NotRunning(r.status)
+            } else if let Some(parked) = &r.awaiting {
+                Decision::Wake(parked.step)
+            } else {
+                r.woken = true;
+                Decision::Marked
+            };
+        })
+        .await?;
+        match decision {
+            Decision::NotRunning(status) => ignored(format!("build {build_id} is {status}")),
+            Decision::Wake(step) => {
+                self.waker.wake(step, &build_id).await?;
+                tracing::info!(build = %build_id, step = %step, "woke the parked step");
+                Ok(Outcome::Woken { build_id, step })
             }
-            None => {
-                build::update(self.builds.as_ref(), &build_id, |r| r.woken = true).await?;
-                Ok(Outcome::Marked { build_id })
-            }
+            Decision::Marked => Ok(Outcome::Marked { build_id }),
         }
     }
 
@@ -272,28 +285,37 @@ impl Events {
         };
         let ec2 = aws_sdk_ec2::Client::new(&config);
         let aws = |e: String| EventError::Aws(format!("{subject:?}: {e}"));
+        // An id EC2 does not know (a hybrid `mi-` node's command, an
+        // instance or image already gone) belongs to no build.
+        let unknown = |code: Option<&str>| {
+            code.is_some_and(|c| {
+                c.starts_with("InvalidInstanceID") || c.starts_with("InvalidAMIID")
+            })
+        };
         let tags: Vec<aws_sdk_ec2::types::Tag> = match subject {
-            Subject::Instance(id) => ec2
-                .describe_instances()
-                .instance_ids(id)
-                .send()
-                .await
-                .map_err(|e| aws(aws_sdk_ec2::error::DisplayErrorContext(e).to_string()))?
-                .reservations()
-                .iter()
-                .flat_map(|r| r.instances())
-                .flat_map(|i| i.tags().to_vec())
-                .collect(),
-            Subject::Image(id) => ec2
-                .describe_images()
-                .image_ids(id)
-                .send()
-                .await
-                .map_err(|e| aws(aws_sdk_ec2::error::DisplayErrorContext(e).to_string()))?
-                .images()
-                .iter()
-                .flat_map(|i| i.tags().to_vec())
-                .collect(),
+            Subject::Instance(id) => match ec2.describe_instances().instance_ids(id).send().await {
+                Ok(out) => out,
+                Err(e) if unknown(e.as_service_error().and_then(|s| s.meta().code())) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(aws(aws_sdk_ec2::error::DisplayErrorContext(e).to_string())),
+            }
+            .reservations()
+            .iter()
+            .flat_map(|r| r.instances())
+            .flat_map(|i| i.tags().to_vec())
+            .collect(),
+            Subject::Image(id) => match ec2.describe_images().image_ids(id).send().await {
+                Ok(out) => out,
+                Err(e) if unknown(e.as_service_error().and_then(|s| s.meta().code())) => {
+                    return Ok(None)
+                }
+                Err(e) => return Err(aws(aws_sdk_ec2::error::DisplayErrorContext(e).to_string())),
+            }
+            .images()
+            .iter()
+            .flat_map(|i| i.tags().to_vec())
+            .collect(),
         };
         Ok(tags
             .into_iter()

@@ -366,8 +366,13 @@ pub(super) fn test_commands(
             let shown: String = command.chars().take(80).collect();
             let label = format!("test {} `{shown}`", i + 1);
             let (script, document) = if windows(recipe) {
-                let script =
-                    scripts_windows::powershell(&label, "the command", command, max, &none)?;
+                let script = scripts_windows::powershell(
+                    &label,
+                    "the command",
+                    std::slice::from_ref(command),
+                    max,
+                    &none,
+                )?;
                 (script, Document::PowerShell)
             } else {
                 let body = format!("set -e\n{command}\n");

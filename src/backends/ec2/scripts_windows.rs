@@ -26,12 +26,36 @@ use super::tar::tar_dir;
 
 /// A PowerShell single-quoted string (a `'` is doubled).
 pub(super) fn ps_quote(text: &str) -> String {
-    format!("'{}'", text.replace('\'', "''"))
+    // PowerShell also takes the typographic single quotes U+2018-U+201B
+    // as quotes: each is doubled like `'`.
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('\'');
+    for c in text.chars() {
+        if matches!(c, '\'' | '\u{2018}' | '\u{2019}' | '\u{201A}' | '\u{201B}') {
+            out.push(c);
+        }
+        out.push(c);
+    }
+    out.push('\'');
+    out
+}
+
+/// A `.ps1` body as Windows PowerShell 5.1 reads it right: UTF-8 with a
+/// byte order mark (without one it assumes the ANSI code page).
+fn ps1(body: &[u8]) -> Vec<u8> {
+    const BOM: &[u8] = b"\xEF\xBB\xBF";
+    if body.starts_with(BOM) {
+        body.to_vec()
+    } else {
+        [BOM, body].concat()
+    }
 }
 
 /// Runs the `.ps1` at `$payload` in a child PowerShell and fails with its
 /// exit code (a script that throws exits 1).
-const RUN_PAYLOAD: &str = "& powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $payload\nif ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }\n";
+/// (Under 'Stop', a native program's stderr would end the outer script:
+/// its exit code decides instead.)
+const RUN_PAYLOAD: &str = "$ErrorActionPreference = 'Continue'\n& powershell.exe -NoProfile -NonInteractive -ExecutionPolicy Bypass -File $payload\nif ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }\n";
 
 /// A script that writes `payload` to `$work\<file_name>` (`$payload`), sets
 /// `env`, and runs `action`; the directory is removed on every path.
@@ -76,17 +100,21 @@ pub(super) fn provisioner_script(
 ) -> Result<String, StepError> {
     let script = match p {
         Provisioner::Powershell(s) => match &s.source {
-            ShellSource::Inline(commands) => powershell(
-                label,
-                "the inline commands",
-                &commands.join("\n"),
-                max,
-                &s.env,
-            )?,
+            ShellSource::Inline(commands) => {
+                powershell(label, "the inline commands", commands, max, &s.env)?
+            }
             ShellSource::Script(path) => {
                 let body = std::fs::read(recipe.resolve(path))
                     .map_err(|e| nonretryable(label, format!("{path}: {e}")))?;
-                with_payload(label, path, &body, max, &s.env, "payload.ps1", RUN_PAYLOAD)?
+                with_payload(
+                    label,
+                    path,
+                    &ps1(&body),
+                    max,
+                    &s.env,
+                    "payload.ps1",
+                    RUN_PAYLOAD,
+                )?
             }
         },
         Provisioner::File(f) => {
@@ -96,7 +124,7 @@ pub(super) fn provisioner_script(
                 // tar.exe (bsdtar) ships with Windows Server 2019 and later.
                 let payload = tar_dir(&source, None).map_err(|e| nonretryable(label, e))?;
                 let action = format!(
-                    "New-Item -ItemType Directory -Force -Path {dest} | Out-Null\n& tar.exe -x -f $payload -C {dest}\nif ($LASTEXITCODE -ne 0) {{ exit $LASTEXITCODE }}\n"
+                    "New-Item -ItemType Directory -Force -Path {dest} | Out-Null\n$ErrorActionPreference = 'Continue'\n& tar.exe -x -f $payload -C {dest}\nif ($LASTEXITCODE -ne 0) {{ exit $LASTEXITCODE }}\n"
                 );
                 with_payload(
                     label,
@@ -120,7 +148,7 @@ pub(super) fn provisioner_script(
                     dest.clone()
                 };
                 let action = format!(
-                    "$target = {target}\nNew-Item -ItemType Directory -Force -Path (Split-Path -Parent $target) | Out-Null\nMove-Item -Force -Path $payload -Destination $target\nWrite-Host \"bakehouse: wrote $target ({} bytes)\"\n",
+                    "$target = {target}\nNew-Item -ItemType Directory -Force -Path (Split-Path -Parent $target) | Out-Null\nCopy-Item -Force -Path $payload -Destination $target\nWrite-Host \"bakehouse: wrote $target ({} bytes)\"\n",
                     content.len()
                 );
                 with_payload(
@@ -144,19 +172,27 @@ pub(super) fn provisioner_script(
     Ok(script)
 }
 
-/// PowerShell `commands` (stopping at the first error) as one script.
+/// PowerShell `commands` as one script: it stops at the first error of a
+/// cmdlet ($ErrorActionPreference) and at the first program that exits
+/// non-zero (each command is followed by a `$LASTEXITCODE` check, so each
+/// must be a complete statement).
 pub(super) fn powershell(
     label: &str,
     what: &str,
-    commands: &str,
+    commands: &[String],
     max: usize,
     env: &BTreeMap<String, String>,
 ) -> Result<String, StepError> {
-    let body = format!("$ErrorActionPreference = 'Stop'\n{commands}\n");
+    let mut body = String::from("$ErrorActionPreference = 'Stop'\n");
+    for command in commands {
+        body.push_str(&format!(
+            "$global:LASTEXITCODE = 0\n{command}\nif ($LASTEXITCODE -ne 0) {{ exit $LASTEXITCODE }}\n"
+        ));
+    }
     with_payload(
         label,
         what,
-        body.as_bytes(),
+        &ps1(body.as_bytes()),
         max,
         env,
         "payload.ps1",
@@ -176,7 +212,7 @@ if (Test-Path $ec2launch2) {
   & (Join-Path $ec2launch1 'InitializeInstance.ps1') -Schedule
   & (Join-Path $ec2launch1 'SysprepInstance.ps1') -NoShutdown
 } else {
-  Write-Error 'bakehouse: neither EC2Launch v2 nor EC2Launch v1 is installed: images with EC2Config (Windows Server 2012 R2 and older) are not supported'
+  [Console]::Error.WriteLine('bakehouse: neither EC2Launch v2 nor EC2Launch v1 is installed: images with EC2Config (Windows Server 2012 R2 and older) are not supported')
   exit 3
 }
 Write-Host 'bakehouse-sysprep: done'
@@ -186,11 +222,12 @@ Write-Host 'bakehouse-sysprep: done'
 pub(super) fn clean_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
     let mut body = clean_windows::powershell_script(&recipe.recipe.clean);
     body.push_str(SYSPREP);
+    let body = ps1(body.as_bytes());
     let label = "clean script and sysprep";
     let script = with_payload(
         label,
         "the clean script",
-        body.as_bytes(),
+        &body,
         usize::MAX,
         &BTreeMap::new(),
         "payload.ps1",
@@ -234,6 +271,7 @@ mod tests {
     fn quoting_doubles_single_quotes() {
         assert_eq!(ps_quote("it's"), "'it''s'");
         assert_eq!(ps_quote("$env:X `n"), "'$env:X `n'");
+        assert_eq!(ps_quote("it\u{2019}s"), "'it\u{2019}\u{2019}s'");
     }
 
     #[test]
@@ -255,7 +293,16 @@ mod tests {
         assert!(c.script.trim_end().ends_with('}'));
         // the commands are inside the base64 here-string, not in the script
         assert!(!c.script.contains("Install-WindowsFeature"));
-        assert!(body_of(&c.script).contains("Install-WindowsFeature Web-Server"));
+        let body = body_of(&c.script);
+        assert!(
+            body.starts_with('\u{feff}'),
+            "UTF-8 with a BOM for PowerShell 5.1"
+        );
+        // a program failing mid-script fails the provisioner
+        assert!(
+            body.contains("$global:LASTEXITCODE = 0\nInstall-WindowsFeature Web-Server\nif ($LASTEXITCODE -ne 0) { exit $LASTEXITCODE }\n"),
+            "{body}"
+        );
     }
 
     #[test]
