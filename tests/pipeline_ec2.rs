@@ -1581,6 +1581,14 @@ async fn a_parked_step_is_completed_by_itself_or_by_the_event_that_wakes_it() {
         events.handle(&base).await.unwrap(),
         Outcome::Ignored { .. }
     ));
+    // ... and so are those about ids EC2 does not know (gone, or hybrid nodes)
+    assert!(matches!(
+        events
+            .handle(&command_event("i-0123456789abcdef0"))
+            .await
+            .unwrap(),
+        Outcome::Ignored { .. }
+    ));
     let e = events
         .handle(&json!({"detail-type": "EC2 AMI State Change", "detail": {}}))
         .await
