@@ -10,6 +10,7 @@ pub mod aws;
 pub mod backends;
 pub mod build;
 pub mod cli;
+pub mod communicator;
 pub mod config;
 pub mod lambda;
 pub mod lifecycle;

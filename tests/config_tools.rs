@@ -2,7 +2,8 @@
 //! from Debian, installed by an earlier provisioner of the same build,
 //! applies a playbook with a role (found through the `ansible.cfg` next to
 //! the playbook, so the playbook's directory is the working directory), a
-//! template and a handler; a Packer template's salt-masterless provisioner
+//! template and a handler, plus a role its requirements file names
+//! (installed by ansible-galaxy from a role archive); a Packer template's salt-masterless provisioner
 //! bootstraps Salt from PyPI and applies Cloudbreak's layout
 //! (`saltstack/salt/custom/init.sls` including `custom.sls`, which copies
 //! and runs `custom.sh`, plus pillar), leaving neither Salt nor its minion
@@ -24,7 +25,30 @@ async fn real_ansible_applies_a_role_a_template_and_a_handler() {
     );
     h.write(
         "recipe/play/site.yml",
-        "- hosts: all\n  roles:\n    - motd\n",
+        "- hosts: all\n  roles:\n    - motd\n    - greeting\n",
+    );
+    // A role archive as ansible-galaxy installs it (no network needed).
+    h.write(
+        "role-src/greeting/meta/main.yml",
+        "galaxy_info: {author: bakehouse, description: test role, license: MIT, min_ansible_version: '2.14'}\ndependencies: []\n",
+    );
+    h.write(
+        "role-src/greeting/tasks/main.yml",
+        "- ansible.builtin.copy:\n    content: \"from a requirements role\\n\"\n    dest: /etc/greeting\n",
+    );
+    fs::create_dir_all(h.path("recipe/play/vendor")).unwrap();
+    let tarred = std::process::Command::new("tar")
+        .arg("-czf")
+        .arg(h.path("recipe/play/vendor/greeting.tar.gz"))
+        .arg("-C")
+        .arg(h.path("role-src"))
+        .arg("greeting")
+        .status()
+        .unwrap();
+    assert!(tarred.success());
+    h.write(
+        "recipe/requirements.yml",
+        "- src: vendor/greeting.tar.gz\n  name: greeting\n",
     );
     h.write(
         "recipe/play/my-roles/motd/tasks/main.yml",
@@ -40,7 +64,7 @@ async fn real_ansible_applies_a_role_a_template_and_a_handler() {
     );
     let recipe = h.write(
         "recipe/ansible.yaml",
-        "name: ansible-real\nbase: {path: ../bookworm.tar.zst}\nbuilder: {network: true}\nprovisioners:\n  - type: shell\n    env: {DEBIAN_FRONTEND: noninteractive}\n    inline:\n      - apt-get update -qq\n      - apt-get install -y -qq --no-install-recommends ansible-core >/dev/null\n  - type: ansible\n    playbook: play/site.yml\n    extra_vars: {greeting: Hello}\n",
+        "name: ansible-real\nbase: {path: ../bookworm.tar.zst}\nbuilder: {network: true}\nprovisioners:\n  - type: shell\n    env: {DEBIAN_FRONTEND: noninteractive}\n    inline:\n      - apt-get update -qq\n      - apt-get install -y -qq --no-install-recommends ansible-core >/dev/null\n  - type: ansible\n    playbook: play/site.yml\n    requirements: requirements.yml\n    extra_vars: {greeting: Hello}\n",
     );
     let out = h.build(&recipe, "ansible-real").await;
     assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
@@ -53,6 +77,10 @@ async fn real_ansible_applies_a_role_a_template_and_a_handler() {
     assert_eq!(
         fs::read_to_string(tree.join("etc/motd-handler")).unwrap(),
         "handler ran\n"
+    );
+    assert_eq!(
+        fs::read_to_string(tree.join("etc/greeting")).unwrap(),
+        "from a requirements role\n"
     );
     // The real tool ran: the image has ansible-core from Debian.
     let status = fs::read_to_string(tree.join("var/lib/dpkg/status")).unwrap();

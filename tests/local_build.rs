@@ -404,9 +404,9 @@ provisioners:
         fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
         host_name
     );
-    // PID: its own namespace, whose PID 1 is bubblewrap's reaper and PID 2
-    // the provisioner's shell.
-    assert_eq!(read("probe-pid"), "2\n");
+    // PID: its own namespace, whose PID 1 is bubblewrap's reaper, PID 2
+    // the job's wrapper and PID 3 the provisioner's shell.
+    assert_eq!(read("probe-pid"), "3\n");
     assert!(
         read("probe-pid1").starts_with("bwrap "),
         "{}",
@@ -691,7 +691,7 @@ async fn salt_and_ansible_run_when_installed_and_fail_clearly_when_not() {
     );
     assert_eq!(
         fs::read_to_string(tree.join("ansible-cwd")).unwrap(),
-        "/run/bakehouse-p1/playbook\n"
+        "/run/bakehouse-p1/play\n"
     );
     assert!(tree.join("ansible-tree/site.yml").is_file());
 

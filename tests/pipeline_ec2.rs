@@ -506,8 +506,8 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
     assert_eq!(
         heads,
         [
-            "provisioner 1 (shell): ok (exit 0)",
-            "provisioner 2 (file): ok (exit 0)",
+            "provisioners[0] (shell inline): ok (exit 0)",
+            "provisioners[1] (file files/motd -> /etc/motd): ok (exit 0)",
         ]
     );
     let heads: Vec<&str> = step_record(&record, Step::Test)
@@ -519,12 +519,12 @@ async fn happy_path_publishes_to_two_regions_and_leaves_no_builder() {
         heads,
         [
             "clean check of the booted image: ok (exit 0)",
-            "test 1 `test -s /etc/motd`: ok (exit 0)"
+            "test[0] `test -s /etc/motd`: ok (exit 0)"
         ]
     );
     assert_eq!(
         step_record(&record, Step::Clean).notes,
-        ["clean script: ok (exit 0)"]
+        ["clean: ok (exit 0)"]
     );
     let kinds = |kind: ResourceKind| record.resources_of(kind).count();
     assert_eq!(

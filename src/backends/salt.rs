@@ -16,8 +16,8 @@ use crate::recipe::{sh_quote, SaltProvisioner};
 pub const KEPT_SALT: &str = "/opt/bakehouse-salt";
 
 /// The script for `salt`; `work` is a shell word naming the work
-/// directory (`"$work"`, or a quoted path); `ca_file`, a CA bundle (in the
-/// image) pip trusts for PyPI.
+/// directory (`"$work"`, or a quoted path); `ca_file`, a shell word naming
+/// a CA bundle (in the image) pip trusts for PyPI.
 pub fn salt_script(
     salt: &SaltProvisioner,
     work: &str,
@@ -26,7 +26,7 @@ pub fn salt_script(
     let mut s = format!("set -eu\nW={work}\n");
     if salt.bootstrap {
         if let Some(ca) = ca_file {
-            s.push_str(&format!("export PIP_CERT={}\n", sh_quote(ca)));
+            s.push_str(&format!("export PIP_CERT={ca}\n"));
         }
         let venv = if salt.keep_salt {
             sh_quote(KEPT_SALT)

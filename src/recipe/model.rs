@@ -319,7 +319,9 @@ impl Provisioner {
             Provisioner::Salt(s) => std::iter::once(s.state_tree.clone())
                 .chain(s.pillar_root.clone())
                 .collect(),
-            Provisioner::Ansible(a) => vec![a.playbook_dir()],
+            Provisioner::Ansible(a) => std::iter::once(a.playbook_dir())
+                .chain(a.requirements.clone())
+                .collect(),
         }
     }
 }
@@ -398,6 +400,13 @@ pub struct AnsibleProvisioner {
     /// `--extra-vars`, passed as JSON.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub extra_vars: BTreeMap<String, serde_json::Value>,
+    /// A roles requirements file (`requirements.yml`), relative to the
+    /// recipe's directory: its roles are installed with `ansible-galaxy`
+    /// into the uploaded playbook directory's `roles/` before the run, and
+    /// go with it afterwards (needs network: `builder.network: true` in a
+    /// local build).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub requirements: Option<String>,
 }
 
 impl AnsibleProvisioner {

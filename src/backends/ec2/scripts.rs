@@ -1,33 +1,37 @@
-//! The shell scripts sent to the builder through SSM `AWS-RunShellScript`:
-//! one per provisioner, per test command and for the clean policy. Content
-//! (files, scripts, state trees) travels inline, base64 encoded, in a
-//! here-document, and is unpacked into a private temporary directory that
-//! is removed when the command ends.
+//! The SSM side of the communicator seam (see [`crate::communicator`]): a
+//! [`Job`] rendered as one command for `AWS-RunShellScript` (here) or
+//! `AWS-RunPowerShellScript` ([`super::scripts_windows`]). Uploads travel
+//! inline, base64 encoded, in here-documents, and are unpacked into a
+//! private temporary directory (`$work`) that is removed when the command
+//! ends; the command then runs with its environment, in its working
+//! directory, within its timeout (SSM's `executionTimeout`).
 
-use std::collections::BTreeMap;
 use std::path::Path;
 
 use base64::engine::general_purpose::STANDARD as BASE64;
 use base64::Engine;
 
+use crate::communicator::jobs;
+use crate::communicator::{Destination, Job, Shell, Source};
 use crate::pipeline::StepError;
-use crate::recipe::{clean_script, LoadedRecipe, OsKind, Provisioner, ShellSource};
 
 use super::scripts_windows;
-
-use super::tar::{tar_dir, tar_dirs};
+use super::tar::tar_dir;
 
 /// One command to run on the builder.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(super) struct CommandSpec {
     /// Ledger name (unique within the build).
     pub(super) name: String,
-    /// How messages and notes name it (`provisioner 2 (shell)`).
+    /// How messages and notes name it (`provisioners[1] (shell inline)`).
     pub(super) label: String,
     /// The script.
     pub(super) script: String,
     /// The SSM document that runs it.
     pub(super) document: Document,
+    /// Its own time limit (SSM's `executionTimeout`; the build's time
+    /// left applies too).
+    pub(super) timeout: Option<std::time::Duration>,
 }
 
 /// The SSM document a command is sent with.
@@ -49,36 +53,10 @@ impl Document {
     }
 }
 
-fn windows(recipe: &LoadedRecipe) -> bool {
-    recipe.recipe.os == OsKind::Windows
-}
-
 pub(super) use crate::recipe::sh_quote as quote;
 
 pub(super) fn nonretryable(label: &str, message: impl std::fmt::Display) -> StepError {
     StepError::NonRetryable(format!("{label}: {message}"))
-}
-
-/// Refuses content over `max` bytes (SSM takes at most 97 KiB of
-/// parameters), saying what to do instead.
-pub(super) fn check_inline_size(
-    label: &str,
-    what: &str,
-    payload: &[u8],
-    max: usize,
-    provisioner: &str,
-) -> Result<(), StepError> {
-    if payload.len() <= max {
-        return Ok(());
-    }
-    Err(nonretryable(
-        label,
-        format!(
-            "{what} is {} bytes, over the {max}-byte limit for content sent inline through SSM \
-             (max_inline_file_bytes): keep large files in the base image or fetch them (e.g. from S3) in a {provisioner} provisioner",
-            payload.len()
-        ),
-    ))
 }
 
 /// `payload` in base64, 76 characters a line, each line ended.
@@ -92,354 +70,175 @@ pub(super) fn base64_lines(payload: &[u8]) -> String {
     out
 }
 
-/// An environment variable name both shells accept (`[A-Za-z_][A-Za-z0-9_]*`).
-pub(super) fn check_env_name(label: &str, name: &str) -> Result<(), StepError> {
-    let valid = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
-        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
-    if valid {
-        Ok(())
-    } else {
-        Err(nonretryable(
-            label,
-            format!("env: {name:?} is not a valid variable name"),
-        ))
+/// What one upload sends: its bytes (a tree as a tar), whether it is a
+/// tree, and its mode where it has one.
+pub(super) struct Payload {
+    /// The bytes sent.
+    pub(super) bytes: Vec<u8>,
+    /// A tar of a directory.
+    pub(super) tree: bool,
+    /// The mode of a file: the upload's, else 0755/0644 from the source's
+    /// executable bit.
+    pub(super) mode: u32,
+}
+
+/// The payloads of a job's uploads, refusing content over `max` bytes in
+/// all (SSM takes at most 97 KiB of parameters) and saying what to do
+/// instead.
+pub(super) fn payloads(job: &Job, max: usize) -> Result<Vec<Payload>, StepError> {
+    let mut total = 0usize;
+    let mut out = Vec::with_capacity(job.uploads.len());
+    for upload in &job.uploads {
+        let mode = match &upload.to {
+            Destination::Work { mode, .. } => Some(*mode),
+            Destination::Machine { mode, .. } => *mode,
+        };
+        let payload = match &upload.source {
+            Source::Bytes(bytes) => Payload {
+                bytes: bytes.clone(),
+                tree: false,
+                mode: mode.unwrap_or(0o644),
+            },
+            Source::File(path) => {
+                use std::os::unix::fs::PermissionsExt;
+                let read =
+                    |e: std::io::Error| nonretryable(&job.label, format!("{}: {e}", upload.what));
+                let meta = std::fs::metadata(path).map_err(read)?;
+                let bytes = std::fs::read(path).map_err(read)?;
+                let executable = meta.permissions().mode() & 0o111 != 0;
+                Payload {
+                    bytes,
+                    tree: false,
+                    mode: mode.unwrap_or(if executable { 0o755 } else { 0o644 }),
+                }
+            }
+            Source::Tree(path) => {
+                let tree_mode = match &upload.to {
+                    Destination::Machine { mode, .. } => *mode,
+                    Destination::Work { .. } => None,
+                };
+                Payload {
+                    bytes: tar_dir(path, tree_mode).map_err(|e| nonretryable(&job.label, e))?,
+                    tree: true,
+                    mode: 0o755,
+                }
+            }
+        };
+        total += payload.bytes.len();
+        if total > max {
+            let tool = match job.shell {
+                Shell::Sh => "shell",
+                Shell::PowerShell => "powershell",
+            };
+            let what = if payload.tree {
+                format!("{} as tar", upload.what)
+            } else {
+                upload.what.clone()
+            };
+            return Err(nonretryable(
+                &job.label,
+                format!(
+                    "{what} is {} bytes, over the {max}-byte limit for content sent inline through SSM \
+                     (max_inline_file_bytes): keep large files in the base image or fetch them (e.g. from S3) in a {tool} provisioner",
+                    payload.bytes.len()
+                ),
+            ));
+        }
+        out.push(payload);
     }
+    Ok(out)
 }
 
-/// A script that unpacks `payload` to `$work/payload` and then runs `action`.
-fn with_payload(
-    label: &str,
-    what: &str,
-    payload: &[u8],
-    max: usize,
-    env: &BTreeMap<String, String>,
-    action: &str,
-) -> Result<String, StepError> {
-    check_inline_size(label, what, payload, max, "shell")?;
-    let mut script = format!(
-        "# bakehouse: {label}\nset -eu\nwork=$(mktemp -d)\ntrap 'rm -rf \"$work\"' EXIT\nbase64 -d > \"$work/payload\" <<'BAKEHOUSE_PAYLOAD'\n"
-    );
-    script.push_str(&base64_lines(payload));
-    script.push_str("BAKEHOUSE_PAYLOAD\n");
-    for (name, value) in env {
-        check_env_name(label, name)?;
-        script.push_str(&format!("export {name}={}\n", quote(value)));
-    }
-    script.push_str(action);
-    if !action.ends_with('\n') {
-        script.push('\n');
-    }
-    Ok(script)
-}
-
-fn read(recipe: &LoadedRecipe, label: &str, written: &str) -> Result<Vec<u8>, StepError> {
-    let path = recipe.resolve(written);
-    std::fs::read(&path).map_err(|e| nonretryable(label, format!("{written}: {e}")))
-}
-
-fn tar(
-    recipe: &LoadedRecipe,
-    label: &str,
-    written: &str,
-    mode: Option<u32>,
-) -> Result<Vec<u8>, StepError> {
-    tar_dir(&recipe.resolve(written), mode).map_err(|e| nonretryable(label, e))
-}
-
-/// How to run a script: its `#!` line's interpreter, else `sh`.
-fn interpreter(content: &[u8]) -> Result<String, String> {
-    let Some(rest) = content.strip_prefix(b"#!") else {
-        return Ok("sh".into());
-    };
-    let line = rest.split(|&b| b == b'\n').next().unwrap_or_default();
-    let line = std::str::from_utf8(line).map_err(|_| "the #! line is not UTF-8".to_string())?;
-    let line = line.trim();
-    if line.is_empty() || line.contains(['\'', '"', '`', '$', ';', '&', '|']) {
-        return Err(format!("unsupported #! line {line:?}"));
-    }
-    Ok(line.to_string())
-}
-
-fn parse_mode(label: &str, mode: &str) -> Result<u32, StepError> {
-    u32::from_str_radix(mode, 8)
-        .ok()
-        .filter(|m| *m <= 0o7777 && !mode.is_empty())
-        .ok_or_else(|| nonretryable(label, format!("mode {mode:?} is not an octal file mode")))
-}
-
-/// The command of provisioner `index` (0-based) of the recipe: a shell
-/// script, or PowerShell for Windows.
-pub(super) fn provisioner_command(
-    recipe: &LoadedRecipe,
-    index: usize,
-    max: usize,
-) -> Result<CommandSpec, StepError> {
-    let p = recipe
-        .recipe
-        .provisioners
-        .get(index)
-        .ok_or_else(|| StepError::NonRetryable(format!("no provisioner {}", index + 1)))?;
-    let label = format!("provisioner {} ({})", index + 1, p.kind());
-    let (script, document) = if windows(recipe) {
-        let script = scripts_windows::provisioner_script(recipe, p, &label, max)?;
-        (script, Document::PowerShell)
-    } else {
-        (shell_script(recipe, p, &label, max)?, Document::Shell)
+/// A job as one SSM command, content up to `max` bytes inline.
+pub(super) fn render(job: &Job, max: usize) -> Result<CommandSpec, StepError> {
+    let (script, document) = match job.shell {
+        Shell::Sh => (render_sh(job, max)?, Document::Shell),
+        Shell::PowerShell => (scripts_windows::render(job, max)?, Document::PowerShell),
     };
     Ok(CommandSpec {
-        name: format!("provision/{}-{}", index + 1, p.kind()),
-        label,
+        name: job.name.clone(),
+        label: job.label.clone(),
         script,
         document,
+        timeout: job.run.as_ref().and_then(|r| r.timeout),
     })
 }
 
-/// A Linux provisioner's shell script.
-fn shell_script(
-    recipe: &LoadedRecipe,
-    p: &Provisioner,
-    label: &str,
-    max: usize,
-) -> Result<String, StepError> {
-    let none = BTreeMap::new();
-    let script = match p {
-        Provisioner::Powershell(_) => {
-            return Err(nonretryable(
-                label,
-                "runs on Windows images only; this recipe has `os: linux` (use `type: shell`)",
-            ))
-        }
-        Provisioner::Shell(s) => match &s.source {
-            ShellSource::Inline(commands) => {
-                let body = format!("set -e\n{}\n", commands.join("\n"));
-                with_payload(
-                    label,
-                    "the inline commands",
-                    body.as_bytes(),
-                    max,
-                    &s.env,
-                    "sh -e \"$work/payload\"",
-                )?
+/// A job as an `sh` script.
+fn render_sh(job: &Job, max: usize) -> Result<String, StepError> {
+    let label = &job.label;
+    let mut script =
+        format!("# bakehouse: {label}\nset -eu\nwork=$(mktemp -d)\ntrap 'rm -rf \"$work\"' EXIT\n");
+    for (i, (upload, payload)) in job.uploads.iter().zip(payloads(job, max)?).enumerate() {
+        let staged = match &upload.to {
+            Destination::Work { name, .. } => format!("\"$work\"/{}", quote(name)),
+            // A tree unpacks straight into its destination.
+            Destination::Machine { path, .. } if payload.tree => format!("-- {}", quote(path)),
+            Destination::Machine { .. } => format!("\"$work/upload-{i}\""),
+        };
+        let decode = if payload.tree {
+            let dir = staged.trim_start_matches("-- ");
+            format!("mkdir -p {staged}\nbase64 -d <<'BAKEHOUSE_PAYLOAD' | tar -x -f - -C {dir}\n")
+        } else {
+            format!("base64 -d > {staged} <<'BAKEHOUSE_PAYLOAD'\n")
+        };
+        script.push_str(&decode);
+        script.push_str(&base64_lines(&payload.bytes));
+        script.push_str("BAKEHOUSE_PAYLOAD\n");
+        match &upload.to {
+            Destination::Work { .. } if !payload.tree => {
+                script.push_str(&format!("chmod {:04o} {staged}\n", payload.mode));
             }
-            ShellSource::Script(path) => {
-                let content = read(recipe, label, path)?;
-                let run = interpreter(&content)
-                    .map_err(|e| nonretryable(label, format!("{path}: {e}")))?;
-                with_payload(
-                    label,
-                    path,
-                    &content,
-                    max,
-                    &s.env,
-                    &format!("{run} \"$work/payload\""),
-                )?
+            Destination::Work { .. } => {}
+            Destination::Machine { path, .. } if payload.tree => {
+                script.push_str(&format!(
+                    "echo 'bakehouse: unpacked into' {}\n",
+                    quote(path)
+                ));
             }
-        },
-        Provisioner::File(f) => {
-            let source = recipe.resolve(&f.source);
-            let mode = f
-                .mode
-                .as_deref()
-                .map(|m| parse_mode(label, m))
-                .transpose()?;
-            if source.is_dir() {
-                let payload = tar(recipe, label, &f.source, mode)?;
-                let dest = quote(&f.destination);
-                let action = format!("mkdir -p -- {dest}\ntar -x -f \"$work/payload\" -C {dest}\n");
-                with_payload(
-                    label,
-                    &format!("directory {} as tar", f.source),
-                    &payload,
-                    max,
-                    &none,
-                    &action,
-                )?
-            } else {
-                let content = read(recipe, label, &f.source)?;
-                let mode = match mode {
-                    Some(m) => m,
-                    None => {
-                        use std::os::unix::fs::PermissionsExt;
-                        let meta = std::fs::metadata(&source)
-                            .map_err(|e| nonretryable(label, format!("{}: {e}", f.source)))?;
-                        if meta.permissions().mode() & 0o111 != 0 {
-                            0o755
-                        } else {
-                            0o644
-                        }
-                    }
-                };
-                let destination = if f.destination.ends_with('/') {
-                    let file_name = Path::new(&f.source)
-                        .file_name()
-                        .map(|n| n.to_string_lossy().into_owned())
-                        .unwrap_or_default();
-                    format!("{}{file_name}", f.destination)
+            Destination::Machine { path, .. } => {
+                let destination = if path.ends_with('/') {
+                    let name = match &upload.source {
+                        Source::File(p) => jobs::file_name(p),
+                        _ => String::new(),
+                    };
+                    format!("{path}{name}")
                 } else {
-                    f.destination.clone()
+                    path.clone()
                 };
                 let parent = Path::new(&destination)
                     .parent()
                     .map(|p| p.to_string_lossy().into_owned())
                     .filter(|p| !p.is_empty())
                     .unwrap_or_else(|| "/".into());
-                let dest = quote(&destination);
-                let tmp = quote(&format!("{destination}.bakehouse-new"));
-                let action = format!(
-                    "mkdir -p -- {parent}\ncp -- \"$work/payload\" {tmp}\nchmod {mode:04o} {tmp}\nmv -f -- {tmp} {dest}\necho 'bakehouse: wrote' {dest} '({} bytes, mode {mode:04o})'\n",
-                    content.len(),
-                    parent = quote(&parent),
+                let (dest, tmp) = (
+                    quote(&destination),
+                    quote(&format!("{destination}.bakehouse-new")),
                 );
-                with_payload(label, &f.source, &content, max, &none, &action)?
+                script.push_str(&format!(
+                    "mkdir -p -- {parent}\ncp -- {staged} {tmp}\nchmod {mode:04o} {tmp}\nmv -f -- {tmp} {dest}\necho 'bakehouse: wrote' {dest} '({} bytes, mode {mode:04o})'\n",
+                    payload.bytes.len(),
+                    parent = quote(&parent),
+                    mode = payload.mode,
+                ));
             }
         }
-        Provisioner::Salt(s) => {
-            let mut trees = vec![(recipe.resolve(&s.state_tree), "tree/")];
-            if let Some(pillar) = &s.pillar_root {
-                trees.push((recipe.resolve(pillar), "pillar/"));
-            }
-            let payload = tar_dirs(&trees, None).map_err(|e| nonretryable(label, e))?;
-            let mut action = String::from(
-                "mkdir \"$work/tree\" \"$work/pillar\"\ntar -x -f \"$work/payload\" -C \"$work\"\n",
-            );
-            action.push_str(
-                &crate::backends::salt::salt_script(s, "\"$work\"", None)
-                    .map_err(|e| nonretryable(label, e))?,
-            );
-            with_payload(
-                label,
-                &format!("state tree {} as tar", s.state_tree),
-                &payload,
-                max,
-                &none,
-                &action,
-            )?
+    }
+    if let Some(run) = &job.run {
+        for (name, value) in &run.env {
+            script.push_str(&format!("export {name}={}\n", quote(value)));
         }
-        Provisioner::Ansible(a) => {
-            let dir = a.playbook_dir();
-            let payload = tar(recipe, label, &dir, None)?;
-            let mut action = String::from(
-                "mkdir \"$work/play\"\ntar -x -f \"$work/payload\" -C \"$work/play\"\n",
-            );
-            action.push_str(
-                &crate::backends::ansible::ansible_script(a, "\"$work/play\"")
-                    .map_err(|e| nonretryable(label, e))?,
-            );
-            with_payload(
-                label,
-                &format!("playbook directory {dir} as tar"),
-                &payload,
-                max,
-                &none,
-                &action,
-            )?
+        if let Some(dir) = &run.cwd {
+            script.push_str(&format!("cd \"$work\"/{}\n", quote(dir)));
         }
-    };
+        script.push_str(&run.code);
+        if !run.code.ends_with('\n') {
+            script.push('\n');
+        }
+    }
     Ok(script)
-}
-
-/// Every provisioner's command, in order (PowerShell for Windows).
-pub(super) fn provisioner_commands(
-    recipe: &LoadedRecipe,
-    max: usize,
-) -> Result<Vec<CommandSpec>, StepError> {
-    (0..recipe.recipe.provisioners.len())
-        .map(|i| provisioner_command(recipe, i, max))
-        .collect()
-}
-
-/// The recipe's test commands, in order (PowerShell for Windows).
-pub(super) fn test_commands(
-    recipe: &LoadedRecipe,
-    max: usize,
-) -> Result<Vec<CommandSpec>, StepError> {
-    let none = BTreeMap::new();
-    recipe
-        .recipe
-        .test
-        .iter()
-        .enumerate()
-        .map(|(i, command)| {
-            let shown: String = command.chars().take(80).collect();
-            let label = format!("test {} `{shown}`", i + 1);
-            let (script, document) = if windows(recipe) {
-                let script = scripts_windows::powershell(
-                    &label,
-                    "the command",
-                    std::slice::from_ref(command),
-                    max,
-                    &none,
-                )?;
-                (script, Document::PowerShell)
-            } else {
-                let body = format!("set -e\n{command}\n");
-                let run = "sh -e \"$work/payload\"";
-                let script = with_payload(&label, "the command", body.as_bytes(), max, &none, run)?;
-                (script, Document::Shell)
-            };
-            Ok(CommandSpec {
-                name: format!("test/{}", i + 1),
-                label,
-                script,
-                document,
-            })
-        })
-        .collect()
-}
-
-/// The clean policy as one command (`authorized_keys` removal comes last
-/// inside the generated script).
-pub(super) fn clean_command(recipe: &LoadedRecipe) -> Result<CommandSpec, StepError> {
-    if windows(recipe) {
-        return scripts_windows::clean_command(recipe);
-    }
-    let body = clean_script(&recipe.recipe.clean, recipe.recipe.os);
-    script_command("clean", "clean script", "the clean script", &body)
-}
-
-/// The clean check of the booted image (see
-/// [`crate::recipe::clean::check_script`]), run first on the test instance;
-/// none for Windows, whose generalized image Sysprep has reset.
-pub(super) fn clean_check_command(recipe: &LoadedRecipe) -> Result<Option<CommandSpec>, StepError> {
-    if windows(recipe) {
-        return Ok(None);
-    }
-    let body = crate::recipe::clean::check_script(&recipe.recipe.clean);
-    script_command(
-        "test/clean-check",
-        "clean check of the booted image",
-        "the clean check",
-        &body,
-    )
-    .map(Some)
-}
-
-/// A generated script (`what`, for messages) as one `sh` command.
-fn script_command(
-    name: &str,
-    label: &str,
-    what: &str,
-    body: &str,
-) -> Result<CommandSpec, StepError> {
-    let script = with_payload(
-        label,
-        what,
-        body.as_bytes(),
-        usize::MAX,
-        &BTreeMap::new(),
-        "sh \"$work/payload\"",
-    )?;
-    Ok(CommandSpec {
-        name: name.into(),
-        label: label.to_string(),
-        script,
-        document: Document::Shell,
-    })
 }
 
 #[cfg(test)]
 #[path = "scripts_tests.rs"]
-mod tests;
+pub(super) mod tests;

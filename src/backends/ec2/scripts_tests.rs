@@ -7,7 +7,50 @@ use std::path::Path;
 use std::process::Command;
 
 use super::*;
-use crate::recipe::{parse, Format};
+use crate::communicator::jobs::Machine;
+use crate::recipe::{clean_script, parse, Format, LoadedRecipe};
+
+/// The command of provisioner `index` (0-based) of the recipe.
+pub(in crate::backends::ec2) fn provisioner_command(
+    recipe: &LoadedRecipe,
+    index: usize,
+    max: usize,
+) -> Result<CommandSpec, StepError> {
+    render(
+        &jobs::provisioner_job(recipe, index, &Machine::default())?,
+        max,
+    )
+}
+
+/// Every provisioner's command, in order.
+pub(in crate::backends::ec2) fn provisioner_commands(
+    recipe: &LoadedRecipe,
+    max: usize,
+) -> Result<Vec<CommandSpec>, StepError> {
+    jobs::provisioner_jobs(recipe, &Machine::default())?
+        .iter()
+        .map(|job| render(job, max))
+        .collect()
+}
+
+/// The recipe's test commands, in order.
+pub(in crate::backends::ec2) fn test_commands(
+    recipe: &LoadedRecipe,
+    max: usize,
+) -> Result<Vec<CommandSpec>, StepError> {
+    jobs::test_jobs(recipe)
+        .iter()
+        .map(|job| render(job, max))
+        .collect()
+}
+
+/// The clean policy as one command (`authorized_keys` removal comes last
+/// inside the generated script; Sysprep follows on Windows).
+pub(in crate::backends::ec2) fn clean_command(
+    recipe: &LoadedRecipe,
+) -> Result<CommandSpec, StepError> {
+    render(&jobs::clean_job(recipe), usize::MAX)
+}
 
 fn recipe(dir: &Path, yaml: &str) -> LoadedRecipe {
     let path = dir.join("recipe.yaml");
@@ -46,7 +89,7 @@ provisioners:
     let r = recipe(dir.path(), &yaml);
     let cmd = provisioner_command(&r, 0, 48 * 1024).unwrap();
     assert_eq!(cmd.name, "provision/1-shell");
-    assert_eq!(cmd.label, "provisioner 1 (shell)");
+    assert_eq!(cmd.label, "provisioners[0] (shell inline)");
     let (code, _, _) = run(&cmd.script);
     assert_eq!(code, 7);
     assert_eq!(
@@ -121,8 +164,9 @@ fn file_over_the_inline_limit_is_a_clear_error() {
     let err = provisioner_command(&r, 1, 1024).unwrap_err();
     assert_eq!(err.name(), "NonRetryable");
     assert!(
-        err.message()
-            .starts_with("provisioner 2 (file): big is 2000 bytes, over the 1024-byte limit"),
+        err.message().starts_with(
+            "provisioners[1] (file big -> /etc/big): big is 2000 bytes, over the 1024-byte limit"
+        ),
         "{err}"
     );
     assert!(provisioner_command(&r, 1, 2000).is_ok());
@@ -203,7 +247,7 @@ fn tests_and_clean_are_commands_too() {
         tests.iter().map(|t| t.name.as_str()).collect::<Vec<_>>(),
         ["test/1", "test/2"]
     );
-    assert_eq!(tests[1].label, "test 2 `exit 4`");
+    assert_eq!(tests[1].label, "test[1] `exit 4`");
     assert_eq!(run(&tests[0].script).0, 0);
     assert_eq!(run(&tests[1].script).0, 4);
     let clean = clean_command(&r).unwrap();

@@ -1,18 +1,22 @@
-//! Running commands on the builder through SSM Run Command, one at a time,
-//! in order. Each command is recorded in the ledger before it is sent; a
-//! poll continues from the ledger (and the step's notes, which mark the
+//! SSM Run Command as a [`Communicator`]: a job rendered as one command
+//! ([`super::scripts::render`]), run on the builder one at a time, in
+//! order. Each command is recorded in the ledger before it is sent; a poll
+//! continues from the ledger (and the step's notes, which mark the
 //! commands that finished) instead of sending anything again.
 
+use async_trait::async_trait;
 use aws_sdk_ssm::types::{CloudWatchOutputConfig, CommandInvocationStatus};
 use sha2::{Digest, Sha256};
 
 use crate::build::{BuildRecord, ResourceKind};
+use crate::communicator::jobs::{clean_job, provisioner_jobs, Machine};
+use crate::communicator::{Communicator, Job};
 use crate::pipeline::{BuildContext, Progress, StepError};
 
 use super::error::{aws, code};
 use super::instance::require_builder;
 use super::logs::CommandLogs;
-use super::scripts::{clean_command, provisioner_commands, CommandSpec};
+use super::scripts::{render, CommandSpec};
 use super::Ec2Backend;
 
 /// How much of each output stream a note keeps (notes are cut at 4 KiB).
@@ -75,109 +79,156 @@ fn note_text(label: &str, result: &str, exit_code: i32, stdout: &str, stderr: &s
     note
 }
 
+/// SSM as the communicator for one builder during one step invocation.
+pub(super) struct SsmCommunicator<'a> {
+    /// The backend (its clients and settings).
+    pub(super) backend: &'a Ec2Backend,
+    /// The build and step.
+    pub(super) ctx: &'a BuildContext,
+    /// The build's record as the step found it.
+    pub(super) record: &'a BuildRecord,
+    /// The instance the commands run on.
+    pub(super) instance: &'a str,
+}
+
+#[async_trait]
+impl Communicator for SsmCommunicator<'_> {
+    type Report = ();
+
+    /// Sends the job's command (unless the ledger shows it was sent) and
+    /// reads its invocation: `Wait` until it ends, `Done` when it
+    /// succeeded, `BuildFailed` naming it and its exit code otherwise.
+    async fn execute(&self, job: &Job) -> Result<Progress, StepError> {
+        let command = render(job, self.backend.settings.max_inline_file_bytes)?;
+        self.backend
+            .run_command(self.ctx, self.record, self.instance, &command)
+            .await
+    }
+}
+
 impl Ec2Backend {
     pub(super) async fn provision_builder(
         &self,
         ctx: &BuildContext,
     ) -> Result<Progress, StepError> {
-        let recipe = ctx.recipe()?;
-        let max = self.settings.max_inline_file_bytes;
-        let commands = provisioner_commands(recipe, max)?;
+        let jobs = provisioner_jobs(ctx.recipe()?, &Machine::default())?;
         let record = ctx.current().await?;
         let instance = require_builder(&record)?;
-        self.run_commands(ctx, &record, &instance, &commands).await
+        self.run_jobs(ctx, &record, &instance, &jobs).await
     }
 
     pub(super) async fn clean_builder(&self, ctx: &BuildContext) -> Result<Progress, StepError> {
-        let command = clean_command(ctx.recipe()?)?;
+        let job = clean_job(ctx.recipe()?);
         let record = ctx.current().await?;
         let instance = require_builder(&record)?;
-        match self
-            .run_commands(ctx, &record, &instance, &[command])
-            .await?
-        {
+        match self.run_jobs(ctx, &record, &instance, &[job]).await? {
             Progress::Wait => Ok(Progress::Wait),
             Progress::Done(()) => self.stop_builder(ctx, &instance).await,
         }
     }
 
-    /// Runs `commands` in order; `Done` when all succeeded.
-    pub(super) async fn run_commands(
+    /// Runs `jobs` in order on `instance`; `Done` when all succeeded.
+    /// Every job renders (its content within the inline limit) before the
+    /// first is sent.
+    pub(super) async fn run_jobs(
         &self,
         ctx: &BuildContext,
         record: &BuildRecord,
         instance: &str,
-        commands: &[CommandSpec],
+        jobs: &[Job],
     ) -> Result<Progress, StepError> {
-        for command in commands {
-            if passed(ctx, record, command) {
-                continue;
-            }
-            let comment = command_comment(&ctx.build_id, &command.name);
-            let recorded = record.resource(ResourceKind::Command, &command.name);
-            let command_id = match recorded.and_then(|r| r.id.clone()) {
-                Some(id) => id,
-                None => {
-                    // Planned but not recorded as sent: an earlier attempt
-                    // may have sent it before failing.
-                    let earlier = match recorded {
-                        Some(_) => self.find_command(instance, &comment).await?,
-                        None => None,
-                    };
-                    match earlier {
-                        Some(id) => {
-                            ctx.created(ResourceKind::Command, &command.name, &id)
-                                .await?;
-                            id
-                        }
-                        None => self.send(ctx, record, instance, command, &comment).await?,
-                    }
-                }
-            };
-            let invocation = match self
-                .ssm
-                .get_command_invocation()
-                .command_id(&command_id)
-                .instance_id(instance)
-                .send()
-                .await
-            {
-                Ok(out) => out,
-                // Not visible yet right after SendCommand.
-                Err(e) if code(&e) == Some("InvocationDoesNotExist") => {
-                    return self.wait(ctx, &format!("{} to start", command.label))
-                }
-                Err(e) => return Err(aws(format!("SSM GetCommandInvocation {command_id}"), e)),
-            };
-            let status = invocation
-                .status()
-                .map(CommandInvocationStatus::as_str)
-                .unwrap_or("Pending");
-            let exit_code = invocation.response_code();
-            let stdout = invocation.standard_output_content().unwrap_or_default();
-            let stderr = invocation.standard_error_content().unwrap_or_default();
-            match outcome(&command.label, status, exit_code, stderr) {
-                Outcome::Running => return self.wait(ctx, &format!("{} to finish", command.label)),
-                Outcome::Succeeded => {
-                    tracing::info!(build = %ctx.build_id, command = %command.name, id = %command_id, "command succeeded");
-                    ctx.note(note_text(&command.label, "ok", exit_code, stdout, stderr))
-                        .await?;
-                }
-                Outcome::Failed(message) => {
-                    tracing::warn!(build = %ctx.build_id, command = %command.name, id = %command_id, "{message}");
-                    ctx.note(note_text(
-                        &command.label,
-                        &format!("failed, {status}"),
-                        exit_code,
-                        stdout,
-                        stderr,
-                    ))
-                    .await?;
-                    return Err(StepError::BuildFailed(message));
-                }
+        for job in jobs {
+            render(job, self.settings.max_inline_file_bytes)?;
+        }
+        let ssm = SsmCommunicator {
+            backend: self,
+            ctx,
+            record,
+            instance,
+        };
+        for job in jobs {
+            if let Progress::Wait = ssm.execute(job).await? {
+                return Ok(Progress::Wait);
             }
         }
         Ok(Progress::Done(()))
+    }
+
+    /// Runs one command: sent once, then polled.
+    async fn run_command(
+        &self,
+        ctx: &BuildContext,
+        record: &BuildRecord,
+        instance: &str,
+        command: &CommandSpec,
+    ) -> Result<Progress, StepError> {
+        if passed(ctx, record, &command.label) {
+            return Ok(Progress::Done(()));
+        }
+        let comment = command_comment(&ctx.build_id, &command.name);
+        let recorded = record.resource(ResourceKind::Command, &command.name);
+        let command_id = match recorded.and_then(|r| r.id.clone()) {
+            Some(id) => id,
+            None => {
+                // Planned but not recorded as sent: an earlier attempt
+                // may have sent it before failing.
+                let earlier = match recorded {
+                    Some(_) => self.find_command(instance, &comment).await?,
+                    None => None,
+                };
+                match earlier {
+                    Some(id) => {
+                        ctx.created(ResourceKind::Command, &command.name, &id)
+                            .await?;
+                        id
+                    }
+                    None => self.send(ctx, record, instance, command, &comment).await?,
+                }
+            }
+        };
+        let invocation = match self
+            .ssm
+            .get_command_invocation()
+            .command_id(&command_id)
+            .instance_id(instance)
+            .send()
+            .await
+        {
+            Ok(out) => out,
+            // Not visible yet right after SendCommand.
+            Err(e) if code(&e) == Some("InvocationDoesNotExist") => {
+                return self.wait(ctx, &format!("{} to start", command.label))
+            }
+            Err(e) => return Err(aws(format!("SSM GetCommandInvocation {command_id}"), e)),
+        };
+        let status = invocation
+            .status()
+            .map(CommandInvocationStatus::as_str)
+            .unwrap_or("Pending");
+        let exit_code = invocation.response_code();
+        let stdout = invocation.standard_output_content().unwrap_or_default();
+        let stderr = invocation.standard_error_content().unwrap_or_default();
+        match outcome(&command.label, status, exit_code, stderr) {
+            Outcome::Running => self.wait(ctx, &format!("{} to finish", command.label)),
+            Outcome::Succeeded => {
+                tracing::info!(build = %ctx.build_id, command = %command.name, id = %command_id, "command succeeded");
+                ctx.note(note_text(&command.label, "ok", exit_code, stdout, stderr))
+                    .await?;
+                Ok(Progress::Done(()))
+            }
+            Outcome::Failed(message) => {
+                tracing::warn!(build = %ctx.build_id, command = %command.name, id = %command_id, "{message}");
+                ctx.note(note_text(
+                    &command.label,
+                    &format!("failed, {status}"),
+                    exit_code,
+                    stdout,
+                    stderr,
+                ))
+                .await?;
+                Err(StepError::BuildFailed(message))
+            }
+        }
     }
 
     async fn send(
@@ -188,7 +239,9 @@ impl Ec2Backend {
         command: &CommandSpec,
         comment: &str,
     ) -> Result<String, StepError> {
-        let timeout = self.time_left(ctx).as_secs().clamp(60, 48 * 3600);
+        let left = self.time_left(ctx);
+        let limit = command.timeout.map_or(left, |t| t.min(left));
+        let timeout = limit.as_secs().clamp(60, 48 * 3600);
         if let Some(group) = &self.settings.command_log_group {
             // Where the full output goes, in the record before any is sent.
             let location = CommandLogs {
@@ -288,8 +341,8 @@ impl Ec2Backend {
 
 /// Whether `command` is noted as passed in the current step (a poll or a
 /// retry does not send it again).
-pub(super) fn passed(ctx: &BuildContext, record: &BuildRecord, command: &CommandSpec) -> bool {
-    let finished = format!("{}: ok (", command.label);
+pub(super) fn passed(ctx: &BuildContext, record: &BuildRecord, label: &str) -> bool {
+    let finished = format!("{label}: ok (");
     record
         .steps
         .iter()
@@ -370,6 +423,7 @@ mod tests {
             label: "provisioner 1 (shell)".into(),
             script: "echo hi".into(),
             document: super::super::scripts::Document::Shell,
+            timeout: None,
         };
         let plain = Ec2Backend::new(&sdk, super::super::Ec2Settings::default());
         let req = plain.send_command_request("i-1", &command, "c", 120);

@@ -15,9 +15,9 @@ use crate::build::ResourceKind;
 use crate::pipeline::{BuildContext, Progress, StepError};
 
 use super::error::aws;
-use super::scripts::{clean_check_command, test_commands};
 use super::ssm::passed;
 use super::{client_token, Ec2Backend};
+use crate::communicator::jobs::{clean_check_job, test_jobs};
 
 /// The purpose of the test instance in its client token.
 const TEST_INSTANCE: &str = "test";
@@ -27,8 +27,8 @@ impl Ec2Backend {
         let recipe = ctx.recipe()?;
         // The clean check first: it sees the AMI as booted, before the
         // tests change anything.
-        let mut commands: Vec<_> = clean_check_command(recipe)?.into_iter().collect();
-        commands.extend(test_commands(recipe, self.settings.max_inline_file_bytes)?);
+        let mut jobs: Vec<_> = clean_check_job(recipe).into_iter().collect();
+        jobs.extend(test_jobs(recipe));
         let record = ctx.current().await?;
         let token = client_token(&ctx.build_id, TEST_INSTANCE);
         let recorded = record.resource(ResourceKind::Instance, &token);
@@ -36,7 +36,7 @@ impl Ec2Backend {
             // The tests passed and the instance was terminated.
             return Ok(Progress::Done(()));
         }
-        if commands.iter().all(|c| passed(ctx, &record, c)) {
+        if jobs.iter().all(|j| passed(ctx, &record, &j.label)) {
             // A retry after the tests passed: only the termination is left.
             if let Some(instance) = recorded.and_then(|r| r.id.clone()) {
                 return self.finish_tests(ctx, &token, &instance).await;
@@ -83,10 +83,7 @@ impl Ec2Backend {
             );
         }
         let record = ctx.current().await?;
-        match self
-            .run_commands(ctx, &record, &instance, &commands)
-            .await?
-        {
+        match self.run_jobs(ctx, &record, &instance, &jobs).await? {
             Progress::Wait => Ok(Progress::Wait),
             Progress::Done(()) => self.finish_tests(ctx, &token, &instance).await,
         }

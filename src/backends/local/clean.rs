@@ -4,20 +4,19 @@
 //! left in the tree; after capture the same check runs on the captured
 //! archive ([`check_artifact`]).
 
-use std::fs;
+use crate::communicator::jobs::clean_job;
+use crate::communicator::Communicator;
+use crate::pipeline::{BuildContext, Progress, StepError};
+use crate::recipe::{verify_archive, verify_tree, OsKind};
 
-use crate::pipeline::{BuildContext, StepError};
-use crate::recipe::{clean_script, verify_archive, verify_tree, OsKind};
-
+use super::communicator::{SandboxCommunicator, SandboxReport};
 use super::fsutil::blocking;
-use super::sandbox::{Sandbox, Stage};
-
-/// Where busybox is on the host, for trees without a shell of their own.
-const HOST_BUSYBOX: &str = "/bin/busybox";
+use super::sandbox::Sandbox;
 
 /// Applies the clean policy and verifies the tree.
 pub(crate) async fn clean(ctx: &BuildContext, sandbox: &Sandbox) -> Result<(), StepError> {
-    let recipe = &ctx.recipe()?.recipe;
+    let loaded = ctx.recipe()?;
+    let recipe = &loaded.recipe;
     if recipe.os != OsKind::Linux {
         return Err(StepError::NonRetryable(super::WINDOWS_REFUSED.into()));
     }
@@ -25,28 +24,19 @@ pub(crate) async fn clean(ctx: &BuildContext, sandbox: &Sandbox) -> Result<(), S
     // lists it.
     let (root, policy) = (sandbox.root.clone(), recipe.clean.clone());
     let present = blocking(move || Ok(verify_tree(&root, &policy))).await?;
-    let script = clean_script(&recipe.clean, recipe.os);
-    let stage = Stage::create(&sandbox.root, "clean")?;
-    let result = async {
-        let path = stage.write("clean.sh", script.as_bytes(), 0o700)?;
-        let argv = if sandbox.has_shell() {
-            vec!["/bin/sh".to_string(), path]
-        } else {
-            // No shell in the tree: bring a static busybox for the run, so
-            // the script still runs chrooted (its applets are built in).
-            let content = fs::read(HOST_BUSYBOX).map_err(|e| {
-                StepError::NonRetryable(format!(
-                    "the image has no /bin/sh and the host's {HOST_BUSYBOX} (busybox-static) cannot be read to clean it: {e}"
-                ))
-            })?;
-            let busybox = stage.write("busybox", &content, 0o755)?;
-            vec![busybox, "sh".to_string(), path]
-        };
-        sandbox.run("clean", &argv).await
+    let job = clean_job(loaded);
+    let communicator = SandboxCommunicator {
+        sandbox,
+        stage: "clean".into(),
+    };
+    match communicator.execute(&job).await? {
+        Progress::Done(SandboxReport::Ran(result)) => result.record(ctx, &job.label).await?,
+        _ => {
+            return Err(StepError::NonRetryable(
+                "the clean job ran no command".into(),
+            ))
+        }
     }
-    .await;
-    stage.remove()?;
-    result?.record(ctx, "clean script").await?;
     let root = sandbox.root.clone();
     let policy = recipe.clean.clone();
     let leftovers = blocking(move || Ok(verify_tree(&root, &policy))).await?;

@@ -35,6 +35,7 @@ mod capture;
 mod capture_disk;
 mod cgroup;
 mod clean;
+mod communicator;
 mod digest;
 mod disk;
 mod export;

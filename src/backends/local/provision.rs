@@ -1,17 +1,19 @@
-//! The provision step of a local build: each provisioner in the sandbox;
-//! file uploads copied into the tree without leaving it. (The recipe's
-//! `test` commands run later, against the captured image: `test_phase`.)
+//! The provision step of a local build: each provisioner's job (see
+//! [`crate::communicator::jobs`]) carried out in the sandbox by the
+//! [`SandboxCommunicator`]. (The recipe's `test` commands run later,
+//! against the captured image: `test_phase`.)
 
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use crate::backends::salt::salt_script;
-use crate::pipeline::{BuildContext, StepError};
-use crate::recipe::{LoadedRecipe, Provisioner, ShellProvisioner, ShellSource};
+use crate::communicator::jobs::{provisioner_job, Machine};
+use crate::communicator::Communicator;
+use crate::pipeline::{BuildContext, Progress, StepError};
 
-use super::fsutil::{blocking, io_error, remove_path, resolve_in_root, sh_quote};
+use super::communicator::{SandboxCommunicator, SandboxReport};
+use super::fsutil::{io_error, remove_path, resolve_in_root};
 use super::idmap::{self, Shift};
-use super::sandbox::{RunResult, Sandbox, Stage};
+use super::sandbox::Sandbox;
 
 /// Runs the provisioners not run yet (a retried step skips the ones that
 /// finished: `state/provisioned` counts them).
@@ -21,23 +23,41 @@ pub(crate) async fn provision(
     state_dir: &Path,
 ) -> Result<(), StepError> {
     let loaded = ctx.recipe()?;
-    let recipe = &loaded.recipe;
     let done_file = state_dir.join("provisioned");
     let done: usize = fs::read_to_string(&done_file)
         .ok()
         .and_then(|t| t.trim().parse().ok())
         .unwrap_or(0);
-    for (index, provisioner) in recipe.provisioners.iter().enumerate().skip(done) {
-        let label = format!("provisioners[{index}] ({})", describe(provisioner));
-        tracing::info!(build = %ctx.build_id, provisioner = %label, "running");
+    // pip in the image trusts what this machine trusts (a proxy that
+    // inspects TLS included) for a Salt bootstrap.
+    let machine = Machine {
+        host_ca: fs::read(HOST_CA_BUNDLE).ok(),
+    };
+    for index in done..loaded.recipe.provisioners.len() {
+        let job = provisioner_job(loaded, index, &machine)?;
+        tracing::info!(build = %ctx.build_id, provisioner = %job.label, "running");
         let started = std::time::Instant::now();
-        let outcome = run_one(ctx, loaded, sandbox, index, provisioner, &label).await?;
-        if let Some(result) = &outcome {
-            result.record(ctx, &label).await?;
+        let communicator = SandboxCommunicator {
+            sandbox,
+            stage: format!("p{index}"),
+        };
+        match communicator.execute(&job).await? {
+            Progress::Done(SandboxReport::Ran(result)) => result.record(ctx, &job.label).await?,
+            Progress::Done(SandboxReport::Copied(files)) => {
+                let _ = ctx
+                    .note(format!("{}: copied {files} file(s)", job.label))
+                    .await;
+            }
+            Progress::Wait => {
+                return Err(StepError::NonRetryable(format!(
+                    "{}: the sandbox does not run jobs in the background",
+                    job.label
+                )))
+            }
         }
         tracing::info!(
             build = %ctx.build_id,
-            provisioner = %label,
+            provisioner = %job.label,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "done"
         );
@@ -46,181 +66,8 @@ pub(crate) async fn provision(
     Ok(())
 }
 
-/// What a provisioner does, for messages: `shell inline`,
-/// `shell script scripts/setup.sh`, `file files/motd -> /etc/motd`, ...
-pub(crate) fn describe(p: &Provisioner) -> String {
-    match p {
-        Provisioner::Shell(s) => match &s.source {
-            ShellSource::Inline(_) => "shell inline".to_string(),
-            ShellSource::Script(path) => format!("shell script {path}"),
-        },
-        Provisioner::Powershell(_) => "powershell".to_string(),
-        Provisioner::File(f) => format!("file {} -> {}", f.source, f.destination),
-        Provisioner::Salt(s) => format!("salt state tree {}", s.state_tree),
-        Provisioner::Ansible(a) => format!("ansible playbook {}", a.playbook),
-    }
-}
-
-/// Runs one provisioner; `None` when nothing ran in the sandbox (a file
-/// upload).
-async fn run_one(
-    ctx: &BuildContext,
-    loaded: &LoadedRecipe,
-    sandbox: &Sandbox,
-    index: usize,
-    provisioner: &Provisioner,
-    label: &str,
-) -> Result<Option<RunResult>, StepError> {
-    let root = sandbox.root.clone();
-    match provisioner {
-        // `validate` refuses it in a Linux recipe and local builds refuse
-        // Windows recipes at launch; this is the last line.
-        Provisioner::Powershell(_) => Err(StepError::NonRetryable(format!(
-            "{label}: powershell provisioners run on Windows images, which local builds do not bake"
-        ))),
-        Provisioner::Shell(shell) => {
-            if !sandbox.has_shell() {
-                return Err(StepError::BuildFailed(format!(
-                    "{label}: the image has no /bin/sh"
-                )));
-            }
-            let stage = Stage::create(&root, &format!("p{index}"))?;
-            let result = match shell_argv(loaded, shell, &stage) {
-                Ok(argv) => sandbox.run(label, &argv).await,
-                Err(e) => Err(e),
-            };
-            stage.remove()?;
-            result.map(Some)
-        }
-        Provisioner::File(file) => {
-            let source = loaded.resolve(&file.source);
-            let destination = file.destination.clone();
-            let mode = parse_mode(file.mode.as_deref(), label)?;
-            let copied = blocking(move || copy_into(&root, &source, &destination, mode)).await?;
-            let _ = ctx.note(format!("{label}: copied {copied} file(s)")).await;
-            tracing::info!(build = %ctx.build_id, provisioner = %label, copied, "uploaded");
-            Ok(None)
-        }
-        Provisioner::Salt(salt) => {
-            let mut trees = vec![(loaded.resolve(&salt.state_tree), "tree")];
-            if let Some(pillar) = &salt.pillar_root {
-                trees.push((loaded.resolve(pillar), "pillar"));
-            }
-            run_with_trees(sandbox, index, label, trees, |stage| {
-                // pip in the image trusts what this machine trusts (a proxy
-                // that inspects TLS included) for the bootstrap.
-                let ca = match fs::read(HOST_CA_BUNDLE) {
-                    Ok(bytes) if salt.bootstrap => {
-                        Some(stage.write("host-ca.crt", &bytes, 0o644)?)
-                    }
-                    _ => None,
-                };
-                salt_script(salt, &sh_quote(stage.image_dir()), ca.as_deref())
-                    .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))
-            })
-            .await
-        }
-        Provisioner::Ansible(ansible) => {
-            let trees = vec![(loaded.resolve(&ansible.playbook_dir()), "playbook")];
-            run_with_trees(sandbox, index, label, trees, |stage| {
-                crate::backends::ansible::ansible_script(
-                    ansible,
-                    &sh_quote(&stage.image_path("playbook")),
-                )
-                .map_err(|e| StepError::NonRetryable(format!("{label}: {e}")))
-            })
-            .await
-        }
-    }
-}
-
-/// Runs a config-management provisioner (Salt, Ansible): `trees` (a host
-/// directory and its name in the stage) copied into a new stage, then the
-/// shell script `script` makes from the stage (which may write more files
-/// into it). The script checks for its tool itself, on both backends. The
-/// stage is removed on every path.
-async fn run_with_trees(
-    sandbox: &Sandbox,
-    index: usize,
-    label: &str,
-    trees: Vec<(PathBuf, &str)>,
-    script: impl FnOnce(&Stage) -> Result<String, StepError>,
-) -> Result<Option<RunResult>, StepError> {
-    let root = sandbox.root.clone();
-    let stage = Stage::create(&root, &format!("p{index}"))?;
-    let copies: Vec<_> = trees
-        .into_iter()
-        .map(|(from, name)| (from, stage.image_path(name)))
-        .collect();
-    let result = async {
-        blocking(move || {
-            copies
-                .into_iter()
-                .try_for_each(|(from, to)| copy_into(&root, &from, &to, None).map(|_| ()))
-        })
-        .await?;
-        let argv: Vec<String> = vec!["/bin/sh".into(), "-c".into(), script(&stage)?];
-        sandbox.run(label, &argv).await
-    }
-    .await;
-    stage.remove()?;
-    result.map(Some)
-}
-
 /// The build machine's CA certificates (Debian's bundle).
 const HOST_CA_BUNDLE: &str = "/etc/ssl/certs/ca-certificates.crt";
-
-/// An octal mode from the recipe.
-fn parse_mode(mode: Option<&str>, label: &str) -> Result<Option<u32>, StepError> {
-    mode.map(|m| {
-        u32::from_str_radix(m, 8)
-            .map_err(|_| StepError::NonRetryable(format!("{label}: invalid mode {m:?}")))
-    })
-    .transpose()
-}
-
-/// The command running a shell provisioner: its script (inline commands
-/// with `set -e`, or the script file) written into the stage, with the
-/// provisioner's environment exported.
-fn shell_argv(
-    loaded: &LoadedRecipe,
-    shell: &ShellProvisioner,
-    stage: &Stage,
-) -> Result<Vec<String>, StepError> {
-    let exports: String = shell
-        .env
-        .iter()
-        .map(|(k, v)| format!("export {k}={}\n", sh_quote(v)))
-        .collect();
-    match &shell.source {
-        ShellSource::Inline(lines) => {
-            let script = format!("set -e\n{exports}{}\n", lines.join("\n"));
-            let path = stage.write("inline.sh", script.as_bytes(), 0o700)?;
-            Ok(vec!["/bin/sh".into(), path])
-        }
-        ShellSource::Script(written) => {
-            let source = loaded.resolve(written);
-            let content = fs::read(&source).map_err(io_error(source.display()))?;
-            let name = Path::new(written)
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| "script".into());
-            let path = stage.write(&name, &content, 0o755)?;
-            // A script with a `#!` line runs with its interpreter; others with sh.
-            let run = if content.starts_with(b"#!") {
-                "exec \"$0\""
-            } else {
-                "exec /bin/sh \"$0\""
-            };
-            Ok(vec![
-                "/bin/sh".into(),
-                "-c".into(),
-                format!("{exports}{run}"),
-                path,
-            ])
-        }
-    }
-}
 
 /// Copies `source` (a file, or a directory recursively) to `destination`
 /// inside the tree at `root`, resolving every path as the chrooted image

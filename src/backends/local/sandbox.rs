@@ -163,6 +163,17 @@ impl Sandbox {
     /// an error; failing to set up the sandbox is, and so is running out of
     /// the build's time.
     pub async fn run(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
+        self.run_within(label, argv, None).await
+    }
+
+    /// [`Sandbox::run`], also killed after `timeout` (the build's time
+    /// limit still applies).
+    pub async fn run_within(
+        &self,
+        label: &str,
+        argv: &[String],
+        timeout: Option<std::time::Duration>,
+    ) -> Result<RunResult, StepError> {
         ensure_real_dir(&self.root, "proc", 0o555)?;
         ensure_real_dir(&self.root, "dev", 0o755)?;
         let resolv = if self.network {
@@ -170,7 +181,18 @@ impl Sandbox {
         } else {
             None
         };
-        let result = self.spawn(label, argv).await;
+        let deadline = match timeout.map(|t| Instant::now() + t) {
+            Some(at) => Some(self.deadline.map_or(at, |d| d.min(at))),
+            None => self.deadline,
+        };
+        let result = self
+            .run_in_until(
+                Layout::image(&self.root, self.network),
+                label,
+                argv,
+                deadline,
+            )
+            .await;
         if let Some(resolv) = resolv {
             resolv.restore()?;
         }
@@ -188,12 +210,6 @@ impl Sandbox {
             .await
     }
 
-    /// Runs `argv` over the tree.
-    async fn spawn(&self, label: &str, argv: &[String]) -> Result<RunResult, StepError> {
-        self.run_in(Layout::image(&self.root, self.network), label, argv)
-            .await
-    }
-
     /// Runs `argv` in `layout` with this sandbox's cgroup, deadline and log.
     async fn run_in(
         &self,
@@ -201,18 +217,22 @@ impl Sandbox {
         label: &str,
         argv: &[String],
     ) -> Result<RunResult, StepError> {
+        self.run_in_until(layout, label, argv, self.deadline).await
+    }
+
+    /// Runs `argv` in `layout` with this sandbox's cgroup and log until
+    /// `deadline`.
+    async fn run_in_until(
+        &self,
+        layout: Layout,
+        label: &str,
+        argv: &[String],
+        deadline: Option<Instant>,
+    ) -> Result<RunResult, StepError> {
         let layout = layout
             .logged(self.log.clone())
             .masking(self.sensitive.clone());
-        run_sandboxed(
-            &layout,
-            label,
-            argv,
-            &self.cgroup,
-            self.deadline,
-            &self.build_id,
-        )
-        .await
+        run_sandboxed(&layout, label, argv, &self.cgroup, deadline, &self.build_id).await
     }
 }
 
@@ -500,7 +520,7 @@ pub(crate) async fn run_sandboxed(
                     Err(_) => {
                         cgroup.kill();
                         return Err(StepError::BuildFailed(format!(
-                            "{label}: the build ran out of its time (builder.time_limit_minutes); killed"
+                            "{label}: ran out of its time (its timeout, or the build's builder.time_limit_minutes); killed"
                         )));
                     }
                 }

@@ -96,6 +96,7 @@ impl Converter<'_> {
         out.push(Provisioner::Ansible(AnsibleProvisioner {
             playbook,
             extra_vars,
+            requirements: None,
         }));
     }
 }
