@@ -171,6 +171,11 @@ pub fn test_label(index: usize, command: &str) -> String {
     format!("test[{index}] `{shown}`")
 }
 
+/// A Linux test command as a script: it stops at the first failure.
+pub fn test_body(command: &str) -> String {
+    format!("set -e\n{command}\n")
+}
+
 /// The recipe's test commands, one job each, in order.
 pub fn test_jobs(recipe: &LoadedRecipe) -> Vec<Job> {
     recipe
@@ -194,7 +199,7 @@ pub fn test_jobs(recipe: &LoadedRecipe) -> Vec<Job> {
                     vec![bytes_upload(
                         "the command",
                         "test.sh",
-                        format!("set -e\n{command}\n").as_bytes(),
+                        test_body(command).as_bytes(),
                         0o600,
                     )],
                     RUN_SH,

@@ -23,6 +23,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::build::ResourceKind;
+use crate::communicator::jobs::{test_body, test_label};
 use crate::pipeline::{BuildContext, Progress, StepError};
 
 use super::base::{self, BaseSource};
@@ -113,12 +114,6 @@ impl LocalBackend {
     }
 }
 
-/// The label of test command `index` in notes and errors.
-fn label(index: usize, command: &str) -> String {
-    let shown: String = command.chars().take(80).collect();
-    format!("test[{index}] `{shown}`")
-}
-
 /// Filesystem outputs: each command in the sandbox over the unpacked
 /// archive, read-only.
 async fn test_tree(ctx: &BuildContext, sandbox: &Sandbox, tar: &Path) -> Result<(), StepError> {
@@ -136,12 +131,8 @@ async fn test_tree(ctx: &BuildContext, sandbox: &Sandbox, tar: &Path) -> Result<
         ));
     }
     for (index, command) in ctx.recipe()?.recipe.test.iter().enumerate() {
-        let argv = vec![
-            "/bin/sh".to_string(),
-            "-c".to_string(),
-            test_script::command_body(command),
-        ];
-        let label = label(index, command);
+        let argv = vec!["/bin/sh".to_string(), "-c".to_string(), test_body(command)];
+        let label = test_label(index, command);
         let result = sandbox.run_read_only(&label, &argv).await?;
         result.record(ctx, &label).await?;
     }
@@ -194,7 +185,7 @@ async fn boot_and_test(
             write("run", &test_script::run_script(commands.len(), &nonce))?;
             write(test_script::UNIT, &test_script::unit())?;
             for (i, c) in commands.iter().enumerate() {
-                write(&test_script::command_file(i), &test_script::command_body(c))?;
+                write(&test_script::command_file(i), &test_body(c))?;
             }
             give_to_sandbox(&overlay).map_err(io_error(overlay.display()))?;
             give_to_sandbox(&vm).map_err(io_error(vm.display()))
@@ -405,7 +396,7 @@ async fn judge(
             .map_or_else(|| "did not finish".to_string(), |s| format!("exit {s}"));
         ctx.note(format!(
             "{} (booted image): {status}\n{}",
-            label(outcome.index, command),
+            test_label(outcome.index, command),
             tail_lines(&outcome.output, 20)
         ))
         .await?;
@@ -414,7 +405,7 @@ async fn judge(
         let command = commands.get(failed.index).map_or("", String::as_str);
         return Err(StepError::BuildFailed(format!(
             "{} failed in the booted image ({}): {}",
-            label(failed.index, command),
+            test_label(failed.index, command),
             failed.status.map_or_else(
                 || "it did not finish".to_string(),
                 |s| format!("exit code {s}")

@@ -39,11 +39,6 @@ pub(crate) fn command_file(index: usize) -> String {
     format!("t{index}")
 }
 
-/// The body of a command file.
-pub(crate) fn command_body(command: &str) -> String {
-    format!("set -e\n{command}\n")
-}
-
 /// The script the unit runs: each command in order, its output and exit
 /// status on the report port, then power off.
 pub(crate) fn run_script(count: usize, nonce: &str) -> String {
@@ -152,7 +147,6 @@ mod tests {
         assert!(s.contains("exec </dev/null >/dev/ttyS1 2>&1"));
         assert!(s.contains("@@abc end 1 %s"));
         assert!(s.trim_end().ends_with("poweroff -f"));
-        assert_eq!(command_body("true"), "set -e\ntrue\n");
         assert!(unit().contains("ExecStart=/bin/sh /.bakehouse-test/run"));
     }
 
