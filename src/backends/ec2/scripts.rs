@@ -173,12 +173,13 @@ fn render_sh(job: &Job, max: usize) -> Result<String, StepError> {
         let staged = match &upload.to {
             Destination::Work { name, .. } => format!("\"$work\"/{}", quote(name)),
             // A tree unpacks straight into its destination.
-            Destination::Machine { path, .. } if payload.tree => format!("-- {}", quote(path)),
+            Destination::Machine { path, .. } if payload.tree => quote(path),
             Destination::Machine { .. } => format!("\"$work/upload-{i}\""),
         };
         let decode = if payload.tree {
-            let dir = staged.trim_start_matches("-- ");
-            format!("mkdir -p {staged}\nbase64 -d <<'BAKEHOUSE_PAYLOAD' | tar -x -f - -C {dir}\n")
+            format!(
+                "mkdir -p -- {staged}\nbase64 -d <<'BAKEHOUSE_PAYLOAD' | tar -x -f - -C {staged}\n"
+            )
         } else {
             format!("base64 -d > {staged} <<'BAKEHOUSE_PAYLOAD'\n")
         };

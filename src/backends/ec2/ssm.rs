@@ -128,8 +128,8 @@ impl Ec2Backend {
     }
 
     /// Runs `jobs` in order on `instance`; `Done` when all succeeded.
-    /// Every job renders (its content within the inline limit) before the
-    /// first is sent.
+    /// Every job not yet passed renders (its content within the inline
+    /// limit) before the first is sent; passed ones are skipped unrendered.
     pub(super) async fn run_jobs(
         &self,
         ctx: &BuildContext,
@@ -137,7 +137,11 @@ impl Ec2Backend {
         instance: &str,
         jobs: &[Job],
     ) -> Result<Progress, StepError> {
-        for job in jobs {
+        let pending: Vec<&Job> = jobs
+            .iter()
+            .filter(|job| !passed(ctx, record, &job.label))
+            .collect();
+        for job in &pending {
             render(job, self.settings.max_inline_file_bytes)?;
         }
         let ssm = SsmCommunicator {
@@ -146,7 +150,7 @@ impl Ec2Backend {
             record,
             instance,
         };
-        for job in jobs {
+        for job in pending {
             if let Progress::Wait = ssm.execute(job).await? {
                 return Ok(Progress::Wait);
             }
