@@ -407,3 +407,145 @@ async fn builder_disk_size_grows_the_disk_and_its_last_partition_keeping_ids() {
         assert!(h.work_dirs().is_empty(), "{:?}", h.work_dirs());
     }
 }
+
+/// `stat` of `path` in the filesystem at `offset`: (mode, uid, gid, links).
+fn inode(raw: &Path, offset: u64, path: &str) -> (String, String, String, String) {
+    let stat = disks::debugfs_at(raw, offset, &format!("stat \"{path}\""));
+    let field = |key: &str| {
+        stat.split_whitespace()
+            .skip_while(|w| *w != key)
+            .nth(1)
+            .unwrap_or_default()
+            .to_string()
+    };
+    (
+        field("Mode:"),
+        field("User:"),
+        field("Group:"),
+        field("Links:"),
+    )
+}
+
+#[tokio::test]
+async fn a_kept_base_takes_every_kind_of_change_in_place_and_stays_as_it_was() {
+    let h = Harness::new(None);
+    let (root, boot) = trees(&h, &format!("UUID={ROOT_UUID}"), true);
+    for d in ["etc/old", "var/gone/deep", "srv"] {
+        fs::create_dir_all(root.join(d)).unwrap();
+    }
+    fs::write(root.join("etc/old/a"), "a").unwrap();
+    fs::write(root.join("var/gone/deep/f"), "f").unwrap();
+    fs::write(root.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
+    std::os::unix::fs::symlink("/etc/passwd", root.join("srv/link")).unwrap();
+    let base = h.path("gpt.raw");
+    let offsets = disks::make_disk(
+        &base,
+        "gpt",
+        "5e1f0000-0000-4000-8000-0000000000bb",
+        &[
+            Fs {
+                tree: &boot,
+                mib: 16,
+                uuid: BOOT_UUID,
+                label: "BOOT",
+            },
+            Fs {
+                tree: &root,
+                mib: 48,
+                uuid: ROOT_UUID,
+                label: "root",
+            },
+        ],
+    );
+    disks::to_qcow2(&base);
+    let (boot_at, root_at) = (offsets[0], offsets[1]);
+    let steps = [
+        "rm -r /var/gone",
+        "rm -r /etc/old && echo now-a-file > /etc/old",
+        "mkdir -p /opt/x && echo one > /opt/x/one && ln /opt/x/one /opt/x/two",
+        "ln -s ../x/one '/opt/x/link with space' && mkfifo /opt/x/fifo",
+        "rm /srv/link && mkdir /srv/link && echo in > /srv/link/file",
+        "chown 5:6 /usr/bin/tool && chmod 4755 /usr/bin/tool",
+        "echo build-secret > /opt/x/tmp && rm /opt/x/tmp",
+        "dd if=/dev/zero of=/opt/x/big bs=1024 count=3000 2>/dev/null",
+        "rm /boot/vmlinuz-test && echo k > /boot/vmlinuz-new",
+    ];
+    let mut text = "name: inplace\nbase: {path: ../gpt.qcow2}\nprovisioners:\n".to_string();
+    for step in steps {
+        text.push_str(&format!(
+            "  - type: shell\n    inline: [{}]\n",
+            serde_json::to_string(step).unwrap()
+        ));
+    }
+    let recipe = h.write("recipe/inplace.yaml", &text);
+    let out = h.build(&recipe, "inplace-1").await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let notes = local_support::notes(&out.record);
+    assert!(
+        notes.contains("written in place into the kept base disk"),
+        "{notes}"
+    );
+    let raw = output_raw(&h, &out);
+    for at in [boot_at, root_at] {
+        run(Command::new("e2fsck")
+            .arg("-fn")
+            .arg(format!("{}?offset={at}", raw.display())));
+    }
+    let cat = |path: &str| disks::debugfs_at(&raw, root_at, &format!("cat \"{path}\""));
+    assert_eq!(cat("/etc/old"), "now-a-file\n");
+    assert_eq!(cat("/srv/link/file"), "in\n");
+    assert_eq!(cat("/opt/x/two"), "one\n");
+    let listing = disks::debugfs_at(&raw, root_at, "ls -l /var");
+    assert!(!listing.contains("gone"), "{listing}");
+    let listing = disks::debugfs_at(&raw, root_at, "ls -l /opt/x");
+    assert!(
+        !listing.contains("tmp"),
+        "removed during the build: {listing}"
+    );
+    assert_eq!(inode(&raw, root_at, "/opt/x/one").3, "2", "hard link kept");
+    assert_eq!(inode(&raw, root_at, "/opt/x/big").0, "0644");
+    let tool = inode(&raw, root_at, "/usr/bin/tool");
+    assert_eq!(
+        (tool.0.as_str(), tool.1.as_str(), tool.2.as_str()),
+        ("04755", "5", "6")
+    );
+    let fifo = disks::debugfs_at(&raw, root_at, "stat /opt/x/fifo");
+    assert!(fifo.contains("Type: FIFO"), "{fifo}");
+    let link = disks::debugfs_at(&raw, root_at, "stat \"/opt/x/link with space\"");
+    assert!(link.contains("Fast link dest: \"../x/one\""), "{link}");
+    assert_eq!(disks::debugfs_at(&raw, boot_at, "cat /vmlinuz-new"), "k\n");
+    assert!(!disks::debugfs_at(&raw, boot_at, "ls /").contains("vmlinuz-test"));
+    // The archive agrees with the disk.
+    let tree = h.path("untar-inplace");
+    local_support::untar(&out.artifact(".tar.zst"), &tree);
+    let meta = fs::symlink_metadata(tree.join("usr/bin/tool")).unwrap();
+    use std::os::unix::fs::MetadataExt;
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o7777),
+        (5, 6, 0o4755)
+    );
+
+    // A second build on the base finds it as it was (the first build's
+    // changes are not in it); a name debugfs cannot take makes capture
+    // write the filesystems whole.
+    let recipe = h.write(
+        "recipe/whole.yaml",
+        "name: whole\nbase: {path: ../gpt.qcow2}\nprovisioners:\n  - type: shell\n    inline: ['test -d /etc/old && test -d /var/gone && echo q > /etc/a\\\"b']\n",
+    );
+    let out = h.build(&recipe, "inplace-2").await;
+    assert_eq!(out.status(), "SUCCEEDED", "{:?}", out.error);
+    let notes = local_support::notes(&out.record);
+    assert!(
+        notes.contains("written whole (/etc/a\"b: a name with a double quote)"),
+        "{notes}"
+    );
+    let raw = output_raw(&h, &out);
+    assert_eq!(disks::debugfs_at(&raw, root_at, "cat /etc/old/a"), "a");
+    // (debugfs cannot name it: the listing shows it.)
+    let listing = disks::debugfs_at(&raw, root_at, "ls -l /etc");
+    assert!(listing.contains("a\"b"), "{listing}");
+    let kept = h.path("work/.disks");
+    assert_eq!(local_support::names(&kept).len(), 1, "one kept base");
+    assert!(h.work_dirs().is_empty(), "{:?}", h.work_dirs());
+    assert!(h.our_mounts().is_empty(), "{:?}", h.our_mounts());
+}

@@ -264,12 +264,13 @@ impl Harness {
             .collect()
     }
 
-    /// Entries of the work root other than the digest cache.
+    /// Entries of the work root other than the digest cache and the kept
+    /// whole-disk bases.
     pub fn work_dirs(&self) -> Vec<String> {
         match fs::read_dir(&self.backend.settings().work_root) {
             Ok(entries) => entries
                 .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-                .filter(|n| n != ".cache")
+                .filter(|n| n != ".cache" && n != ".disks")
                 .collect(),
             Err(_) => Vec::new(),
         }

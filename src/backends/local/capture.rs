@@ -14,6 +14,7 @@ use crate::pipeline::StepError;
 use crate::registry::locate::file_digest;
 
 use super::fsutil::{self, io_error};
+use super::idmap::Shift;
 use super::tools;
 
 /// Space left free in the ext4 image beyond the tree's own blocks: a fifth
@@ -197,6 +198,10 @@ fn write_tree<W: Write>(builder: &mut tar::Builder<W>, root: &Path) -> io::Resul
         }
         let mut header = tar::Header::new_gnu();
         header.set_metadata_in_mode(&meta, tar::HeaderMode::Complete);
+        // An overlay's tree still has the sandbox's ids: the image's own.
+        let id = |n: u32| Shift::Out.map(n).unwrap_or(n);
+        header.set_uid(u64::from(id(meta.uid())));
+        header.set_gid(u64::from(id(meta.gid())));
         header.set_size(0);
         if ft.is_file() {
             if meta.nlink() > 1 {

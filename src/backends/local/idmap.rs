@@ -97,7 +97,7 @@ pub(crate) fn shift_one(path: &Path, shift: Shift) -> io::Result<bool> {
 /// File capabilities as they must be written back after a shift: a
 /// revision 3 entry (namespaced, with a root id) that the sandbox wrote
 /// becomes revision 2 in the image (valid for the booted system's root).
-fn portable_caps(raw: &[u8], shift: Shift) -> Vec<u8> {
+pub(crate) fn portable_caps(raw: &[u8], shift: Shift) -> Vec<u8> {
     let magic = raw
         .get(..4)
         .and_then(|b| <[u8; 4]>::try_from(b).ok())

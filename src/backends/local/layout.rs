@@ -46,7 +46,7 @@ struct SfdiskOutput {
 }
 
 /// A partition with what `blkid` found in it.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub(crate) struct Partition {
     /// 1-based number in the table.
     pub number: usize,

@@ -36,11 +36,14 @@ mod capture_disk;
 mod cgroup;
 mod clean;
 mod communicator;
+mod delta;
 mod digest;
 mod disk;
+mod disk_cache;
 mod export;
 mod fsutil;
 mod idmap;
+mod in_place;
 mod kept;
 mod layout;
 mod lines;
@@ -427,6 +430,7 @@ impl LocalBackend {
             Ok(())
         })
         .await?;
+        let mut on_overlay = false;
         let whole_disk = match source.kind {
             LocalBaseKind::Raw | LocalBaseKind::Qcow2 => {
                 let cgroup = self.cgroup(ctx)?;
@@ -438,7 +442,38 @@ impl LocalBackend {
                     scratch: &scratch,
                     root: &root,
                 };
-                if let Some(mut layout) = disk::unpack_disk(&source, &tools).await? {
+                let builder = &recipe.recipe.builder;
+                // A base kept from an earlier build (or kept now) and an
+                // overlay; a disk that grows is rewritten whole as before.
+                let kept = if builder.disk.is_none()
+                    && builder.disk_size.is_none()
+                    && disk_cache::nameable(&work)
+                {
+                    let at = in_place::Launch {
+                        work_root: &self.settings.work_root,
+                        work: &work,
+                        base_id,
+                    };
+                    in_place::launch(ctx, &at, &source, &tools).await?
+                } else {
+                    None
+                };
+                if let Some(layout) = kept {
+                    on_overlay = true;
+                    let file = state.join(LAYOUT_FILE);
+                    let json = serde_json::to_vec_pretty(&layout)
+                        .map_err(|e| StepError::NonRetryable(e.to_string()))?;
+                    fs::write(&file, json).map_err(io_error(file.display()))?;
+                    true
+                } else if root
+                    .read_dir()
+                    .map_err(io_error(root.display()))?
+                    .next()
+                    .is_some()
+                {
+                    // A bare filesystem image the kept-base launch unpacked.
+                    false
+                } else if let Some(mut layout) = disk::unpack_disk(&source, &tools).await? {
                     if recipe.recipe.builder.disk.is_some() {
                         return Err(StepError::NonRetryable(format!(
                             "builder.disk makes a bootable disk from a tarball, directory or filesystem base; base {} is already a whole disk, whose own layout the output keeps: remove builder.disk",
@@ -480,8 +515,10 @@ impl LocalBackend {
                     )));
                 }
             }
-            // Root of the sandbox owns the tree.
-            idmap::shift_tree(&root, Shift::In).map_err(io_error(root.display()))?;
+            // Root of the sandbox owns the tree (a kept base's already does).
+            if !on_overlay {
+                idmap::shift_tree(&root, Shift::In).map_err(io_error(root.display()))?;
+            }
             let marker = state.join("unpacked");
             fs::write(&marker, &expected).map_err(io_error(marker.display()))
         })
@@ -635,9 +672,60 @@ impl BuilderBackend for LocalBackend {
                 .map_err(|e| StepError::NonRetryable(e.to_string()))?;
             fs::write(&file, json).map_err(io_error(file.display()))?;
         }
+        // On a kept base's overlay the change is written into a copy of
+        // the kept disk when it can be.
+        // The archive of the merged tree is made meanwhile.
+        let work = self.work_dir(&ctx.build_id)?;
+        let kept = in_place::kept_base(&work);
+        if let (Some(entry), Some((layout, false))) = (&kept, &disk) {
+            let archive = capture::complete(&tar_zst).is_none().then(|| {
+                let (r, t, o) = (root.clone(), tar_zst.clone(), out_dir.clone());
+                blocking(move || {
+                    fs::create_dir_all(&o).map_err(io_error(o.display()))?;
+                    capture::make_tar_zst(&r, &t)
+                })
+            });
+            let disk_in_place = async {
+                if capture::complete(&qcow2).is_some() {
+                    return Ok(true);
+                }
+                let at = in_place::InPlace {
+                    entry,
+                    layout,
+                    work: &work,
+                    cgroup: &self.cgroup(ctx)?,
+                    deadline: Self::time_left(ctx)?.map(|left| Instant::now() + left),
+                };
+                in_place::capture(ctx, &at, &qcow2).await
+            };
+            let (written, archived) = match archive {
+                Some(archive) => {
+                    let (w, a) = tokio::join!(disk_in_place, archive);
+                    (w, a.map(drop))
+                }
+                None => (disk_in_place.await, Ok(())),
+            };
+            written?;
+            archived?;
+        }
+        let flat = work.join("flat");
         let digests = blocking(move || {
-            // The image keeps its own ids (see idmap).
-            idmap::shift_tree(&root, Shift::Out).map_err(io_error(root.display()))?;
+            let root = match &kept {
+                // Written whole: from a plain copy of the merged tree.
+                Some(entry) if capture::complete(&q).is_none() => {
+                    in_place::flatten(&root, &flat)?;
+                    in_place::base_raw(entry, &raw.with_file_name(disk::BASE_RAW))?;
+                    flat
+                }
+                Some(_) if flat.with_extension("complete").exists() => flat,
+                // The archive maps the sandbox's ids back itself.
+                Some(_) => root,
+                None => {
+                    // The image keeps its own ids (see idmap).
+                    idmap::shift_tree(&root, Shift::Out).map_err(io_error(root.display()))?;
+                    root
+                }
+            };
             fs::create_dir_all(&out_dir).map_err(io_error(out_dir.display()))?;
             let started = Instant::now();
             let qd = match (capture::complete(&q), &disk) {
@@ -713,6 +801,8 @@ impl BuilderBackend for LocalBackend {
                     .await?;
                     ctx.deleted(res.kind, &res.name).await?;
                 }
+                // A kept sandbox's overlay stays for `builds shell`.
+                ResourceKind::Mount if keep && path == work.join("root") => {}
                 ResourceKind::Mount => {
                     let mount = path.clone();
                     blocking(move || {
