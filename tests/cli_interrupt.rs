@@ -2,7 +2,8 @@
 //! tear the build down and record it CANCELLED with the step it was in;
 //! SIGKILL leaves no running provisioner, and `builds gc` cleans the rest;
 //! a build id a live build holds is refused; the same recipe builds again
-//! afterwards.
+//! afterwards. On a whole-disk base the overlay a killed build leaves
+//! mounted is detached by `builds gc` too.
 
 mod local_support;
 
@@ -11,6 +12,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use local_support::disks::{self, Fs};
 use local_support::{busybox_rootfs, pack};
 use serde_json::Value;
 
@@ -36,6 +38,26 @@ impl World {
         fs::write(
             world.path("recipe/slow.yaml"),
             "name: slow\nbase: {path: base.tar.gz}\nprovisioners:\n  - type: shell\n    script: wait.sh\n",
+        )
+        .unwrap();
+        world
+    }
+
+    /// The same, with the tree on an MBR disk (a kept base and an overlay).
+    fn on_disk(marker: u32) -> World {
+        let world = World::new(marker);
+        let tree = world.path("tree");
+        fs::write(tree.join("etc/fstab"), "LABEL=root / ext4 defaults 0 1\n").unwrap();
+        let fs = Fs {
+            tree: &tree,
+            mib: 48,
+            uuid: "0a1b2c3d-1111-4222-8333-444455556666",
+            label: "root",
+        };
+        disks::make_disk(&world.path("recipe/base.raw"), "dos", "0x1a2b3c4d", &[fs]);
+        fs::write(
+            world.path("recipe/slow.yaml"),
+            "name: slow\nbase: {path: base.raw}\nprovisioners:\n  - type: shell\n    script: wait.sh\n",
         )
         .unwrap();
         world
@@ -196,9 +218,22 @@ fn sigterm_tears_the_build_down_and_records_it_cancelled() {
 
 #[test]
 fn sigkill_leaves_no_provisioner_and_gc_cleans_the_rest() {
-    let world = World::new(609);
+    sigkill_then_gc(World::new(609), false);
+}
+
+#[test]
+fn sigkill_on_a_whole_disk_base_leaves_an_overlay_gc_detaches() {
+    sigkill_then_gc(World::on_disk(611), true);
+}
+
+/// Kills a started `kill-1` build's CLI (running on its overlay when
+/// `overlay`); `builds gc` collects what it left.
+fn sigkill_then_gc(world: World, overlay: bool) {
     let mut cli = world.start("kill-1");
     world.wait_for_sleeper(&mut cli);
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    let root = world.path("home/work/kill-1/root").display().to_string();
+    assert_eq!(mounts.contains(&root), overlay, "{mounts}");
     cli.kill().unwrap();
     cli.wait().unwrap();
     // The provisioner dies with the CLI, before any gc.

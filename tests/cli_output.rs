@@ -168,9 +168,38 @@ fn a_local_build_with_a_table_is_refused_before_anything_starts() {
 #[test]
 fn on_error_abort_keeps_the_sandbox_for_builds_shell_until_cleanup() {
     let dir = world();
+    abort_keeps_until_cleanup(&dir, "base.tar.gz");
+}
+
+#[test]
+fn on_error_abort_on_a_whole_disk_base_keeps_its_overlay_until_cleanup() {
+    let dir = world();
+    let tree = dir.path().join("tree");
+    fs::write(tree.join("etc/fstab"), "LABEL=root / ext4 defaults 0 1\n").unwrap();
+    let fs = local_support::disks::Fs {
+        tree: &tree,
+        mib: 48,
+        uuid: "0a1b2c3d-1111-4222-8333-444455556666",
+        label: "root",
+    };
+    local_support::disks::make_disk(
+        &dir.path().join("recipe/base.raw"),
+        "dos",
+        "0x1a2b3c4d",
+        &[fs],
+    );
+    abort_keeps_until_cleanup(&dir, "base.raw");
+    let home = dir.path().join("home").display().to_string();
+    let mounts = fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mounts.contains(&home), "{mounts}");
+}
+
+/// A failing build on `base` with `--on-error=abort`: kept, a shell runs
+/// in it, cleanup removes it.
+fn abort_keeps_until_cleanup(dir: &tempfile::TempDir, base: &str) {
     fs::write(
         dir.path().join("recipe/failing.yaml"),
-        "name: failing\nbase: {path: base.tar.gz}\nprovisioners:\n  - type: shell\n    inline: [\"echo 'debug me' > /etc/motd\", \"exit 7\"]\n",
+        format!("name: failing\nbase: {{path: {base}}}\nprovisioners:\n  - type: shell\n    inline: [\"echo 'debug me' > /etc/motd\", \"exit 7\"]\n"),
     )
     .unwrap();
     let home = dir.path().join("home");

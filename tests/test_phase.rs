@@ -27,15 +27,25 @@ fn step_notes(out: &local_support::Outcome, step: Step) -> String {
         .join("\n")
 }
 
-/// Processes still in a control group named after `build_id`.
+/// Live processes (zombies aside) in a control group named after `build_id`.
 fn processes_of(build_id: &str) -> Vec<String> {
     let mut found = Vec::new();
     for entry in fs::read_dir("/proc").unwrap().flatten() {
         let cgroup = entry.path().join("cgroup");
         if let Ok(text) = fs::read_to_string(&cgroup) {
             if text.contains(build_id) {
+                let stat = fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+                // A zombie runs nothing and holds nothing: a sandbox's
+                // inner process reparented to the host's init, which reaps
+                // it when it gets round to it.
+                let state = stat
+                    .rsplit_once(") ")
+                    .map(|(_, rest)| rest.split(' ').next());
+                if state == Some(Some("Z")) {
+                    continue;
+                }
                 let cmd = fs::read_to_string(entry.path().join("cmdline")).unwrap_or_default();
-                found.push(cmd.replace('\0', " "));
+                found.push(format!("{} [{}]", cmd.replace('\0', " "), stat.trim()));
             }
         }
     }
@@ -140,7 +150,7 @@ async fn tests_run_inside_the_booted_captured_disk() {
     }
     let machine = disks::debugfs_at(&raw, root, "cat /etc/machine-id");
     assert!(machine.trim().is_empty(), "captured machine-id {machine:?}");
-    assert!(processes_of("booted-1").is_empty());
+    assert_eq!(processes_of("booted-1"), Vec::<String>::new());
     assert!(h.our_mounts().is_empty(), "{:?}", h.our_mounts());
     assert!(h.work_dirs().is_empty(), "{:?}", h.work_dirs());
 }
@@ -165,7 +175,7 @@ async fn a_failing_test_fails_at_test_and_leaves_nothing() {
         let path = a.path.clone().unwrap();
         assert!(!Path::new(&path).exists(), "{path} left");
     }
-    assert!(processes_of("failing-1").is_empty());
+    assert_eq!(processes_of("failing-1"), Vec::<String>::new());
     assert!(h.our_mounts().is_empty(), "{:?}", h.our_mounts());
     assert!(h.work_dirs().is_empty(), "{:?}", h.work_dirs());
 }

@@ -126,8 +126,9 @@ pub enum ResourceKind {
     File,
     /// The control group of a local build's sandbox.
     Cgroup,
-    /// A FUSE mount of a local build (a disk image exported as a raw file
-    /// by `qemu-storage-daemon`), unmounted by teardown and `builds gc`.
+    /// A mount of a local build (the overlay of a kept whole-disk base, or
+    /// a disk image exported as a raw file by `qemu-storage-daemon` over
+    /// FUSE), unmounted by teardown and `builds gc`.
     Mount,
 }
 

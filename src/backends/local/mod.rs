@@ -179,7 +179,8 @@ pub enum OnError {
     #[default]
     Cleanup,
     /// Keep the work tree for `builds shell`; `builds cleanup` removes it.
-    /// Processes, mounts and the failed outputs are removed all the same.
+    /// Processes, FUSE exports and the failed outputs are removed all the
+    /// same; the overlay of a whole-disk base stays mounted with the tree.
     Abort,
     /// Ask on the terminal whether to keep it (cleanup when stdin is not a
     /// terminal).
