@@ -252,7 +252,14 @@ async fn apply(
     let name = raw.display().to_string();
     ctx.plan(ResourceKind::Mount, &name, None).await?;
     let (d, r, c) = (disk.to_path_buf(), raw.clone(), at.cgroup.clone());
-    let export = blocking(move || DiskExport::start(&d, &r, true, &c)).await?;
+    let export = match blocking(move || DiskExport::start(&d, &r, true, &c)).await {
+        Ok(export) => export,
+        // No FUSE here, say: the whole capture needs none.
+        Err(e) => {
+            ctx.deleted(ResourceKind::Mount, &name).await?;
+            return Ok(Some(e.to_string()));
+        }
+    };
     ctx.created(ResourceKind::Mount, &name, &name).await?;
     let layout = Layout::tools()
         .dir(&values, IN_VALUES, false)
