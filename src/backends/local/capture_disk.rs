@@ -20,7 +20,7 @@ use crate::pipeline::StepError;
 
 use super::bootable;
 use super::capture::{compress, ensure_room_for_tree, finish, tree_usage};
-use super::fsutil::io_error;
+use super::fsutil::{ensure_plain_file, io_error};
 use super::layout::{DiskLayout, Mounted};
 use super::tools;
 
@@ -39,7 +39,11 @@ pub(crate) fn make_disk_qcow2(
     qcow2: &Path,
 ) -> Result<String, StepError> {
     let disk = match source {
-        DiskSource::Base(base_raw) => *base_raw,
+        DiskSource::Base(base_raw) => {
+            // The tool sandbox wrote it at launch.
+            ensure_plain_file(base_raw)?;
+            *base_raw
+        }
         DiskSource::New { boot_img, core_img } => {
             let _ = fs::remove_file(raw);
             if let Err(e) = new_disk(layout, raw, boot_img, core_img) {

@@ -92,6 +92,21 @@ pub(crate) fn is_real_dir(path: &Path) -> bool {
     fs::symlink_metadata(path).is_ok_and(|m| m.is_dir())
 }
 
+/// Refuses `path` unless it is a regular file itself, with one link: a file
+/// the tool sandbox wrote, which a host tool is about to read, must not be
+/// a link the sandbox planted to a host file.
+pub(crate) fn ensure_plain_file(path: &Path) -> Result<(), StepError> {
+    use std::os::unix::fs::MetadataExt;
+    match fs::symlink_metadata(path) {
+        Ok(m) if m.is_file() && m.nlink() == 1 => Ok(()),
+        Ok(_) => Err(StepError::NonRetryable(format!(
+            "{} is not a plain file: refusing to read it on the host",
+            path.display()
+        ))),
+        Err(e) => Err(io_error(path.display())(e)),
+    }
+}
+
 /// Makes sure `root/<name>` is a real directory (creating it with `mode`,
 /// owned by root of the sandbox, when missing). A symlink or another kind of file there is an error: the
 /// caller would otherwise act on wherever it points.
@@ -178,6 +193,20 @@ pub(crate) use crate::recipe::sh_quote;
 mod tests {
     use super::*;
     use std::os::unix::fs::symlink;
+
+    #[test]
+    fn only_plain_files_are_read_on_the_host() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("base.raw");
+        fs::write(&file, "x").unwrap();
+        assert!(ensure_plain_file(&file).is_ok());
+        let link = dir.path().join("link.raw");
+        symlink("/etc/passwd", &link).unwrap();
+        assert!(ensure_plain_file(&link).is_err());
+        fs::hard_link(&file, dir.path().join("second")).unwrap();
+        assert!(ensure_plain_file(&file).is_err());
+        assert!(ensure_plain_file(&dir.path().join("missing")).is_err());
+    }
 
     #[test]
     fn more_than_the_free_space_is_refused_naming_the_directory() {

@@ -20,7 +20,7 @@ use super::delta::{self, IN_UPPER, IN_VALUES};
 use super::disk::{self, Tools, BASE_RAW};
 use super::disk_cache::{self, CachedDisk};
 use super::export::DiskExport;
-use super::fsutil::{blocking, io_error};
+use super::fsutil::{blocking, ensure_plain_file, io_error};
 use super::idmap::{self, Shift};
 use super::layout::DiskLayout;
 use super::sandbox::{run_sandboxed, Layout};
@@ -76,6 +76,7 @@ pub(crate) async fn launch(
                 fs::write(st.join("layout.json"), json).map_err(io_error(st.display()))?;
                 // The raw bytes are data here: this qcow2's metadata is
                 // QEMU's own, never the base's.
+                ensure_plain_file(&raw)?;
                 tools::run(
                     Command::new("qemu-img")
                         .args(["convert", "-c", "-W", "-f", "raw", "-O", "qcow2"])
