@@ -211,7 +211,12 @@ impl Planner<'_> {
         }
         let lower = lower_entry(self.lower, rel)?;
         let whiteout = ft.is_char_device() && meta.rdev() == 0;
-        if (whiteout || lower.as_ref().is_some_and(|l| l.is_dir())) && self.mounts_below(rel) {
+        let opaque = ft.is_dir() && xattr::get(path, OPAQUE_XATTR)?.is_some_and(|v| v == b"y");
+        // A lower directory removed or hidden whole (not one that merely
+        // has changes below it, like /boot over the ESP at /boot/efi).
+        let drops_lower_dir =
+            lower.as_ref().is_some_and(|l| l.is_dir()) && (whiteout || opaque || !ft.is_dir());
+        if drops_lower_dir && self.mounts_below(rel) {
             return Ok(Err(format!("{rel} holds a mount point and was replaced")));
         }
         let (parent, name) = split(&inner);
@@ -224,7 +229,6 @@ impl Planner<'_> {
         }
         let cd = format!("cd {}", quote(parent));
         if ft.is_dir() {
-            let opaque = xattr::get(path, OPAQUE_XATTR)?.is_some_and(|v| v == b"y");
             match &lower {
                 Some(l) if l.is_dir() => {
                     if opaque {
@@ -592,6 +596,30 @@ mod tests {
             !delta.values.iter().any(|(_, v)| v == b"y"),
             "overlay attributes stay out"
         );
+    }
+
+    #[test]
+    fn a_directory_over_a_mount_point_may_change_below() {
+        let dir = tempfile::tempdir().unwrap();
+        let (lower, upper) = (dir.path().join("lower"), dir.path().join("upper"));
+        fs::create_dir_all(lower.join("boot/efi/EFI")).unwrap();
+        fs::create_dir_all(upper.join("boot")).unwrap();
+        fs::write(upper.join("boot/vmlinuz-new"), "k").unwrap();
+        let cloud = DiskLayout {
+            mounted: vec![mounted("/", 1 << 20)],
+            fat: vec![mounted("/boot/efi", 2 << 20)],
+            ..layout()
+        };
+        let delta = plan(&upper, &lower, &cloud).unwrap().unwrap();
+        let c = &delta.filesystems[0].commands;
+        assert!(
+            c.contains("cd \"/boot\"\nwrite \"/upper/boot/vmlinuz-new\" \"vmlinuz-new\"\n"),
+            "{c}"
+        );
+        // Hiding /boot whole would take the ESP's mount point with it.
+        xattr::set(upper.join("boot"), OPAQUE_XATTR, b"y").unwrap();
+        let why = plan(&upper, &lower, &cloud).unwrap().unwrap_err();
+        assert!(why.contains("mount point"), "{why}");
     }
 
     #[test]
