@@ -139,13 +139,14 @@ pub(crate) struct InPlace<'a> {
     pub deadline: Option<Instant>,
 }
 
-/// Writes `qcow2` as a copy of the kept disk with the build's changes;
-/// `false` (nothing written) when the change must be written whole.
+/// Writes `qcow2` as a copy of the kept disk with the build's changes and
+/// returns its digest; `None` (nothing written) when the change must be
+/// written whole.
 pub(crate) async fn capture(
     ctx: &BuildContext,
     at: &InPlace<'_>,
     qcow2: &Path,
-) -> Result<bool, StepError> {
+) -> Result<Option<String>, StepError> {
     let started = Instant::now();
     let (upper, lower, layout) = (at.work.join(UPPER), at.entry.tree(), at.layout.clone());
     let planned = blocking(move || {
@@ -159,7 +160,7 @@ pub(crate) async fn capture(
                 "capture: the disk's filesystems are written whole ({reason})"
             ))
             .await?;
-            return Ok(false);
+            return Ok(None);
         }
     };
     let partial = capture::partial(qcow2);
@@ -182,7 +183,7 @@ pub(crate) async fn capture(
                 "capture: writing the change in place failed, the disk's filesystems are written whole: {problem}"
             ))
             .await?;
-            return Ok(false);
+            return Ok(None);
         }
         Err(e) => {
             let _ = fs::remove_file(&partial);
@@ -201,7 +202,7 @@ pub(crate) async fn capture(
     })
     .await?;
     let q = qcow2.to_path_buf();
-    blocking(move || capture::finish(&q)).await?;
+    let digest = blocking(move || capture::finish(&q)).await?;
     ctx.note(format!(
         "capture: {} changes written in place into the kept base disk ({} filesystems, e2fsck clean)",
         delta.changes,
@@ -215,7 +216,7 @@ pub(crate) async fn capture(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "whole disk written in place"
     );
-    Ok(true)
+    Ok(Some(digest))
 }
 
 /// Runs the delta's commands over the exported copy, then `e2fsck -fn` on

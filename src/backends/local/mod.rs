@@ -674,21 +674,28 @@ impl BuilderBackend for LocalBackend {
             fs::write(&file, json).map_err(io_error(file.display()))?;
         }
         // On a kept base's overlay the change is written into a copy of
-        // the kept disk when it can be.
-        // The archive of the merged tree is made meanwhile.
+        // the kept disk when it can be; meanwhile the archive of the merged
+        // tree is made and checked against the clean policy. Digests known
+        // then are not computed again.
         let work = self.work_dir(&ctx.build_id)?;
         let kept = in_place::kept_base(&work);
+        let (mut known_q, mut known_t) = (None, None);
         if let (Some(entry), Some((layout, false))) = (&kept, &disk) {
             let archive = capture::complete(&tar_zst).is_none().then(|| {
                 let (r, t, o) = (root.clone(), tar_zst.clone(), out_dir.clone());
-                blocking(move || {
-                    fs::create_dir_all(&o).map_err(io_error(o.display()))?;
-                    capture::make_tar_zst(&r, &t)
-                })
+                async {
+                    let digest = blocking(move || {
+                        fs::create_dir_all(&o).map_err(io_error(o.display()))?;
+                        capture::make_tar_zst(&r, &t, capture::DISK_ARCHIVE_LEVEL)
+                    })
+                    .await?;
+                    clean::check_artifact(ctx, &tar_zst).await?;
+                    Ok::<String, StepError>(digest)
+                }
             });
             let disk_in_place = async {
                 if capture::complete(&qcow2).is_some() {
-                    return Ok(true);
+                    return Ok(None);
                 }
                 let at = in_place::InPlace {
                     entry,
@@ -702,18 +709,20 @@ impl BuilderBackend for LocalBackend {
             let (written, archived) = match archive {
                 Some(archive) => {
                     let (w, a) = tokio::join!(disk_in_place, archive);
-                    (w, a.map(drop))
+                    (w, a.map(Some))
                 }
-                None => (disk_in_place.await, Ok(())),
+                None => (disk_in_place.await, Ok(None)),
             };
-            written?;
-            archived?;
+            known_q = written?;
+            known_t = archived?;
         }
         let flat = work.join("flat");
+        let archive_checked = known_t.is_some();
         let digests = blocking(move || {
+            let done_q = known_q.or_else(|| capture::complete(&q));
             let root = match &kept {
                 // Written whole: from a plain copy of the merged tree.
-                Some(entry) if capture::complete(&q).is_none() => {
+                Some(entry) if done_q.is_none() => {
                     in_place::flatten(&root, &flat)?;
                     in_place::base_raw(entry, &raw.with_file_name(disk::BASE_RAW))?;
                     flat
@@ -729,7 +738,7 @@ impl BuilderBackend for LocalBackend {
             };
             fs::create_dir_all(&out_dir).map_err(io_error(out_dir.display()))?;
             let started = Instant::now();
-            let qd = match (capture::complete(&q), &disk) {
+            let qd = match (done_q, &disk) {
                 (Some(d), _) => d,
                 (None, Some((layout, new))) => {
                     let base_raw = raw.with_file_name(disk::BASE_RAW);
@@ -747,9 +756,17 @@ impl BuilderBackend for LocalBackend {
             };
             let qcow_ms = started.elapsed().as_millis() as u64;
             let started = Instant::now();
-            let td = match capture::complete(&t) {
+            let td = match known_t.or_else(|| capture::complete(&t)) {
                 Some(d) => d,
-                None => capture::make_tar_zst(&root, &t)?,
+                None => capture::make_tar_zst(
+                    &root,
+                    &t,
+                    if disk.is_some() {
+                        capture::DISK_ARCHIVE_LEVEL
+                    } else {
+                        capture::TREE_ARCHIVE_LEVEL
+                    },
+                )?,
             };
             tracing::info!(
                 build = %build,
@@ -760,7 +777,9 @@ impl BuilderBackend for LocalBackend {
             Ok([qd, td])
         })
         .await?;
-        clean::check_artifact(ctx, &tar_zst).await?;
+        if !archive_checked {
+            clean::check_artifact(ctx, &tar_zst).await?;
+        }
         let mut artifacts = Vec::new();
         for (path, digest) in [qcow2, tar_zst].iter().zip(digests) {
             let key = path.display().to_string();
