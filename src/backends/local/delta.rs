@@ -333,8 +333,15 @@ impl Planner<'_> {
         }
         if let Some(path) = attrs_of {
             for name in xattr::list(path)? {
-                let Some(name) = name.to_str() else { continue };
-                if name.starts_with(OVERLAY_XATTRS) || unsayable(name).is_some() {
+                let Some(name) = name.to_str() else {
+                    self.give_up = Some(format!("{inner}: an attribute name is not UTF-8"));
+                    continue;
+                };
+                if name.starts_with(OVERLAY_XATTRS) {
+                    continue;
+                }
+                if let Some(reason) = unsayable(name) {
+                    self.give_up = Some(format!("{inner}: attribute {name:?}: {reason}"));
                     continue;
                 }
                 let Some(value) = xattr::get(path, name)? else {
