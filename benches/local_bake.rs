@@ -111,7 +111,7 @@ async fn bubblewrap(root: &Path) -> Duration {
         );
     }
     let took = start.elapsed();
-    remove_sandbox_cgroup("bench-sandbox").unwrap();
+    remove_sandbox_cgroup("bench-sandbox", root).unwrap();
     took
 }
 

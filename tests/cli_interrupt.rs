@@ -116,10 +116,13 @@ impl World {
     fn wait_for_sleeper(&self, cli: &mut Child) {
         let deadline = Instant::now() + Duration::from_secs(60);
         while self.sleepers().is_empty() {
-            assert!(
-                cli.try_wait().unwrap().is_none(),
-                "the build ended before its provisioner ran"
-            );
+            if let Some(status) = cli.try_wait().unwrap() {
+                let mut err = String::new();
+                if let Some(mut pipe) = cli.stderr.take() {
+                    std::io::Read::read_to_string(&mut pipe, &mut err).unwrap();
+                }
+                panic!("the build ended ({status}) before its provisioner ran:\n{err}");
+            }
             assert!(Instant::now() < deadline, "the provisioner never started");
             std::thread::sleep(Duration::from_millis(50));
         }
@@ -272,4 +275,43 @@ fn a_killed_build_is_collected_by_the_next_build() {
     cli.wait().unwrap();
     world.assert_builds_again();
     world.assert_clean("kill-2");
+}
+
+#[test]
+fn a_build_of_another_home_with_the_same_id_is_left_alone() {
+    // Two homes (two clones, two users) may both name a build `shared`.
+    // The second one's teardown and `builds gc` must not touch the first
+    // one's processes.
+    let running = World::new(612);
+    let mut cli = running.start("shared");
+    running.wait_for_sleeper(&mut cli);
+
+    let other = World::new(613);
+    other.script("#!/bin/sh\necho quick\n");
+    let out = other.run(&[
+        "build",
+        "--build-id",
+        "shared",
+        other.path("recipe/slow.yaml").to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gc = other.run(&["builds", "gc"]);
+    assert!(
+        gc.status.success(),
+        "{}",
+        String::from_utf8_lossy(&gc.stderr)
+    );
+
+    assert!(cli.try_wait().unwrap().is_none(), "the first build ended");
+    assert!(
+        !running.sleepers().is_empty(),
+        "the first build's provisioner was killed"
+    );
+    signal(&cli, libc::SIGTERM);
+    wait_exit(&mut cli, Duration::from_secs(5));
+    running.assert_clean("shared");
 }

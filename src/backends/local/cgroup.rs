@@ -3,12 +3,17 @@
 //! forked or daemonised inside the sandbox.
 //!
 //! On a pure cgroup v2 host the build's group is
-//! `/sys/fs/cgroup/bakehouse/<build>` with `memory.max`, `pids.max` and
+//! `/sys/fs/cgroup/bakehouse/<home>-<build>` with `memory.max`, `pids.max` and
 //! `cpu.max`, killed through `cgroup.kill`. On a hybrid host (cgroup v1
 //! controllers, v2 mounted at `/sys/fs/cgroup/unified` without them) the
 //! group exists in the v2 tree (for `cgroup.kill`) and in the v1 `memory`,
 //! `pids` and `cpu` hierarchies (for the limits). A host with neither gives
 //! no limits (a warning says so); the sandbox still dies with its parent.
+//!
+//! `<home>` is the first 12 hex digits of the SHA-256 of the absolute work
+//! root: cgroups are one namespace for the whole host, and two homes (two
+//! clones, two users) may both have a build called `nightly`. Without it,
+//! one home's teardown or `builds gc` would kill the other's build.
 
 use std::fs;
 use std::io::{self, Write};
@@ -116,8 +121,10 @@ pub(crate) struct BuildCgroup {
 
 impl BuildCgroup {
     /// The group of build `build_id` (an id already checked against the
-    /// build id grammar), on this host's layout.
-    pub fn of_build(build_id: &str) -> BuildCgroup {
+    /// build id grammar) of the builds under `work_root`, on this host's
+    /// layout.
+    pub fn of_build(work_root: &Path, build_id: &str) -> BuildCgroup {
+        let build_id = &group_name(work_root, build_id);
         match Layout::detect() {
             Layout::Unified(root) => BuildCgroup {
                 unified: Some(root.join(PARENT).join(build_id)),
@@ -286,6 +293,15 @@ pub(crate) fn raw(files: &[OwnedFd]) -> Vec<i32> {
     files.iter().map(AsRawFd::as_raw_fd).collect()
 }
 
+/// The group's directory name: `<home>-<build id>` (see the module
+/// documentation).
+fn group_name(work_root: &Path, build_id: &str) -> String {
+    use sha2::{Digest, Sha256};
+    use std::os::unix::ffi::OsStrExt;
+    let home = hex::encode(Sha256::digest(work_root.as_os_str().as_bytes()));
+    format!("{}-{build_id}", &home[..12])
+}
+
 fn create_dir(dir: &Path) -> io::Result<()> {
     match fs::create_dir_all(dir) {
         Ok(()) => Ok(()),
@@ -299,4 +315,21 @@ fn write(path: &Path, value: &str) -> io::Result<()> {
         .open(path)
         .and_then(|mut f| f.write_all(value.as_bytes()))
         .map_err(|e| io::Error::other(format!("{}: {e}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_group_name_tells_homes_apart_and_keeps_the_build_id() {
+        let a = group_name(Path::new("/srv/a/.bakehouse/work"), "nightly");
+        let b = group_name(Path::new("/srv/b/.bakehouse/work"), "nightly");
+        assert_ne!(a, b);
+        assert!(a.ends_with("-nightly") && a.len() == 12 + 1 + 7, "{a}");
+        assert_eq!(
+            a,
+            group_name(Path::new("/srv/a/.bakehouse/work"), "nightly")
+        );
+    }
 }

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use crate::build::{BuildRecord, BuildStore, Step};
 use crate::pipeline::{BuildContext, BuilderBackend, StepError};
 
-use super::cgroup::{BuildCgroup, Limits};
+use super::cgroup::Limits;
 use super::fsutil::ensure_real_dir;
 use super::sandbox::{run_sandboxed, Layout};
 use super::{LocalBackend, LocalSettings, OnError};
@@ -43,7 +43,7 @@ impl LocalBackend {
         let root = self.kept_root(record, false)?;
         ensure_real_dir(&root, "proc", 0o555)?;
         ensure_real_dir(&root, "dev", 0o755)?;
-        let cgroup = BuildCgroup::of_build(&record.id);
+        let cgroup = self.build_cgroup(&record.id);
         cgroup
             .create(&Limits::default())
             .map_err(|e| StepError::NonRetryable(format!("build {}: cgroup: {e}", record.id)))?;

@@ -89,7 +89,7 @@ pub async fn run_in_sandbox(
     root: &Path,
     argv: &[String],
 ) -> Result<i32, StepError> {
-    let cgroup = BuildCgroup::of_build(build_path_component(build_id)?);
+    let cgroup = BuildCgroup::of_build(root, build_path_component(build_id)?);
     cgroup
         .create(&Limits::default())
         .map_err(io_error("creating the sandbox's cgroup"))?;
@@ -107,9 +107,10 @@ pub async fn run_in_sandbox(
     Ok(sandbox.run("run", argv).await?.status)
 }
 
-/// Removes the control group [`run_in_sandbox`] made for `build_id`.
-pub fn remove_sandbox_cgroup(build_id: &str) -> Result<(), StepError> {
-    BuildCgroup::of_build(build_path_component(build_id)?)
+/// Removes the control group [`run_in_sandbox`] made for `build_id` over
+/// `root`.
+pub fn remove_sandbox_cgroup(build_id: &str, root: &Path) -> Result<(), StepError> {
+    BuildCgroup::of_build(root, build_path_component(build_id)?)
         .remove()
         .map_err(io_error("removing the sandbox's cgroup"))
 }
@@ -257,6 +258,11 @@ impl LocalBackend {
             .join(build_path_component(build_id)?))
     }
 
+    /// The control group of a build of this work root (see [`cgroup`]).
+    fn build_cgroup(&self, build_id: &str) -> BuildCgroup {
+        BuildCgroup::of_build(&self.settings.work_root, build_id)
+    }
+
     /// The full log of a build: every output line of its commands, kept
     /// after the build in `<home>/logs/<build id>.log` (the home is the
     /// work root's parent); `builds logs` prints it.
@@ -313,7 +319,7 @@ impl LocalBackend {
                 continue;
             }
             let (dir, base) = (root.join(&name), root.clone());
-            let cgroup = BuildCgroup::of_build(&name);
+            let cgroup = self.build_cgroup(&name);
             blocking(move || {
                 cgroup
                     .remove()
@@ -355,7 +361,7 @@ impl LocalBackend {
     /// something in a sandbox.
     fn cgroup(&self, ctx: &BuildContext) -> Result<BuildCgroup, StepError> {
         let builder = &ctx.recipe()?.recipe.builder;
-        let cgroup = BuildCgroup::of_build(build_path_component(&ctx.build_id)?);
+        let cgroup = self.build_cgroup(build_path_component(&ctx.build_id)?);
         let limits = Limits {
             memory_mb: builder.memory_mb.unwrap_or(cgroup::DEFAULT_MEMORY_MB),
             pids_max: builder.pids_max.unwrap_or(cgroup::DEFAULT_PIDS_MAX),
@@ -599,7 +605,7 @@ impl BuilderBackend for LocalBackend {
         }
         let name = work.display().to_string();
         ctx.plan(ResourceKind::WorkDir, &name, None).await?;
-        let cgroup = BuildCgroup::of_build(&ctx.build_id).name();
+        let cgroup = self.build_cgroup(&ctx.build_id).name();
         ctx.plan(ResourceKind::Cgroup, &cgroup, None).await?;
         let marker = work.join("state/unpacked");
         let done =
@@ -812,7 +818,7 @@ impl BuilderBackend for LocalBackend {
             let path = PathBuf::from(res.id.clone().unwrap_or_else(|| res.name.clone()));
             match res.kind {
                 ResourceKind::Cgroup => {
-                    let cgroup = BuildCgroup::of_build(&ctx.build_id);
+                    let cgroup = self.build_cgroup(&ctx.build_id);
                     blocking(move || {
                         cgroup
                             .remove()
@@ -856,7 +862,7 @@ impl BuilderBackend for LocalBackend {
         }
         // Also whatever a launch that died before its ledger entry left:
         // first every process of the build, then its files.
-        let cgroup = BuildCgroup::of_build(&ctx.build_id);
+        let cgroup = self.build_cgroup(&ctx.build_id);
         blocking(move || {
             cgroup
                 .remove()
