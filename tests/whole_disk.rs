@@ -130,24 +130,12 @@ async fn gpt_disks_with_a_separate_boot_build_raw_and_qcow2() {
     let h = Harness::new(None);
     let (root, boot) = trees(&h, &format!("UUID={ROOT_UUID}"), true);
     let base = h.path("gpt.raw");
-    let offsets = disks::make_disk(
+    let offsets = gpt_boot_and_root(
         &base,
-        "gpt",
         "5e1f0000-0000-4000-8000-0000000000aa",
-        &[
-            Fs {
-                tree: &boot,
-                mib: 16,
-                uuid: BOOT_UUID,
-                label: "BOOT",
-            },
-            Fs {
-                tree: &root,
-                mib: 48,
-                uuid: ROOT_UUID,
-                label: "root",
-            },
-        ],
+        &boot,
+        "BOOT",
+        &root,
     );
     build_and_compare(&h, &base, &base, &offsets, true).await;
     let qcow2 = disks::to_qcow2(&base);
@@ -173,6 +161,32 @@ async fn mbr_disks_found_by_partuuid_build_raw_and_qcow2() {
     build_and_compare(&h, &base, &base, &offsets, false).await;
     let qcow2 = disks::to_qcow2(&base);
     build_and_compare(&h, &qcow2, &base, &offsets, false).await;
+}
+
+/// A GPT disk at `base` with a 16 MiB `/boot` (labelled `boot_label`) and
+/// a 48 MiB root filesystem; the partitions' byte offsets.
+fn gpt_boot_and_root(
+    base: &Path,
+    disk_id: &str,
+    boot: &Path,
+    boot_label: &str,
+    root: &Path,
+) -> Vec<u64> {
+    let fs = [
+        Fs {
+            tree: boot,
+            mib: 16,
+            uuid: BOOT_UUID,
+            label: boot_label,
+        },
+        Fs {
+            tree: root,
+            mib: 48,
+            uuid: ROOT_UUID,
+            label: "root",
+        },
+    ];
+    disks::make_disk(base, "gpt", disk_id, &fs)
 }
 
 /// A LUKS1 header at `offset` (what blkid looks for).
@@ -215,24 +229,12 @@ async fn unsupported_layouts_fail_at_launch_naming_the_problem_and_leave_nothing
         let (root, boot) = trees(&h, fstab_root, separate_boot);
         let base = h.path(&format!("{name}.raw"));
         let boot_label = if name == "missing" { "OTHER" } else { "BOOT" };
-        let offsets = disks::make_disk(
+        let offsets = gpt_boot_and_root(
             &base,
-            "gpt",
             "5e1f0000-0000-4000-8000-0000000000bb",
-            &[
-                Fs {
-                    tree: &boot,
-                    mib: 16,
-                    uuid: BOOT_UUID,
-                    label: boot_label,
-                },
-                Fs {
-                    tree: &root,
-                    mib: 48,
-                    uuid: ROOT_UUID,
-                    label: "root",
-                },
-            ],
+            &boot,
+            boot_label,
+            &root,
         );
         if name == "luks" {
             plant_luks(&base, offsets[0]);
@@ -438,24 +440,12 @@ async fn a_kept_base_takes_every_kind_of_change_in_place_and_stays_as_it_was() {
     fs::write(root.join("usr/bin/tool"), "#!/bin/sh\n").unwrap();
     std::os::unix::fs::symlink("/etc/passwd", root.join("srv/link")).unwrap();
     let base = h.path("gpt.raw");
-    let offsets = disks::make_disk(
+    let offsets = gpt_boot_and_root(
         &base,
-        "gpt",
         "5e1f0000-0000-4000-8000-0000000000bb",
-        &[
-            Fs {
-                tree: &boot,
-                mib: 16,
-                uuid: BOOT_UUID,
-                label: "BOOT",
-            },
-            Fs {
-                tree: &root,
-                mib: 48,
-                uuid: ROOT_UUID,
-                label: "root",
-            },
-        ],
+        &boot,
+        "BOOT",
+        &root,
     );
     disks::to_qcow2(&base);
     let (boot_at, root_at) = (offsets[0], offsets[1]);

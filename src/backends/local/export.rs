@@ -17,11 +17,13 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::pipeline::StepError;
+use crate::build::ResourceKind;
+use crate::pipeline::{BuildContext, StepError};
 
 use super::cgroup::{self, BuildCgroup};
-use super::fsutil::io_error;
+use super::fsutil::{blocking, io_error};
 use super::idmap::give_to_sandbox;
+use super::sandbox::{run_sandboxed, Layout, RunResult};
 
 /// How long the daemon may take to show the export.
 const START_TIMEOUT: Duration = Duration::from_secs(20);
@@ -171,6 +173,64 @@ impl Drop for DiskExport {
 }
 
 /// `path` with commas doubled, as QEMU's option syntax wants.
+/// A shell script [`edit_disk`] runs in the tool sandbox against an
+/// exported disk.
+pub(crate) struct DiskEdit<'a> {
+    /// What runs, for errors and the log.
+    pub label: &'a str,
+    /// Host directories shown read-only, with their path in the sandbox.
+    pub binds: Vec<(&'a Path, &'a str)>,
+    /// The script (`/bin/sh`, `set -u`). The disk is at `/disk`; every
+    /// `debugfs` in it appends its stderr to `/tmp/err`: debugfs exits 0 on
+    /// most errors, so anything there but its version banner fails the
+    /// script.
+    pub script: String,
+}
+
+/// Exports `image` writable at `raw` (a mount recorded in the build's
+/// ledger before it is made, and marked deleted once the export is
+/// stopped), runs `edit` in the tool sandbox in the build's control group,
+/// and stops the export. The inner `Err` is an export that could not start
+/// (no FUSE on the host, say): nothing ran and nothing is left mounted.
+pub(crate) async fn edit_disk(
+    ctx: &BuildContext,
+    image: &Path,
+    raw: &Path,
+    edit: DiskEdit<'_>,
+    cgroup: &BuildCgroup,
+    deadline: Option<Instant>,
+) -> Result<Result<RunResult, StepError>, StepError> {
+    let name = raw.display().to_string();
+    ctx.plan(ResourceKind::Mount, &name, None).await?;
+    let (i, r, c) = (image.to_path_buf(), raw.to_path_buf(), cgroup.clone());
+    let export = match blocking(move || DiskExport::start(&i, &r, true, &c)).await {
+        Ok(export) => export,
+        Err(e) => {
+            ctx.deleted(ResourceKind::Mount, &name).await?;
+            return Ok(Err(e));
+        }
+    };
+    ctx.created(ResourceKind::Mount, &name, &name).await?;
+    let layout = edit
+        .binds
+        .iter()
+        .fold(Layout::tools(), |layout, (host, inside)| {
+            layout.dir(host, inside, false)
+        })
+        .writable_file(&export.path, "/disk");
+    let script = format!(
+        "set -u\n{}\nif grep -v '^debugfs [0-9]' /tmp/err >&2; then exit 1; fi\nexit 0\n",
+        edit.script
+    );
+    let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
+    let result = run_sandboxed(&layout, edit.label, &argv, cgroup, deadline, &ctx.build_id).await;
+    let stopped = blocking(move || export.stop()).await;
+    let result = result?;
+    stopped?;
+    ctx.deleted(ResourceKind::Mount, &name).await?;
+    Ok(Ok(result))
+}
+
 fn comma_escaped(path: &Path) -> String {
     path.display().to_string().replace(',', ",,")
 }

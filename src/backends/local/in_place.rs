@@ -19,11 +19,10 @@ use super::cgroup::BuildCgroup;
 use super::delta::{self, IN_UPPER, IN_VALUES};
 use super::disk::{self, Tools, BASE_RAW};
 use super::disk_cache::{self, CachedDisk};
-use super::export::DiskExport;
+use super::export::{edit_disk, DiskEdit};
 use super::fsutil::{blocking, ensure_plain_file, io_error};
 use super::idmap::{self, Shift};
 use super::layout::DiskLayout;
-use super::sandbox::{run_sandboxed, Layout};
 use super::tools;
 
 /// The build's state file naming the kept base its overlay uses.
@@ -43,21 +42,30 @@ pub(crate) struct Launch<'a> {
     pub base_id: &'a str,
 }
 
+/// What [`launch`] made of a raw or qcow2 base.
+pub(crate) enum Launched {
+    /// A whole disk with this layout: the build's overlay is mounted over
+    /// the kept base.
+    Overlay(DiskLayout),
+    /// A bare filesystem image: unpacked into `work/root` as before,
+    /// nothing kept.
+    Unpacked,
+}
+
 /// Unpacks a whole-disk base into the kept bases unless it is there, and
-/// mounts the build's overlay on `work/root`. `None` when the base is a
-/// bare filesystem image: it is then unpacked into `work/root` as before.
+/// mounts the build's overlay on `work/root`.
 pub(crate) async fn launch(
     ctx: &BuildContext,
     at: &Launch<'_>,
     source: &BaseSource,
     tools: &Tools<'_>,
-) -> Result<Option<DiskLayout>, StepError> {
+) -> Result<Launched, StepError> {
     let root = at.work.join("root");
     let entry = match disk_cache::lookup(at.work_root, at.base_id) {
         Some(entry) => entry,
         None => {
             let Some(layout) = disk::unpack_disk(source, tools).await? else {
-                return Ok(None);
+                return Ok(Launched::Unpacked);
             };
             let started = Instant::now();
             let stage = at.work.join("kept-base");
@@ -115,7 +123,7 @@ pub(crate) async fn launch(
     ctx.created(ResourceKind::Mount, &name, &name).await?;
     let file = at.work.join("state").join(OVERLAY_FILE);
     fs::write(&file, entry.dir.as_os_str().as_encoded_bytes()).map_err(io_error(file.display()))?;
-    Ok(Some(layout))
+    Ok(Launched::Overlay(layout))
 }
 
 /// The kept base a build's overlay uses, if it has one.
@@ -233,7 +241,7 @@ async fn apply(
     let values = at.work.join("scratch/delta");
     let _ = fs::remove_dir_all(&values);
     fs::create_dir_all(&values).map_err(io_error(values.display()))?;
-    let mut script = String::from("set -u\n");
+    let mut script = String::new();
     for (i, f) in delta.filesystems.iter().enumerate() {
         let file = values.join(format!("commands-{i}"));
         fs::write(&file, &f.commands).map_err(io_error(file.display()))?;
@@ -244,43 +252,23 @@ async fn apply(
             mp = f.mountpoint,
         ));
     }
-    script.push_str("if grep -v '^debugfs [0-9]' /tmp/err >&2; then exit 1; fi\nexit 0\n");
     for (name, value) in &delta.values {
         let file = values.join(name);
         fs::write(&file, value).map_err(io_error(file.display()))?;
     }
     idmap::shift_tree(&values, Shift::In).map_err(io_error(values.display()))?;
-    let raw = at.work.join("scratch/out.raw");
-    let name = raw.display().to_string();
-    ctx.plan(ResourceKind::Mount, &name, None).await?;
-    let (d, r, c) = (disk.to_path_buf(), raw.clone(), at.cgroup.clone());
-    let export = match blocking(move || DiskExport::start(&d, &r, true, &c)).await {
-        Ok(export) => export,
-        // No FUSE here, say: the whole capture needs none.
-        Err(e) => {
-            ctx.deleted(ResourceKind::Mount, &name).await?;
-            return Ok(Some(e.to_string()));
-        }
+    let upper = at.work.join(UPPER);
+    let edit = DiskEdit {
+        label: "capture: writing the change into the disk",
+        binds: vec![(&values, IN_VALUES), (&upper, IN_UPPER)],
+        script,
     };
-    ctx.created(ResourceKind::Mount, &name, &name).await?;
-    let layout = Layout::tools()
-        .dir(&values, IN_VALUES, false)
-        .dir(&at.work.join(UPPER), IN_UPPER, false)
-        .writable_file(&export.path, "/disk");
-    let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
-    let result = run_sandboxed(
-        &layout,
-        "capture: writing the change into the disk",
-        &argv,
-        at.cgroup,
-        at.deadline,
-        &ctx.build_id,
-    )
-    .await;
-    let stopped = blocking(move || export.stop()).await;
-    let result = result?;
-    stopped?;
-    ctx.deleted(ResourceKind::Mount, &name).await?;
+    let raw = at.work.join("scratch/out.raw");
+    let result = match edit_disk(ctx, disk, &raw, edit, at.cgroup, at.deadline).await? {
+        Ok(result) => result,
+        // No FUSE here, say: the whole capture needs none.
+        Err(e) => return Ok(Some(e.to_string())),
+    };
     let _ = fs::remove_dir_all(&values);
     Ok((result.status != 0).then(|| result.short_tail(10)))
 }

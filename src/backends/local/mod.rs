@@ -452,7 +452,7 @@ impl LocalBackend {
                 let builder = &recipe.recipe.builder;
                 // A base kept from an earlier build (or kept now) and an
                 // overlay; a disk that grows is rewritten whole as before.
-                let kept = if builder.disk.is_none()
+                let launched = if builder.disk.is_none()
                     && builder.disk_size.is_none()
                     && disk_cache::nameable(&work)
                 {
@@ -461,43 +461,39 @@ impl LocalBackend {
                         work: &work,
                         base_id,
                     };
-                    in_place::launch(ctx, &at, &source, &tools).await?
+                    Some(in_place::launch(ctx, &at, &source, &tools).await?)
                 } else {
                     None
                 };
-                if let Some(layout) = kept {
-                    on_overlay = true;
+                let layout = match launched {
+                    Some(in_place::Launched::Overlay(layout)) => {
+                        on_overlay = true;
+                        Some(layout)
+                    }
+                    Some(in_place::Launched::Unpacked) => None,
+                    None => match disk::unpack_disk(&source, &tools).await? {
+                        Some(mut layout) => {
+                            if builder.disk.is_some() {
+                                return Err(StepError::NonRetryable(format!(
+                                    "builder.disk makes a bootable disk from a tarball, directory or filesystem base; base {} is already a whole disk, whose own layout the output keeps: remove builder.disk",
+                                    source.path.display()
+                                )));
+                            }
+                            if let Some(mib) = builder.disk_size {
+                                disk::grow(&mut layout, u64::from(mib) << 20, &tools).await?;
+                            }
+                            Some(layout)
+                        }
+                        None => None,
+                    },
+                };
+                if let Some(layout) = &layout {
                     let file = state.join(LAYOUT_FILE);
-                    let json = serde_json::to_vec_pretty(&layout)
+                    let json = serde_json::to_vec_pretty(layout)
                         .map_err(|e| StepError::NonRetryable(e.to_string()))?;
                     fs::write(&file, json).map_err(io_error(file.display()))?;
-                    true
-                } else if root
-                    .read_dir()
-                    .map_err(io_error(root.display()))?
-                    .next()
-                    .is_some()
-                {
-                    // A bare filesystem image the kept-base launch unpacked.
-                    false
-                } else if let Some(mut layout) = disk::unpack_disk(&source, &tools).await? {
-                    if recipe.recipe.builder.disk.is_some() {
-                        return Err(StepError::NonRetryable(format!(
-                            "builder.disk makes a bootable disk from a tarball, directory or filesystem base; base {} is already a whole disk, whose own layout the output keeps: remove builder.disk",
-                            source.path.display()
-                        )));
-                    }
-                    if let Some(mib) = recipe.recipe.builder.disk_size {
-                        disk::grow(&mut layout, u64::from(mib) << 20, &tools).await?;
-                    }
-                    let file = state.join(LAYOUT_FILE);
-                    let json = serde_json::to_vec_pretty(&layout)
-                        .map_err(|e| StepError::NonRetryable(e.to_string()))?;
-                    fs::write(&file, json).map_err(io_error(file.display()))?;
-                    true
-                } else {
-                    false
                 }
+                layout.is_some()
             }
             _ => {
                 let (src, r) = (source.clone(), root.clone());
@@ -700,8 +696,9 @@ impl BuilderBackend for LocalBackend {
                 }
             });
             let disk_in_place = async {
-                if capture::complete(&qcow2).is_some() {
-                    return Ok(None);
+                // A retried capture: the disk is written already.
+                if let Some(digest) = capture::complete(&qcow2) {
+                    return Ok(Some(digest));
                 }
                 let at = in_place::InPlace {
                     entry,

@@ -22,13 +22,12 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use crate::build::ResourceKind;
 use crate::communicator::jobs::{test_body, test_label};
 use crate::pipeline::{BuildContext, Progress, StepError};
 
 use super::base::{self, BaseSource};
 use super::cgroup::BuildCgroup;
-use super::export::{detach_mounts_below, DiskExport};
+use super::export::{detach_mounts_below, edit_disk, DiskEdit};
 use super::fsutil::{blocking, io_error, remove_below};
 use super::idmap::{self, give_to_sandbox, Shift};
 use super::layout::DiskLayout;
@@ -248,12 +247,6 @@ async fn inject(
     offset: u64,
     count: usize,
 ) -> Result<(), StepError> {
-    let raw = overlay.with_extension("raw");
-    let name = raw.display().to_string();
-    ctx.plan(ResourceKind::Mount, &name, None).await?;
-    let (o, r, c) = (overlay.to_path_buf(), raw.clone(), cgroup.clone());
-    let export = blocking(move || DiskExport::start(&o, &r, true, &c)).await?;
-    ctx.created(ResourceKind::Mount, &name, &name).await?;
     let mut commands = format!(
         "mkdir {dir}\ncd {dir}\nwrite /guest/run run\n",
         dir = test_script::GUEST_DIR
@@ -269,34 +262,20 @@ async fn inject(
     let commands_file = guest.join("debugfs-commands");
     fs::write(&commands_file, commands).map_err(io_error(commands_file.display()))?;
     give_to_sandbox(&commands_file).map_err(io_error(commands_file.display()))?;
-    // The wants directory is made when the image has none; debugfs exits 0
-    // on errors, so anything on stderr but its banner fails the step.
-    let script = format!(
-        "img='/disk?offset={offset}'
+    // The wants directory is made when the image has none.
+    let edit = DiskEdit {
+        label: "test: injecting the test unit",
+        binds: vec![(guest, "/guest")],
+        script: format!(
+            "img='/disk?offset={offset}'
 if debugfs -R 'stat /etc/systemd/system/multi-user.target.wants' \"$img\" 2>&1 | grep -q 'not found'; then
   debugfs -w -R 'mkdir /etc/systemd/system/multi-user.target.wants' \"$img\" 2>>/tmp/err >/dev/null
 fi
-debugfs -w -f /guest/debugfs-commands \"$img\" 2>>/tmp/err >/dev/null
-if grep -v '^debugfs [0-9]' /tmp/err >&2; then exit 1; fi
-exit 0"
-    );
-    let layout = Layout::tools()
-        .dir(guest, "/guest", false)
-        .writable_file(&export.path, "/disk");
-    let argv = ["/bin/sh".to_string(), "-c".to_string(), script];
-    let result = run_sandboxed(
-        &layout,
-        "test: injecting the test unit",
-        &argv,
-        cgroup,
-        deadline,
-        &ctx.build_id,
-    )
-    .await;
-    let stopped = blocking(move || export.stop()).await;
-    let result = result?;
-    stopped?;
-    ctx.deleted(ResourceKind::Mount, &name).await?;
+debugfs -w -f /guest/debugfs-commands \"$img\" 2>>/tmp/err >/dev/null"
+        ),
+    };
+    let raw = overlay.with_extension("raw");
+    let result = edit_disk(ctx, overlay, &raw, edit, cgroup, deadline).await??;
     if result.status != 0 {
         return Err(StepError::BuildFailed(format!(
             "test: could not add the test unit to the captured disk's root filesystem (does the image use systemd?): {}",
