@@ -459,6 +459,8 @@ async fn a_kept_base_takes_every_kind_of_change_in_place_and_stays_as_it_was() {
         "echo build-secret > /opt/x/tmp && rm /opt/x/tmp",
         "dd if=/dev/zero of=/opt/x/big bs=1024 count=3000 2>/dev/null",
         "rm /boot/vmlinuz-test && echo k > /boot/vmlinuz-new",
+        // 20 MB rewritten uncompressed: the disk is compressed again.
+        "yes bakehouse | head -c 20000000 > /opt/x/text",
     ];
     let mut text = "name: inplace\nbase: {path: ../gpt.qcow2}\nprovisioners:\n".to_string();
     for step in steps {
@@ -475,6 +477,9 @@ async fn a_kept_base_takes_every_kind_of_change_in_place_and_stays_as_it_was() {
         notes.contains("written in place into the kept base disk"),
         "{notes}"
     );
+    assert!(notes.contains("compressed again to"), "{notes}");
+    let qcow2_size = fs::metadata(out.artifact(".qcow2")).unwrap().len();
+    assert!(qcow2_size < 8 << 20, "{qcow2_size} bytes: not compressed");
     let raw = output_raw(&h, &out);
     for at in [boot_at, root_at] {
         run(Command::new("e2fsck")
@@ -494,6 +499,8 @@ async fn a_kept_base_takes_every_kind_of_change_in_place_and_stays_as_it_was() {
     );
     assert_eq!(inode(&raw, root_at, "/opt/x/one").3, "2", "hard link kept");
     assert_eq!(inode(&raw, root_at, "/opt/x/big").0, "0644");
+    let text = disks::debugfs_at(&raw, root_at, "stat /opt/x/text");
+    assert!(text.contains("Size: 20000000"), "{text}");
     let tool = inode(&raw, root_at, "/usr/bin/tool");
     assert_eq!(
         (tool.0.as_str(), tool.1.as_str(), tool.2.as_str()),

@@ -198,21 +198,33 @@ pub(crate) async fn capture(
             return Err(e);
         }
     }
-    let p = partial.clone();
-    blocking(move || {
+    let (p, kept, again) = (
+        partial.clone(),
+        at.entry.disk(),
+        at.work.join("scratch/recompressed.qcow2"),
+    );
+    let recompressed = blocking(move || {
         tools::run(
             Command::new("qemu-img")
                 .args(["check", "-q", "-f", "qcow2"])
                 .arg(&p),
             "qemu-img check of the captured image",
-        )
-        .map(drop)
+        )?;
+        recompress_if_grown(&kept, &p, &again)
     })
     .await?;
     let q = qcow2.to_path_buf();
     let digest = blocking(move || capture::finish(&q)).await?;
+    let compressed = match recompressed {
+        Some((before, after)) => format!(
+            "; its rewritten clusters made it {} MiB, compressed again to {} MiB",
+            before >> 20,
+            after >> 20
+        ),
+        None => String::new(),
+    };
     ctx.note(format!(
-        "capture: {} changes written in place into the kept base disk ({} filesystems, e2fsck clean)",
+        "capture: {} changes written in place into the kept base disk ({} filesystems, e2fsck clean{compressed})",
         delta.changes,
         delta.filesystems.len()
     ))
@@ -225,6 +237,50 @@ pub(crate) async fn capture(
         "whole disk written in place"
     );
     Ok(Some(digest))
+}
+
+/// Clusters the in-place capture rewrites are stored uncompressed (QEMU
+/// cannot compress a write to an allocated cluster). Past this much growth
+/// over the kept disk the written disk is compressed again as a whole
+/// (`qemu-img convert -c`): some seconds for a change like a package
+/// install, which is worth a smaller image; a small change (a few
+/// configuration files) is not worth it.
+const RECOMPRESS_OVER_BYTES: u64 = 16 << 20;
+
+/// Compresses `disk` again (through `scratch`) when it has grown more than
+/// [`RECOMPRESS_OVER_BYTES`] over `kept`; its sizes before and after when
+/// it did. Both are bakehouse's own qcow2 files (see [`super::export`]).
+fn recompress_if_grown(
+    kept: &Path,
+    disk: &Path,
+    scratch: &Path,
+) -> Result<Option<(u64, u64)>, StepError> {
+    let size = |p: &Path| {
+        fs::metadata(p)
+            .map(|m| m.len())
+            .map_err(io_error(p.display()))
+    };
+    let before = size(disk)?;
+    if before <= size(kept)?.saturating_add(RECOMPRESS_OVER_BYTES) {
+        return Ok(None);
+    }
+    let _ = fs::remove_file(scratch);
+    tools::run(
+        Command::new("qemu-img")
+            .args([
+                "convert", "-c", "-W", "-m", "8", "-f", "qcow2", "-O", "qcow2",
+            ])
+            .arg(disk)
+            .arg(scratch),
+        "qemu-img convert compressing the captured image again",
+    )?;
+    let after = size(scratch)?;
+    if fs::rename(scratch, disk).is_err() {
+        // Another filesystem: copied instead.
+        fs::copy(scratch, disk).map_err(io_error(disk.display()))?;
+        let _ = fs::remove_file(scratch);
+    }
+    Ok(Some((before, after)))
 }
 
 /// Runs the delta's commands over the exported copy, then `e2fsck -fn` on
